@@ -1,0 +1,142 @@
+"""Zero-output transforms of seed 000 (§6, §11 Thm 9 = Thm 4, §12 Thm 10).
+
+* :func:`asi` — AntiSymmetrical Initialization: ``h_ASI(x) = (sqrt 2/2) h(x; theta)
+  - (sqrt 2/2) h(x; theta')`` with ``theta'(0) = theta(0)``.  Output 0 at init,
+  kernel unchanged (seed 000, Thm 9).
+* :func:`rnd` — the same two-branch form with ``theta'`` drawn independently
+  from the init distribution (the RND control of seed 000 Fig 2c): output not 0.
+* :func:`double_last_layer` — the Chizat–Bach doubling trick as seed 000 §12
+  defines it: output 0 at init, per-layer kernels of layers <= L-2 vanish,
+  those of W^(L-1), b^(L-1), W^(L) double (Thm 10).
+
+Every returned module is new; all its parameters are trainable copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+
+from ntkcheck.networks import MLP, Linear
+
+ASI_SCALE = math.sqrt(2.0) / 2.0
+
+
+class AntiSymmetric(nn.Module):
+    """``scale * plus(x) - scale * minus(x)``: two branches of one architecture.
+
+    Parameter names are ``plus.<name>`` and ``minus.<name>``; :func:`merge_branches`
+    maps a per-parameter kernel dict of this module back onto the branch's names.
+    """
+
+    def __init__(self, plus: nn.Module, minus: nn.Module, scale: float = ASI_SCALE) -> None:
+        super().__init__()
+        self.plus = plus
+        self.minus = minus
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * (self.plus(x) - self.minus(x))
+
+
+def _check_module(model: object, name: str = "model") -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ValueError(f"{name} has no trainable parameters")
+    return model
+
+
+def _trainable_copy(model: nn.Module) -> nn.Module:
+    twin = copy.deepcopy(model)
+    for p in twin.parameters():
+        p.requires_grad_(True)
+    return twin
+
+
+def asi(model: nn.Module) -> AntiSymmetric:
+    """AntiSymmetrical Initialization of any module (seed 000 §6, Thm 4 / Thm 9).
+
+    Returns ``h_ASI(x; theta, theta') = (sqrt 2/2) h(x; theta) - (sqrt 2/2) h(x; theta')``
+    with both branches copies of ``model``'s current parameters, so
+    ``h_ASI(x) = 0`` at init and ``k_ASI = k`` (the 1/2 + 1/2 of the proof).
+    """
+    _check_module(model)
+    return AntiSymmetric(_trainable_copy(model), _trainable_copy(model))
+
+
+def _redrawn(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
+    """A copy of ``model`` with parameters drawn afresh from its init distribution."""
+    if isinstance(model, MLP):
+        return model.reinitialized(generator)
+    if isinstance(model, AntiSymmetric):
+        return AntiSymmetric(_redrawn(model.plus, generator), _redrawn(model.minus, generator), model.scale)
+    twin = _trainable_copy(model)
+    owners = [m for m in twin.modules() if any(True for _ in m.parameters(recurse=False))]
+    missing = [type(m).__name__ for m in owners if not hasattr(m, "reset_parameters")]
+    if missing:
+        raise TypeError(
+            f"model holds parameters in {missing}, which have no reset_parameters(); "
+            "rnd cannot redraw them from their init distribution"
+        )
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in owners:
+            m.reset_parameters()
+    return twin
+
+
+def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymmetric:
+    """The RND control of seed 000 Fig 2c: ASI's form with an independent second branch.
+
+    ``h_RND(x) = (sqrt 2/2) h(x; theta) - (sqrt 2/2) h(x; theta')`` where ``theta'``
+    is a fresh draw from ``model``'s init distribution (``MLP.reinitialized``; for
+    other modules each submodule's ``reset_parameters`` seeded from ``generator``).
+    """
+    _check_module(model)
+    return AntiSymmetric(_trainable_copy(model), _redrawn(model, generator))
+
+
+def double_last_layer(mlp: MLP) -> MLP:
+    """The doubling trick of seed 000 §12 (Chizat & Bach 2018) applied to an :class:`MLP`.
+
+    With L weight layers: ``W'^[L] = (W^[L], -W^[L])``, ``W'^[L-1] = (W^[L-1]; W^[L-1])``,
+    ``b'^[L-1] = (b^[L-1]; b^[L-1])``, lower layers unchanged.  As in Chizat & Bach
+    (and the section's note) the output layer has no bias.  Every layer keeps its
+    multipliers, so the doubled network's per-layer kernels are exactly those of
+    Thm 10: 0 for layers <= L-2, twice the original's for W^[L-1], b^[L-1], W^[L].
+    """
+    if not isinstance(mlp, MLP):
+        raise TypeError(f"mlp must be an ntkcheck.MLP, got {type(mlp).__name__}")
+    if not mlp.widths:
+        raise ValueError("mlp must have at least one hidden layer to double (widths is empty)")
+    doubled = _trainable_copy(mlp)
+    hidden, out = mlp.layers[-2], mlp.layers[-1]
+    with torch.no_grad():
+        w_h = torch.cat([hidden.weight, hidden.weight], dim=0).clone()
+        b_h = None if hidden.bias is None else torch.cat([hidden.bias, hidden.bias]).clone()
+        w_o = torch.cat([out.weight, -out.weight], dim=1).clone()
+    doubled.layers[-2] = Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult)
+    doubled.layers[-1] = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
+    doubled.widths = (*mlp.widths[:-1], 2 * mlp.widths[-1])
+    return doubled
+
+
+def merge_branches(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Sum an :class:`AntiSymmetric` module's per-parameter kernels over its two branches.
+
+    ``{"plus.layers.0.weight": K1, "minus.layers.0.weight": K2}`` becomes
+    ``{"layers.0.weight": K1 + K2}``: the names of the original module, so the
+    ASI kernel can be compared layer by layer with the original's (Thm 9).
+    """
+    merged: dict[str, torch.Tensor] = {}
+    for name, k in per_param.items():
+        branch, _, rest = name.partition(".")
+        if branch not in ("plus", "minus") or not rest:
+            raise ValueError(f"per_param key {name!r} is not a parameter of an AntiSymmetric module")
+        merged[rest] = merged[rest] + k if rest in merged else k
+    return merged

@@ -1,0 +1,169 @@
+"""Networks and zero-output transforms: what each layer computes, how it is drawn, what is refused."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import ntkcheck as nk
+
+
+@pytest.fixture(autouse=True)
+def _forward_only():
+    """These tests only run forward passes; read outputs as plain numbers."""
+    with torch.no_grad():
+        yield
+
+
+def test_ntk_layer_computes_scaled_affine_map():
+    """parametrization='ntk': weight_std/sqrt(fan_in) * W a + bias_std * b (seed 001 eq (1))."""
+    gen = torch.Generator().manual_seed(0)
+    model = nk.MLP(5, [7], 2, activation="tanh", weight_std=1.5, bias_std=0.3, generator=gen, dtype=torch.float64)
+    x = torch.randn(4, 5, generator=gen, dtype=torch.float64)
+    l1, l2 = model.layers
+    h = torch.tanh(1.5 / math.sqrt(5) * x @ l1.weight.T + 0.3 * l1.bias)
+    expected = 1.5 / math.sqrt(7) * h @ l2.weight.T + 0.3 * l2.bias
+    torch.testing.assert_close(model(x), expected, rtol=1e-14, atol=1e-14)
+
+
+def test_ntk_raw_parameters_are_standard_normal():
+    model = nk.MLP(200, [300], generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    w = model.layers[0].weight.detach()
+    assert abs(float(w.mean())) < 0.01 and abs(float(w.std()) - 1.0) < 0.01
+
+
+def test_standard_glorot_is_seed000_init():
+    """init='glorot': every parameter ~ N(0, v_std^2 * 2/(fan_in + fan_out)) (seed 000 §7)."""
+    model = nk.MLP(300, [500], parametrization="standard", init="glorot", weight_std=5.0,
+                   generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    layer = model.layers[0].requires_grad_(False)
+    expected = 5.0 * math.sqrt(2 / 800)
+    assert layer.weight_mult == 1.0 and layer.bias_mult == 1.0
+    assert abs(float(layer.weight.std()) / expected - 1) < 0.01
+    assert abs(float(layer.bias.std()) / expected - 1) < 0.1
+
+
+def test_standard_fan_in_is_he_lecun_init():
+    model = nk.MLP(400, [600], parametrization="standard", weight_std=math.sqrt(2), bias_std=0.0,
+                   generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    layer = model.layers[0].requires_grad_(False)
+    assert abs(float(layer.weight.std()) / math.sqrt(2 / 400) - 1) < 0.01
+    assert float(layer.bias.abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("name", list(nk.ACTIVATIONS))
+def test_every_activation_runs_and_is_applied(name):
+    gen = torch.Generator().manual_seed(4)
+    model = nk.MLP(2, [3], activation=name, generator=gen, dtype=torch.float64)
+    x = torch.randn(5, 2, generator=gen, dtype=torch.float64)
+    l1, l2 = model.layers
+    phi = nk.ACTIVATIONS[name]
+    torch.testing.assert_close(model(x), l2(phi(l1(x))))
+
+
+def test_same_generator_seed_same_network():
+    a = nk.MLP(3, [4, 4], generator=torch.Generator().manual_seed(9))
+    b = nk.MLP(3, [4, 4], generator=torch.Generator().manual_seed(9))
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(widths=[4, 0]), ValueError, r"widths\[1\] must be an int >= 1"),
+        (dict(widths=4), TypeError, "widths must be a sequence"),
+        (dict(activation="swish"), ValueError, "activation must be one of"),
+        (dict(parametrization="mup"), ValueError, "parametrization must be one of"),
+        (dict(in_features=0), ValueError, "in_features must be an int >= 1"),
+        (dict(out_features=1.5), TypeError, "out_features must be an int"),
+        (dict(weight_std=float("nan")), ValueError, "weight_std must be a finite float"),
+        (dict(bias_std=-1.0), ValueError, "bias_std must be a finite float >= 0"),
+        (dict(init="glorot"), ValueError, "init='glorot' applies to parametrization='standard'"),
+        (dict(generator=3), TypeError, "generator must be a torch.Generator"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(kwargs, error, match):
+    args = dict(in_features=3, widths=[4])
+    args.update(kwargs)
+    with pytest.raises(error, match=match):
+        nk.MLP(args.pop("in_features"), args.pop("widths"), **args)
+
+
+def test_forward_rejects_wrong_feature_count():
+    model = nk.MLP(3, [4])
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 3\)"):
+        model(torch.zeros(2, 4))
+
+
+# ---- transforms ---------------------------------------------------------------------------------
+
+
+def test_asi_output_is_exactly_zero_and_parameters_trainable():
+    gen = torch.Generator().manual_seed(5)
+    model = nk.MLP(3, [6, 6], 2, generator=gen, dtype=torch.float64)
+    net = nk.asi(model)
+    x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    assert float(net(x).abs().max()) == 0.0
+    assert float(model(x).abs().max()) > 0
+    assert all(p.requires_grad for p in net.parameters())
+    assert sum(p.numel() for p in net.parameters()) == 2 * sum(p.numel() for p in model.parameters())
+    # the branches are copies: training one does not move the original
+    with torch.no_grad():
+        net.plus.layers[0].weight.add_(1.0)
+    assert not torch.equal(net.plus.layers[0].weight, model.layers[0].weight)
+
+
+def test_asi_of_arbitrary_module():
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4, 1)).double()
+    x = torch.randn(5, 1, 6, dtype=torch.float64)
+    assert float(nk.asi(conv)(x).abs().max()) == 0.0
+
+
+def test_rnd_redraws_second_branch_reproducibly():
+    gen = torch.Generator().manual_seed(6)
+    model = nk.MLP(3, [6], generator=gen, dtype=torch.float64)
+    a = nk.rnd(model, torch.Generator().manual_seed(1))
+    b = nk.rnd(model, torch.Generator().manual_seed(1))
+    x = torch.randn(8, 3, generator=gen, dtype=torch.float64)
+    assert float(a(x).abs().max()) > 0
+    torch.testing.assert_close(a(x), b(x))
+    assert torch.equal(a.plus.layers[0].weight, model.layers[0].weight)
+    assert not torch.equal(a.minus.layers[0].weight, model.layers[0].weight)
+
+
+def test_rnd_of_generic_module_uses_reset_parameters():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 1)).double()
+    a = nk.rnd(net, torch.Generator().manual_seed(3))
+    assert not torch.equal(a.minus[0].weight, net[0].weight)
+
+
+def test_double_last_layer_structure():
+    """seed 000 §12: W'[L] = (W, -W), W'[L-1] = (W; W), b'[L-1] = (b; b), no output bias."""
+    gen = torch.Generator().manual_seed(7)
+    model = nk.MLP(3, [5, 4], generator=gen, dtype=torch.float64)
+    d = nk.double_last_layer(model)
+    assert d.widths == (5, 8)
+    torch.testing.assert_close(d.layers[1].weight, torch.cat([model.layers[1].weight] * 2))
+    torch.testing.assert_close(d.layers[1].bias, torch.cat([model.layers[1].bias] * 2))
+    torch.testing.assert_close(d.layers[2].weight, torch.cat([model.layers[2].weight, -model.layers[2].weight], 1))
+    assert d.layers[2].bias is None
+    assert d.layers[2].weight_mult == model.layers[2].weight_mult
+    x = torch.randn(6, 3, generator=gen, dtype=torch.float64)
+    assert float(d(x).abs().max()) <= 1e-12 * float(model(x).abs().max() + 1)
+
+
+def test_double_last_layer_needs_an_mlp_with_hidden_layers():
+    with pytest.raises(TypeError, match="mlp must be an ntkcheck.MLP"):
+        nk.double_last_layer(nn.Linear(2, 1))
+    with pytest.raises(ValueError, match="at least one hidden layer"):
+        nk.double_last_layer(nk.MLP(2, []))
+
+
+def test_merge_branches_rejects_foreign_names():
+    with pytest.raises(ValueError, match="per_param key 'layers.0.weight'"):
+        nk.merge_branches({"layers.0.weight": torch.zeros(1)})
