@@ -1,0 +1,90 @@
+"""Timing and memory helpers for the benchmarks: synchronised calls, peak memory, matmul rate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synced(fn: Callable[[], object], device: torch.device) -> Callable[[], object]:
+    """``fn`` followed by a device synchronisation, so a host timer sees the finished work."""
+
+    def call() -> object:
+        out = fn()
+        synchronize(device)
+        return out
+
+    return call
+
+
+def _rss_high_water() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmHWM not found in /proc/self/status")
+
+
+def _rss_now() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("VmRSS not found in /proc/self/status")
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
+    """Bytes of peak memory one call of ``fn`` adds: CUDA allocator peak, or peak RSS on the CPU.
+
+    CPU: the kernel's high-water mark is reset through /proc/self/clear_refs
+    (Linux >= 4.0), so the peak is that of this call alone.
+    """
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = fn()
+        synchronize(device)
+        peak = torch.cuda.max_memory_allocated(device) - base
+        del out
+        return int(peak)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = _rss_now()
+    out = fn()
+    peak = _rss_high_water() - base
+    del out
+    return int(peak)
+
+
+def matmul_rate(n: int, dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
+    """Measured flop rate (flop/s) of a square n x n x n matmul: the median of ``repeats`` timed runs."""
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, dtype=dtype, device=device, generator=gen)
+    b = torch.randn(n, n, dtype=dtype, device=device, generator=gen)
+    for _ in range(2):
+        a @ b
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        synchronize(device)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return 2.0 * n**3 / times[len(times) // 2]
+
+
+def gram_flops(n1: int, n2: int, sizes: tuple[int, ...], n_out: int = 1) -> float:
+    """Flops of the per-layer Gram products: sum over layers of 2 N1 N2 (fan_in + O^2 fan_out).
+
+    For a scalar output this is the "effective" count of ANCHORS.md: A A^T and G G^T per layer.
+    """
+    return sum(2.0 * n1 * n2 * (a + n_out * n_out * b) for a, b in zip(sizes[:-1], sizes[1:]))

@@ -1,0 +1,49 @@
+"""seed 000, Thm 10 (§12): the doubling trick zeroes the output by killing the lower layers' kernels."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, strategies as st
+
+import ntkcheck as nk
+from ntkcheck.claims import check_at_most, check_close
+from ntkcheck.strategies import architectures, inputs, seeds
+from ntkcheck.tolerances import tolerance
+
+from _common import DEVICE, DTYPE, reproduce
+
+CLAIM = "doubling_trick"
+
+
+@given(arch=architectures(min_depth=1, max_depth=4, max_width=32), data_seed=seeds(), n=st.integers(1, 6))
+def test_doubled_per_layer_kernels(arch, data_seed, n):
+    """For m <= L-2: k_W'[m] = k_b'[m] = 0; k_W'[L-1] = 2 k_W[L-1], k_b'[L-1] = 2 k_b[L-1], k_W'[L] = 2 k_W[L];
+    and h'(x, theta'(0)) = 0 (seed 000, Thm 10)."""
+    model = arch.build(dtype=DTYPE, device=DEVICE)
+    x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
+    doubled = nk.double_last_layer(model)
+    ctx = reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
+                    check="nk.ntk(nk.double_last_layer(model), x, per_layer=True)")
+    original = nk.ntk(model, x, per_layer=True)
+    new = nk.ntk(doubled, x, per_layer=True)
+    scale = float(sum(original.values()).norm())
+    tol = tolerance("kernel_methods_agree", DTYPE)
+    n_layers = len(model.layers)
+    top = {f"layers.{n_layers - 2}.weight", f"layers.{n_layers - 2}.bias", f"layers.{n_layers - 1}.weight"}
+    for name, k in new.items():
+        expected = 2 * original[name] if name in top else 0 * original[name]
+        check_close(k, expected, tol=tol, scale=scale, claim=CLAIM, what=f"per-layer kernel {name}", context=ctx)
+    captured: dict[str, torch.Tensor] = {}
+
+    def keep_input(_module, args, _out) -> None:
+        captured["a"] = args[0]
+
+    handle = doubled.layers[-1].register_forward_hook(keep_input)
+    with torch.no_grad():
+        out = doubled(x)
+    handle.remove()
+    last = doubled.layers[-1]
+    # h' sums c w_i a_i and -c w_i a_i in one dot product: its rounding is relative to sum_i |c w_i a_i|
+    scale = float((last.weight_mult * captured["a"].abs() @ last.weight.detach().abs().T).max())
+    check_at_most(float(out.abs().max()), tolerance("doubled_zero_output", DTYPE) * scale,
+                  claim=CLAIM, what="max |h'(x)| at init relative to sum |c w a|", context=ctx)
