@@ -90,6 +90,13 @@ class Record:
 
 
 RECORDS: dict[str, Record] = {}
+SERIES: dict[str, dict[str, object]] = {}
+"""Measured curves for the report's figures, by label: {"x": [...], "y": [...], "slope": float, ...}."""
+
+
+def record_series(label: str, xs: list[float], ys: list[float], **fit: float) -> None:
+    """Keep a measured curve (e.g. NTK error against width, with its fitted slope) for the claims report."""
+    SERIES[label] = {"x": [float(v) for v in xs], "y": [float(v) for v in ys], **{k: float(v) for k, v in fit.items()}}
 
 
 def _record(claim: str, error: float, tol: float, passed: bool) -> None:
@@ -162,4 +169,5 @@ def dump_records(path: Path) -> None:
                 rec.worst_ratio, rec.worst_error = old["worst_ratio"], old["worst_error"]
                 rec.worst_tolerance = old["worst_tolerance"]
         existing[key] = asdict(rec)
+    existing.setdefault("_series", {}).update(SERIES)
     path.write_text(json.dumps(existing, indent=1, default=float))

@@ -31,6 +31,15 @@ def _summary(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from ntkcheck.verify import verify
+
+    device = str(_device(args.device))
+    result = verify(profile=args.profile, device=device, dtype=args.dtype, out=Path(args.out), extra=args.pytest_args)
+    print(f"wrote {result.report}" + (f" and {result.figure}" if result.figure else ""))
+    return result.exit_code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ntkcheck", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -39,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="the two small networks only")
     p.add_argument("--out", default="reports", help="report folder (default: reports)")
     p.set_defaults(func=_summary)
+    v = sub.add_parser("verify", help="run the property suite and write the claims report (the main job)")
+    v.add_argument("--profile", default="ci", choices=["dev", "ci", "thorough", "gpu"],
+                   help="Hypothesis settings profile (default: ci)")
+    v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    v.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    v.add_argument("--out", default="reports", help="report folder (default: reports)")
+    v.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    v.set_defaults(func=_verify)
     return parser
 
 

@@ -97,3 +97,79 @@ def architectures(
 def seeds() -> st.SearchStrategy[int]:
     """Integer seeds for torch generators."""
     return st.integers(0, 2**31 - 1)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A reproducible regression set: n distinct inputs in R^d and bounded targets in [-1, 1]^O."""
+
+    seed: int
+    n: int
+    d: int
+    out: int = 1
+
+    def x(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
+        return inputs(self.seed, self.n, self.d, dtype=dtype, device=device)
+
+    def y(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
+        """Targets tanh(N(0, 1)): bounded by 1. Shape (n,) for one output, (n, O) otherwise."""
+        gen = torch.Generator().manual_seed(self.seed + 1)
+        y = torch.tanh(torch.randn(self.n, self.out, generator=gen, dtype=torch.float64))
+        return (y[:, 0] if self.out == 1 else y).to(dtype=dtype, device=device)
+
+    def x_test(self, m: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
+        return inputs(self.seed + 2, m, self.d, dtype=dtype, device=device)
+
+
+@st.composite
+def datasets(draw: st.DrawFn, arch: Arch, *, min_n: int = 1, max_n: int = 8) -> Dataset:
+    """Training sets for ``arch`` with n * O < the parameter count (so J J^T can be invertible)."""
+    limit = min(max_n, (arch.n_params() - 1) // arch.out_features)
+    if limit < min_n:
+        raise ValueError(f"{arch!r} has too few parameters for a dataset of {min_n} points")
+    return Dataset(draw(seeds()), draw(st.integers(min_n, limit)), arch.in_features, arch.out_features)
+
+
+@st.composite
+def lp_losses(draw: st.DrawFn, *, min_p: float = 1.5, max_p: float = 4.0):
+    """Losses of seed 000 §4's class: an L^p loss, or a positive mixture of two."""
+    from ntkcheck.losses import LpLoss
+
+    p = draw(st.floats(min_p, max_p).map(lambda v: round(v, 2)))
+    first = LpLoss(p)
+    if not draw(st.booleans()):
+        return first
+    q = draw(st.floats(min_p, max_p).map(lambda v: round(v, 2)))
+    w = draw(st.sampled_from([0.25, 0.5, 1.0, 2.0]))
+    return first + w * LpLoss(q)
+
+
+@dataclass(frozen=True)
+class InitialFunction:
+    """A zero-mean random function h(x) = scale * sum_j a_j cos(w_j . x + b_j) / sqrt(J), from a seed.
+
+    With a_j ~ N(0, 1) independent of (w, b), E h(x) = 0 for every x: the
+    "unbiased distribution of random functions" of seed 000 Thm 3.
+    """
+
+    seed: int
+    d: int
+    out: int = 1
+    features: int = 16
+    scale: float = 1.0
+    frequency: float = 2.0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed)
+        w = self.frequency * torch.randn(self.d, self.features, generator=gen, dtype=torch.float64)
+        b = 2 * torch.pi * torch.rand(self.features, generator=gen, dtype=torch.float64)
+        a = torch.randn(self.features, self.out, generator=gen, dtype=torch.float64)
+        h = torch.cos(x.double().cpu() @ w + b) @ a * (self.scale / self.features**0.5)
+        h = h[:, 0] if self.out == 1 else h
+        return h.to(dtype=x.dtype, device=x.device)
+
+
+def initial_functions(d: int, out: int = 1) -> st.SearchStrategy[InitialFunction]:
+    """Random initial outputs h_ini for inputs in R^d."""
+    return st.builds(InitialFunction, seed=seeds(), d=st.just(d), out=st.just(out),
+                     scale=st.sampled_from([0.1, 1.0, 3.0]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from hypothesis import given, strategies as st
 
 import ntkcheck as nk
@@ -43,3 +44,42 @@ def test_asi_kernel_equals_original_total_and_per_layer(arch, data_seed, n):
     scale = float(total.norm())
     for name, k in original.items():
         check_close(merged[name], k, tol=tol, scale=scale, claim=CLAIM, what=f"per-layer kernel {name}", context=ctx)
+
+
+@given(arch=architectures(max_depth=2, max_width=24, max_out=2), data=st.data())
+def test_asi_linearized_training_is_interpolant_from_zero(arch, data):
+    """The ASI network's linearized training (min-norm limit of its gradient flow, Thm 5) is
+    h_k(.; 0, X, Y) with k the ORIGINAL network's kernel (seed 000, Thm 9, eq (22) with h'(., 0) = 0)."""
+    from hypothesis import assume
+
+    from ntkcheck.linearize import min_norm_linearized
+    from ntkcheck.solvers import SingularKernelError, interpolate
+    from ntkcheck.strategies import datasets
+
+    ds = data.draw(datasets(arch, max_n=6))
+    model = arch.build(dtype=DTYPE, device=DEVICE)
+    x, y = ds.x(dtype=DTYPE, device=DEVICE), ds.y(dtype=DTYPE, device=DEVICE)
+    xt = ds.x_test(5, dtype=DTYPE, device=DEVICE)
+    k, kt = nk.ntk(model, x), nk.ntk(model, xt, x)
+    try:
+        expected = interpolate(_flat(k, ds.out), _flat_y(y), _flat(kt, ds.out))
+        trained = min_norm_linearized(nk.asi(model), x, y)
+    except SingularKernelError:
+        assume(False)  # a numerically singular kernel (dead ReLUs, tiny width): Thm 5's J J^T is not invertible
+    with torch.no_grad():
+        got = trained(xt)
+    ctx = reproduce(arch, ds=repr(ds), check="min_norm_linearized(nk.asi(model), x, y)(x_test) vs interpolate")
+    check_close(_flat_y(got), expected, tol=tolerance("solver_identity", DTYPE), claim=CLAIM,
+                what="linearized ASI training vs h_k(.; 0, X, Y)", context=ctx)
+
+
+def _flat(k: "torch.Tensor", out: int) -> "torch.Tensor":
+    """(n, m, O, O) -> (n O, m O): the kernel of the flattened outputs, row index i*O + o."""
+    if out == 1:
+        return k
+    n, m = k.shape[:2]
+    return k.permute(0, 2, 1, 3).reshape(n * out, m * out)
+
+
+def _flat_y(y: "torch.Tensor") -> "torch.Tensor":
+    return y.reshape(-1)

@@ -1,0 +1,441 @@
+"""Kernel gradient flows in function space: seed 000 eq (3) and its long-time limit eq (5).
+
+Normalisation (used throughout): the MSE is ``dist(h, Y) = (1/n) sum_i |h_i - y_i|^2``
+(seed 000 §7.1; n = number of samples, the sum also runs over outputs), so
+``grad_h dist = (2/n)(h - Y)`` and the flow (3) with learning rate ``lr`` reads
+
+    dh(x)/dt = -lr * k(x, X) grad_h dist(h(X), Y)          (seed 000 eq (3))
+
+(``lr`` rescales time).  Gradient descent is its forward-Euler discretisation with
+step ``lr``: ``h <- h - lr (2/n) K (h - Y)``.  Kernel conventions, the
+(n, n, O, O) multi-output case and the singular-kernel guard are those of
+:mod:`ntkcheck.solvers`.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy.integrate import solve_ivp
+from scipy.optimize import brentq
+
+from ntkcheck._validation import check_choice, check_finite_result
+from ntkcheck.losses import Loss
+from ntkcheck.solvers import _check_rcond, _Inverse, _problem, _raise_singular, _threshold
+
+__all__ = ["ConvergenceWarning", "DivergenceWarning", "FlowResult", "ODEFlowResult", "mse_flow", "mse_gd", "ode_flow"]
+
+
+class DivergenceWarning(RuntimeWarning):
+    """Gradient descent with a learning rate at or above the stability limit ``n / lambda_max(K)``."""
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """:func:`ode_flow` stopped before reaching its tolerance."""
+
+
+class FlowResult(NamedTuple):
+    """Trajectory at the requested times: ``train`` (T, n[, O]), ``test`` (T, m[, O]) or None."""
+
+    times: torch.Tensor
+    train: torch.Tensor
+    test: torch.Tensor | None
+
+
+class ODEFlowResult(NamedTuple):
+    """Trajectory of :func:`ode_flow` plus its final state and how it got there."""
+
+    times: torch.Tensor
+    train: torch.Tensor
+    test: torch.Tensor | None
+    final_train: torch.Tensor
+    final_test: torch.Tensor | None
+    t_final: float  # flow time at which integration stopped
+    converged: bool  # whether the tolerance was reached
+    residual: float  # ||h_train - Y|| / ||h_ini_train - Y|| at t_final
+    grad_norm: float  # ||grad_h dist(h_train, Y)|| at t_final
+
+
+def _check_lr(lr: object) -> float:
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite float, got {lr!r}")
+    return float(lr)
+
+
+def _times(times: object, name: str = "times") -> np.ndarray:
+    try:
+        t = np.asarray(times.detach().cpu() if isinstance(times, torch.Tensor) else times, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{name} must be a number or a 1-D array of numbers, got {type(times).__name__}") from exc
+    t = np.atleast_1d(t)
+    if t.ndim != 1 or t.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {t.shape}")
+    if np.isnan(t).any() or (t < 0).any():
+        raise ValueError(f"{name} must be >= 0 (inf allowed) and not NaN, got {t.tolist()[:8]}")
+    return t
+
+
+def _eig(K: torch.Tensor, pinv_rcond: float | None, max_cond: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One eigendecomposition; returns (eigenvalues, eigenvectors, mask of the kept eigenvalues)."""
+    lam, V = torch.linalg.eigh(K)
+    if pinv_rcond is None:
+        _raise_singular(lam, _threshold(K.shape[0], K.dtype, max_cond), "k_train")
+        keep = torch.ones_like(lam, dtype=torch.bool)
+    else:
+        keep = lam > pinv_rcond * lam.max()
+    return lam, V, keep
+
+
+def mse_flow(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    times: object,
+    *,
+    k_test_train: torch.Tensor | None = None,
+    h_ini_train: torch.Tensor | None = None,
+    h_ini_test: torch.Tensor | None = None,
+    lr: float = 1.0,
+    pinv_rcond: float | None = None,
+    max_cond: float | None = None,
+) -> FlowResult:
+    """Closed-form kernel gradient flow (seed 000 eq (3)) for the MSE ``(1/n) sum |h - y|^2``.
+
+    With ``K = V diag(lambda) V^T`` and ``c = 2 lr / n``:
+
+        h_train(t) = Y + V exp(-c lambda t) V^T (h0 - Y)
+        h_test(t)  = h_ini_test + k(x, X) V diag((1 - exp(-c lambda t)) / lambda) V^T (Y - h0)
+
+    ``times`` may be a number or an array and may contain ``inf``, where the flow
+    equals :func:`ntkcheck.solvers.interpolate` (seed 000 eq (5), Corollary 1).  One
+    ``torch.linalg.eigh`` serves all times.  A (numerically) singular K raises
+    :class:`SingularKernelError` unless ``pinv_rcond`` is given; then eigenvalues below
+    ``pinv_rcond * lambda_max`` are treated as zero (those modes do not move — exact
+    for an NTK ``K = J J^T``, whose test kernel ``J_* J^T`` vanishes on null(K)),
+    and ``t = inf`` equals ``interpolate(..., pinv_rcond=...)``.
+    """
+    rcond = _check_rcond(pinv_rcond)
+    lr = _check_lr(lr)
+    P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
+    t_np = _times(times)
+    t = torch.as_tensor(t_np, dtype=P.K.dtype, device=P.K.device)
+    lam, V, keep = _eig(P.K, rcond, max_cond)
+    rate = torch.where(keep, (2 * lr / P.n) * lam, torch.zeros_like(lam))
+    x = rate[None, :] * torch.where(torch.isinf(t), torch.zeros_like(t), t)[:, None]  # (T, N), finite
+    x = torch.where(torch.isinf(t)[:, None] & keep[None, :], torch.full_like(x, math.inf), x)
+    decay = torch.exp(-x)  # exp(-inf) = 0
+    B = V.T @ (P.Y - P.H0)  # (N, C)
+    train = P.Y[None] - V @ (decay[:, :, None] * B[None])
+    test = None
+    if P.Kx is not None:
+        assert P.H0x is not None and P.test_shape is not None
+        safe = torch.where(keep, lam, torch.ones_like(lam))
+        coef = torch.where(keep[None, :], -torch.expm1(-x) / safe[None, :], torch.zeros_like(x))
+        test = P.H0x[None] + (P.Kx @ V) @ (coef[:, :, None] * B[None])
+        test = check_finite_result(test.reshape((len(t_np),) + P.test_shape), "mse_flow test predictions")
+    train = check_finite_result(train.reshape((len(t_np),) + P.train_shape), "mse_flow train predictions")
+    return FlowResult(t, train, test)
+
+
+def mse_gd(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    lr: float,
+    steps: object,
+    *,
+    k_test_train: torch.Tensor | None = None,
+    h_ini_train: torch.Tensor | None = None,
+    h_ini_test: torch.Tensor | None = None,
+    on_unstable: str = "raise",
+) -> FlowResult:
+    """Discrete gradient descent on the MSE ``(1/n) sum |h - y|^2`` in function space, after ``steps`` steps.
+
+    ``h_{k+1} = h_k - lr (2/n) K (h_k - Y)`` and ``h*_{k+1} = h*_k - lr (2/n) k(x, X)(h_k - Y)``
+    (seed 000 eqs (1)-(3) with forward-Euler time), evaluated in closed form from one
+    eigendecomposition: mode ``lambda`` is multiplied by ``(1 - c lambda)^k``,
+    ``c = 2 lr / n``.  No inverse is needed, so singular kernels are fine.
+
+    Stability: converges iff ``lr < n / lambda_max(K)`` (:func:`ntkcheck.solvers.max_stable_lr`).
+    At or above it ``on_unstable="raise"`` raises ``ValueError`` with the measured
+    ``lambda_max``; ``"warn"`` emits :class:`DivergenceWarning` and computes the
+    (growing or oscillating) iterates anyway; overflow raises ``FloatingPointError``.
+    """
+    check_choice(on_unstable, "on_unstable", ("raise", "warn"))
+    lr = _check_lr(lr)
+    P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
+    k_np = _times(steps, "steps")
+    if np.isinf(k_np).any() or (k_np != np.round(k_np)).any():
+        raise ValueError(f"steps must be non-negative integers, got {k_np.tolist()[:8]}")
+    k = torch.as_tensor(k_np, dtype=P.K.dtype, device=P.K.device)[:, None]
+    lam, V = torch.linalg.eigh(P.K)
+    lam_max = float(lam[-1])
+    if float(lam[0]) < -math.sqrt(torch.finfo(lam.dtype).eps) * abs(lam_max):
+        raise ValueError(f"k_train must be positive semi-definite, smallest eigenvalue {float(lam[0]):.3e}")
+    limit = P.n / lam_max if lam_max > 0 else math.inf
+    if lr >= limit * (1 - 1e-12):  # the boundary within rounding of lambda_max counts as unstable
+        msg = (f"lr={lr:g} >= n / lambda_max = {limit:.6g} (n={P.n}, lambda_max={lam_max:.6g}): gradient descent "
+               f"on the MSE diverges or oscillates (|1 - lr (2/n) lambda_max| >= 1)")
+        if on_unstable == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg, DivergenceWarning, stacklevel=2)
+    c = 2 * lr / P.n
+    base = 1 - c * lam  # (N,)
+    pos = base > 0
+    log_base = torch.log1p(-c * torch.where(pos, lam, torch.zeros_like(lam)))
+    power = torch.where(pos[None, :], torch.exp(k * log_base[None, :]), torch.pow(base[None, :], k))  # (T, N)
+    B = V.T @ (P.Y - P.H0)
+    train = P.Y[None] - V @ (power[:, :, None] * B[None])
+    test = None
+    if P.Kx is not None:
+        assert P.H0x is not None and P.test_shape is not None
+        zero = lam == 0
+        safe = torch.where(zero, torch.ones_like(lam), lam)
+        one_minus = torch.where(pos[None, :], -torch.expm1(k * log_base[None, :]), 1 - power)
+        coef = torch.where(zero[None, :], c * k.expand_as(power), one_minus / safe[None, :])
+        test = P.H0x[None] + (P.Kx @ V) @ (coef[:, :, None] * B[None])
+        test = check_finite_result(test.reshape((len(k_np),) + P.test_shape), "mse_gd test predictions")
+    train = check_finite_result(train.reshape((len(k_np),) + P.train_shape), "mse_gd train predictions")
+    return FlowResult(k.flatten(), train, test)
+
+
+class _PolarFlow:
+    """Seed 000 eq (3) on the training points in reparametrised time s and polar coordinates.
+
+    With ``r = h - Y``, ``g = grad_h dist``, ``rho = |r| / |g|``, the flow in s is
+    ``dr/ds = F(r) = -lr rho K g`` and ``dt/ds = rho``.  The state is
+    ``u = (d, l, theta)`` with ``r = exp(l) d`` (``|d| = 1`` is preserved: d' is
+    orthogonal to d) and ``theta = log(1 + t)``:
+
+        d' = a - (d.a / q) d,   l' = d.a / q,   theta' = rho exp(-theta),
+        a = exp(-l) F(exp(l) d),  q = |d|^2.
+
+    d tends to a fixed direction and l decreases linearly, so late steps are long.
+    """
+
+    def __init__(self, K: np.ndarray, loss: Loss, Y: torch.Tensor, lr: float) -> None:
+        self.K, self.loss, self.lr = K, loss, lr
+        # evaluate at (r, 0) when the loss allows it: h = Y + r would round r at eps |Y|
+        self.Y = torch.zeros_like(Y) if loss.shift_invariant else Y
+
+    def _h(self, r: np.ndarray) -> torch.Tensor:
+        return self.Y + torch.from_numpy(r).reshape(self.Y.shape)
+
+    def grad(self, r: np.ndarray) -> np.ndarray:
+        g = self.loss._grad(self._h(r), self.Y).reshape(-1).numpy()
+        if not np.isfinite(g).all():
+            raise FloatingPointError(f"gradient of {self.loss!r} is not finite at |h - Y| = {np.linalg.norm(r):.3e}")
+        return g
+
+    def _parts(self, u: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, float, float, float]:
+        d, ell = u[:-2], u[-2]
+        r = math.exp(ell) * d
+        g = self.grad(r)
+        gn, rn = math.sqrt(g @ g), math.sqrt(r @ r)
+        return d, ell, r, g, gn, rn, d @ d
+
+    def rhs(self, _s: float, u: np.ndarray) -> np.ndarray:
+        d, ell, r, g, gn, rn, q = self._parts(u)
+        out = np.zeros_like(u)
+        if gn > 0 and rn > 0:
+            rho = rn / gn
+            a = (-self.lr * rho * math.exp(-ell)) * (self.K @ g)
+            c = (d @ a) / q
+            out[:-2] = a - c * d
+            out[-2] = c
+            out[-1] = rho * math.exp(-u[-1])
+        return out
+
+    def jac(self, _s: float, u: np.ndarray) -> np.ndarray:
+        # J_F = dF/dr = -lr (rho K H + K g drho^T), drho = r/(|r||g|) - |r|/|g|^3 H g  (H: Hessian of dist);
+        # a(d, l) = exp(-l) F(exp(l) d): da/dd = J_F, da/dl = b = -a + J_F d; then the quotient rules below.
+        d, ell, r, g, gn, rn, q = self._parts(u)
+        D = d.size
+        J = np.zeros((D + 2, D + 2))
+        if not (gn > 0 and rn > 0):
+            return J
+        H = self.loss._hessian(self._h(r), self.Y).numpy()
+        rho = rn / gn
+        drho = r / (rn * gn) - (rn / gn**3) * (H @ g)
+        Kg = self.K @ g
+        JF = -self.lr * (rho * (self.K @ H) + np.outer(Kg, drho))
+        a = (-self.lr * rho * math.exp(-ell)) * Kg
+        b = -a + JF @ d
+        da = d @ a
+        v = (a + JF.T @ d) / q - (2 * da / q**2) * d  # gradient of l' = d.a/q in d
+        J[:D, :D] = JF - np.outer(d, v) - (da / q) * np.eye(D)
+        J[:D, D] = b - (d @ b / q) * d
+        J[D, :D] = v
+        J[D, D] = d @ b / q
+        e = math.exp(-u[-1])
+        J[D + 1, :D] = e * math.exp(ell) * drho
+        J[D + 1, D] = e * (drho @ r)
+        J[D + 1, D + 1] = -rho * e
+        return J
+
+
+def ode_flow(
+    k_train: torch.Tensor,
+    y_train: torch.Tensor,
+    loss: Loss,
+    times: object,
+    *,
+    k_test_train: torch.Tensor | None = None,
+    h_ini_train: torch.Tensor | None = None,
+    h_ini_test: torch.Tensor | None = None,
+    lr: float = 1.0,
+    tol: float = 1e-10,
+    grad_tol: float | None = None,
+    max_time: float = math.inf,
+    rtol: float = 1e-9,
+    atol: float = 1e-9,
+    max_cond: float | None = None,
+) -> ODEFlowResult:
+    """Integrate the function-space flow ``dh/dt = -lr K grad_h dist(h, Y)`` (seed 000 eq (3)) for any §4 loss.
+
+    **Test points.** From eq (3), ``h_test(t) - h_ini_test = -lr k(x, X) int_0^t g ds``
+    and ``h_train(t) - h0 = -lr K int_0^t g ds``, so for invertible K, exactly and at
+    every t, ``h_test(t) = h_ini_test + k(x, X) K^{-1} (h_train(t) - h0)``; only the n
+    training outputs are integrated.  A singular K raises :class:`SingularKernelError`
+    (the flow could then stall at ``K g = 0``, ``h != Y``).
+
+    **Time reparametrisation.**  Near ``h = Y`` the L^p flow is degenerate:
+    ``|g| ~ |r|^(p-1)``, so for p > 2 the residual decays only polynomially in t
+    (``r ~ t^(-1/(p-2))``: t ~ 1e20 to reach 1e-10 at p = 4) and for p < 2 the field is
+    non-Lipschitz and converges in finite time.  The path is therefore integrated in
+    ``s`` with ``dt/ds = |r| / |g|`` (``r = h - Y``): ``dr/ds = -lr K g |r| / |g|`` has
+    size ``<= lr lambda_max |r|``, and for L^p (where ``g . r = p dist``)
+    ``d dist/ds <= -p lr lambda_min dist``, i.e. ``|r|_p <= |r0|_p exp(-lr lambda_min s)``:
+    linear-rate convergence in s for every p (for the MSE, ``s = (2/n) t``).  The state
+    is polar, ``r = exp(l) d`` with ``|d| = 1``, plus ``theta = log(1 + t)``
+    (:class:`_PolarFlow`), so ``rtol``/``atol`` bound *relative* errors of r and of
+    ``1 + t`` and late steps are long.  The system is stiff (ratio ``lambda_max /
+    lambda_min``), hence the implicit, L-stable Radau IIA method (order 5) with an
+    analytic Jacobian (from ``Loss.hessian``); LSODA's BDF is not L-stable at high
+    order and its stiffness detection gains nothing here.  The state at a requested t
+    is found on the dense output by ``brentq``.  p < 2 costs more steps (the Hessian
+    ``|r_i|^(p-2)`` blows up where a component crosses zero).
+
+    **Stopping.**  By default when ``||h_train - Y|| <= tol ||h_ini_train - Y||``
+    (condition (iii) makes ``Y`` the only rest point; the event is located on the
+    dense output, so the reported ``residual`` is ``tol`` to about 1e-7 relative).
+    ``tol = 1e-10`` leaves the test predictions within ``||k_* K^{-1}|| 1e-10 ||r0||``
+    of :func:`interpolate`, far inside the 1e-6 the library claims for every p.
+    ``grad_tol`` switches to ``||grad_h dist|| <= grad_tol`` — beware that for L^p
+    this is ``|r|^(p-1)``-small: far too loose for p > 2 (grad 1e-10 at |r| ~ 1e-3
+    for p = 4) and, for p < 2, below the rounding of ``h = Y + r`` (|r| ~ grad_tol^2).
+    Integration also stops at ``max_time`` or at the s-horizon
+    ``4 (log(1/tol) + log N + 1) / (lr lambda_min)``; not reaching the tolerance
+    emits :class:`ConvergenceWarning` with the measured gradient norm.  Requested
+    times past the stopping time get the final state.
+
+    The ODE runs in float64 on the CPU (scipy); results return in the inputs' dtype
+    and device.  Returns :class:`ODEFlowResult`.
+    """
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a ntkcheck.losses.Loss (wrap a callable in DistLoss), got {type(loss).__name__}")
+    if not loss.section4:
+        raise ValueError(f"loss {loss!r} is outside the class of seed 000 §4 (no finite minimiser): the flow has no limit")
+    lr = _check_lr(lr)
+    for value, name in ((tol, "tol"), (rtol, "rtol"), (atol, "atol")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < 1):
+            raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")
+    if grad_tol is not None and (isinstance(grad_tol, bool) or not isinstance(grad_tol, (int, float)) or not grad_tol > 0):
+        raise ValueError(f"grad_tol must be None or a positive float, got {grad_tol!r}")
+    if isinstance(max_time, bool) or not isinstance(max_time, (int, float)) or not max_time > 0:
+        raise ValueError(f"max_time must be a positive float (inf allowed), got {max_time!r}")
+    P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
+    t_req = _times(times)
+    if (t_req[np.isfinite(t_req)] > max_time).any():
+        raise ValueError(f"times must not exceed max_time={max_time:g} (inf is allowed), got max {t_req.max():g}")
+    inv = _Inverse(P.K, None, max_cond)
+    assert inv.evals is not None
+    lam_min = float(inv.evals[0])
+
+    f64 = dict(dtype=torch.float64, device="cpu")
+    Y = P.Y.detach().to(**f64)
+    N, C = Y.shape
+    Yl = Y.reshape(P.train_shape)  # the loss sees the user's shape
+    loss.check(Yl, Yl)
+    K = P.K.detach().to(**f64).numpy()
+    flow = _PolarFlow(np.kron(K, np.eye(C)) if C > 1 else K, loss, Yl, lr)
+    r0 = (P.H0.detach().to(**f64) - Y).numpy().ravel()
+    ref = float(np.linalg.norm(r0))
+    states = None
+    if ref == 0.0:  # already at the rest point
+        u_final, converged = np.concatenate([r0, [-math.inf, 0.0]]), True
+    else:
+        log_stop = math.log(tol * ref) if grad_tol is None else math.log(grad_tol)
+
+        def stop_event(_s: float, u: np.ndarray) -> float:
+            if grad_tol is None:
+                return u[-2] - log_stop
+            return math.log(max(float(np.linalg.norm(flow.grad(math.exp(u[-2]) * u[:-2]))), 1e-320)) - log_stop
+
+        stop_event.terminal = True  # type: ignore[attr-defined]
+        events = [stop_event]
+        if math.isfinite(max_time):
+            def time_event(_s: float, u: np.ndarray) -> float:
+                return u[-1] - math.log1p(max_time)
+
+            time_event.terminal = True  # type: ignore[attr-defined]
+            events.append(time_event)
+        horizon = 4 * (math.log(1 / tol) + math.log(N * C) + 1) / (lr * lam_min)
+        u0 = np.concatenate([r0 / ref, [math.log(ref), 0.0]])
+        sol = solve_ivp(flow.rhs, (0.0, horizon), u0, method="Radau", jac=flow.jac, rtol=rtol, atol=atol,
+                        events=events, dense_output=True)
+        if sol.status < 0:
+            raise FloatingPointError(f"ode_flow: solve_ivp (Radau) failed: {sol.message}")
+        states, u_final = sol, sol.y[:, -1]
+        converged = sol.t_events[0].size > 0
+    t_final = float(np.expm1(u_final[-1]))
+
+    def h_of(u: np.ndarray) -> torch.Tensor:
+        return Y + torch.from_numpy(math.exp(u[-2]) * u[:-2]).reshape(N, C)
+
+    final = h_of(u_final)
+    g_final = float(np.linalg.norm(flow.grad((final - Y).numpy().ravel())))
+    res_final = float(torch.linalg.norm(final - Y)) / ref if ref > 0 else 0.0
+    if not converged:
+        warnings.warn(
+            f"ode_flow stopped at t={t_final:.6g} before reaching its tolerance: ||grad_h dist|| = {g_final:.3e}, "
+            f"relative residual ||h - Y|| / ||h0 - Y|| = {res_final:.3e} (tol={tol:g}, grad_tol={grad_tol})",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    traj = []
+    for tk in t_req:
+        if tk == 0.0 or states is None:
+            traj.append(P.H0.detach().to(**f64))
+        elif tk >= t_final:
+            traj.append(final)
+        else:  # locate s with theta(s) = log1p(tk) on the dense output
+            theta, grid = math.log1p(tk), states.y[-1]
+            j = int(np.searchsorted(grid, theta))  # grid[j-1] < theta <= grid[j]
+            sa, sb = states.t[j - 1], states.t[j]
+            s_k = brentq(lambda s: states.sol(s)[-1] - theta, sa, sb, xtol=1e-14 * max(1.0, abs(sb)), rtol=1e-14)
+            traj.append(h_of(states.sol(s_k)))
+    dev = dict(dtype=P.K.dtype, device=P.K.device)
+    train_m = torch.stack(traj + [final]).to(**dev)  # (T+1, N, C), last = final state
+    T = len(t_req)
+    test = final_test = None
+    if P.Kx is not None:
+        assert P.H0x is not None and P.test_shape is not None
+        d = (train_m - P.H0[None]).permute(1, 0, 2).reshape(N, -1)  # (N, (T+1) C)
+        pred = (P.Kx @ inv.solve(d)).reshape(-1, T + 1, C).permute(1, 0, 2) + P.H0x[None]
+        pred = check_finite_result(pred.reshape((T + 1,) + P.test_shape), "ode_flow test predictions")
+        test, final_test = pred[:T], pred[T]
+    train_m = check_finite_result(train_m.reshape((T + 1,) + P.train_shape), "ode_flow train predictions")
+    return ODEFlowResult(
+        times=torch.as_tensor(t_req, **dev),
+        train=train_m[:T],
+        test=test,
+        final_train=train_m[T],
+        final_test=final_test,
+        t_final=t_final,
+        converged=converged,
+        residual=res_final,
+        grad_norm=g_final,
+    )

@@ -1,0 +1,60 @@
+"""seed 001, Lemma 2 and eq (14) (App. C): f = (1/L) <theta, grad f> for bias-free ReLU networks.
+
+seed 001's text of eq (14) is garbled by the PDF extraction; re-derived here: with
+Phi(x) = grad_theta f(x; theta_0) (a row), f(X; theta_0) = (1/L) Phi(X) theta_0 by
+Euler's theorem (f is positively homogeneous of degree L in theta), and
+theta_inf = theta_0 + Phi(X)^T (Phi Phi^T)^{-1} (Y - f(X; theta_0)) (seed 000 Thm 5), so
+
+    f_lin(x; theta_inf) = Phi(x) Phi(X)^T (Phi Phi^T)^{-1} Y + (1/L) Phi(x) [I - P] theta_0,
+
+P = Phi(X)^T (Phi Phi^T)^{-1} Phi(X) the projection onto the row space of Phi(X).
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import assume, given, strategies as st
+
+from ntkcheck.claims import check_close
+from ntkcheck.linearize import jacobian
+from ntkcheck.strategies import datasets, inputs, seeds
+from ntkcheck.tolerances import tolerance
+
+from _common import DEVICE, DTYPE, reproduce
+from _seed001 import eq14_terms, flat_params, relu_bias_free
+
+CLAIM = "euler_identity"
+
+
+@given(arch=relu_bias_free(max_depth=4, max_width=32), data_seed=seeds(), n=st.integers(1, 6))
+def test_output_is_inner_product_with_gradient(arch, data_seed, n):
+    """f(x; theta) = (1/L) <theta, grad_theta f(x; theta)>, L the number of weight layers (seed 001, Lemma 2)."""
+    model = arch.build(dtype=DTYPE, device=DEVICE)
+    x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
+    euler = jacobian(model, x) @ flat_params(model) / len(model.layers)
+    with torch.no_grad():
+        out = model(x).reshape(-1)
+    check_close(euler, out, tol=tolerance("kernel_methods_agree", DTYPE), claim=CLAIM,
+                scale=max(float(out.norm()), float(euler.abs().sum()) * 1e-3, 1e-300),
+                what="(1/L) <theta, grad f(x)> vs f(x)",
+                context=reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})"))
+
+
+@given(arch=relu_bias_free(), data=st.data())
+def test_trained_linearization_is_interpolant_plus_init_term(arch, data):
+    """f_lin(x; theta_inf) = kernel interpolant + (1/L) Phi(x)(I - P) theta_0, and the second term
+    vanishes on the training inputs (seed 001, Lemma 2, eq (14))."""
+    ds = data.draw(datasets(arch, max_n=5))
+    x, y = ds.x(dtype=DTYPE, device=DEVICE), ds.y(dtype=DTYPE, device=DEVICE)
+    xt = ds.x_test(4, dtype=DTYPE, device=DEVICE)
+    try:
+        terms = eq14_terms(arch, x, y, xt)
+    except (torch.linalg.LinAlgError, ValueError):
+        assume(False)  # Phi Phi^T numerically singular (dead ReLUs): Thm 5 needs full row rank
+    ctx = reproduce(arch, ds=repr(ds))
+    tol = tolerance("solver_identity", DTYPE)
+    scale = float(terms.interpolant.norm() + terms.init_term.norm()) + 1e-300
+    check_close(terms.trained, terms.interpolant + terms.init_term, tol=tol, scale=scale, claim=CLAIM,
+                what="f_lin(x; theta_inf) vs interpolant + (1/L) Phi(x)(I - P) theta_0", context=ctx)
+    check_close(terms.init_term_train, torch.zeros_like(terms.init_term_train), tol=tol, scale=scale,
+                claim=CLAIM, what="(1/L) Phi(X)(I - P) theta_0 on the training inputs", context=ctx)
