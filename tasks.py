@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Set up a virtual environment and run one of ntkcheck's jobs, with nothing but python3.
 
-    python3 tasks.py main    # set up, then run the main job (`ntkcheck summary`)
+    python3 tasks.py main    # set up, then run the main job (`ntkcheck verify`: the claims report)
     python3 tasks.py test    # set up, then run the test suite (pytest)
     python3 tasks.py bench   # set up, then run the benchmarks
 
@@ -53,7 +53,7 @@ def setup() -> Path:
 
 def main(argv: list[str]) -> int:
     jobs = {
-        "main": ["-m", "ntkcheck.cli", "summary"],
+        "main": ["-m", "ntkcheck.cli", "verify"],
         "test": ["-m", "pytest", "-p", "no:cacheprovider", "--benchmark-disable"],
         "bench": ["-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-json",
                   str(ROOT / "reports" / "bench.json")],

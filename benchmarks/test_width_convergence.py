@@ -1,0 +1,50 @@
+"""Width convergence as a tracked metric: empirical vs analytic NTK error at each width, and the fitted slope.
+
+Setting of ANCHORS.md's reference point: float64, sigma_w = 1.5, sigma_b = 0.3,
+d = 5, 8 inputs, errors averaged over seeds; theory: slope -1/2 (Jacot et al. 2018).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ntkcheck as nk
+from conftest import size_set
+
+WIDTHS = {"smoke": [64, 128, 256], "cpu": [64, 128, 256, 512, 1024, 2048, 4096],
+          "gpu": [64, 128, 256, 512, 1024, 2048, 4096, 8192]}
+SEEDS = {"smoke": 2, "cpu": 6, "gpu": 10}
+
+
+def ntk_error_curve(activation: str, depth: int, widths: list[int], n_seeds: int, device) -> list[float]:
+    """Mean relative Frobenius error ||Theta_m - Theta_inf|| / ||Theta_inf|| at each width."""
+    x = torch.randn(8, 5, generator=torch.Generator().manual_seed(123), dtype=torch.float64).to(device)
+    errors = []
+    for m in widths:
+        errs = []
+        for seed in range(n_seeds):
+            model = nk.MLP(5, [m] * depth, activation=activation, weight_std=1.5, bias_std=0.3,
+                           generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device=device)
+            if seed == 0:
+                exact = nk.analytic_ntk(model, x)
+            errs.append(float((nk.ntk(model, x) - exact).norm() / exact.norm()))
+        errors.append(float(np.mean(errs)))
+    return errors
+
+
+@pytest.mark.parametrize("activation,depth", [("relu", 2), ("relu", 3), ("erf", 2), ("erf", 3)])
+def test_width_convergence(benchmark, device, activation, depth):
+    widths, n_seeds = WIDTHS[size_set()], SEEDS[size_set()]
+    errors = benchmark.pedantic(ntk_error_curve, args=(activation, depth, widths, n_seeds, device),
+                                rounds=1, iterations=1)
+    slope, intercept = np.polyfit(np.log(widths), np.log(errors), 1)
+    assert all(math.isfinite(e) for e in errors)
+    if size_set() != "smoke":
+        assert -0.65 <= slope <= -0.35, f"slope {slope:.3f} outside [-0.65, -0.35]: errors {errors}"
+    benchmark.extra_info.update(activation=activation, depth=depth, widths=widths, errors=errors,
+                                seeds=n_seeds, slope=float(slope), intercept=float(intercept),
+                                tracked={"slope": float(slope)})
