@@ -39,7 +39,7 @@ TABLE: dict[str, Tolerance] = {
     ),
     "solver_identity": Tolerance(
         1e-9, 1e-3,
-        "Solves with condition numbers up to ~1e4 (draws worse than that are rejected): error ~ cond * eps.",
+        "Solves lose ~cond * eps; draws whose kernel condition number exceeds MAX_CONDITION are rejected.",
     ),
     "asi_zero_output": Tolerance(
         0.0, 0.0,
@@ -51,6 +51,22 @@ TABLE: dict[str, Tolerance] = {
         "relative to the scale sum |w_i a_i|.",
     ),
 }
+
+
+MAX_CONDITION: dict[torch.dtype, float] = {
+    # Linear solves lose up to cond * eps of relative accuracy (Higham, ch. 7), so the solver_identity
+    # tolerances above hold only for kernels at most this ill-conditioned; properties reject (assume away)
+    # worse draws rather than loosen the bound: float64 1e6 * 1.1e-16 ~ 1e-10 < 1e-9, float32 1e3 * 6e-8 ~ 6e-5 < 1e-3.
+    torch.float64: 1e6,
+    torch.float32: 1e3,
+}
+
+
+def max_condition(dtype: torch.dtype) -> float:
+    """The largest kernel condition number for which ``solver_identity`` holds in ``dtype``."""
+    if dtype not in MAX_CONDITION:
+        raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+    return MAX_CONDITION[dtype]
 
 
 def tolerance(name: str, dtype: torch.dtype) -> float:

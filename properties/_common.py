@@ -6,7 +6,9 @@ import os
 
 import torch
 
+from ntkcheck.solvers import condition_number
 from ntkcheck.strategies import Arch
+from ntkcheck.tolerances import max_condition
 
 DEVICE = torch.device(os.environ.get("NTKCHECK_DEVICE", "cpu"))
 DTYPE = {"float64": torch.float64, "float32": torch.float32}[os.environ.get("NTKCHECK_DTYPE", "float64")]
@@ -19,3 +21,15 @@ def reproduce(arch: Arch | None = None, **data: object) -> str:
         lines.append(f"model = {arch!r}.build(dtype={DTYPE}, device={str(DEVICE)!r})")
     lines += [f"{name} = {value}" for name, value in data.items()]
     return "\n".join(lines)
+
+
+class IllConditioned(ValueError):
+    """A drawn kernel is too ill-conditioned for the solver_identity tolerance (see tolerances.MAX_CONDITION)."""
+
+
+def require_well_conditioned(k: torch.Tensor, what: str = "kernel") -> float:
+    """Return cond(k); raise :class:`IllConditioned` (properties ``assume`` it away) above ``max_condition``."""
+    cond = condition_number(k)
+    if not cond <= max_condition(k.dtype):
+        raise IllConditioned(f"{what}: condition number {cond:.3e} > {max_condition(k.dtype):.1e}")
+    return cond

@@ -9,7 +9,7 @@ import torch
 from ntkcheck.linearize import jacobian, min_norm_linearized
 from ntkcheck.strategies import Arch, architectures
 
-from _common import DEVICE, DTYPE
+from _common import DEVICE, DTYPE, require_well_conditioned
 
 
 def relu_bias_free(max_depth: int = 3, max_width: int = 24):
@@ -42,6 +42,7 @@ def eq14_terms(arch: Arch, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, s
     theta0 = flat_params(model)
     phi_train, phi_test = jacobian(model, x), jacobian(model, xt)  # rows: gradients at theta_0
     gram = phi_train @ phi_train.T
+    require_well_conditioned(gram, "Phi Phi^T")
     chol = torch.linalg.cholesky(gram)
     interp = phi_test @ phi_train.T @ torch.cholesky_solve(y.reshape(-1, 1), chol)
     projected = phi_train.T @ torch.cholesky_solve((phi_train @ theta0).reshape(-1, 1), chol)  # P theta_0
