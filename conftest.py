@@ -2,7 +2,8 @@
 
 Profiles (choose with ``--hypothesis-profile NAME`` or ``NTKCHECK_PROFILE``):
 ``dev`` fast local runs; ``ci`` Hypothesis' own ci profile (derandomized,
-print_blob) with our example count; ``thorough`` many examples; ``gpu`` no deadline.
+print_blob) with our example count; ``ci-random`` the same without derandomization;
+``thorough`` many examples; ``gpu`` no deadline.
 Device and dtype come from ``NTKCHECK_DEVICE`` (cpu|cuda) and ``NTKCHECK_DTYPE``
 (float64|float32), set by the tox factors.
 """
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, settings
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", max_examples=10, **_common)
 settings.register_profile("ci", parent=settings.get_profile("ci"), max_examples=25, **_common)
+# ci with fresh randomness each run (seed it with --hypothesis-seed): for repeated runs that look for flakes
+settings.register_profile("ci-random", parent=settings.get_profile("ci"), derandomize=False)
 settings.register_profile("thorough", max_examples=300, **_common)
 settings.register_profile("gpu", max_examples=100, **_common)
 settings.load_profile(os.environ.get("NTKCHECK_PROFILE", "ci" if os.environ.get("CI") else "dev"))

@@ -30,6 +30,7 @@ class Eq14Terms:
     init_term: torch.Tensor  # (1/L) Phi(x) [I - P] theta_0
     init_term_train: torch.Tensor  # the same at the training inputs (zero by eq (14))
     train_residual: torch.Tensor  # f_lin(X; theta_inf) - Y
+    euler_train: torch.Tensor  # (1/L) Phi(X) theta_0 = f(X; theta_0): the size the init term cancels from
 
 
 def eq14_terms(arch: Arch, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, sigma: float = 1.0) -> Eq14Terms:
@@ -51,4 +52,5 @@ def eq14_terms(arch: Arch, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor, s
     trained = min_norm_linearized(model, x, y)
     with torch.no_grad():
         return Eq14Terms(trained(xt).reshape(-1), interp.reshape(-1), init_test.reshape(-1),
-                         init_train.reshape(-1), trained(x).reshape(-1) - y)
+                         init_train.reshape(-1), trained(x).reshape(-1) - y,
+                         (phi_train @ theta0 / n_layers).reshape(-1))
