@@ -47,7 +47,7 @@ def setup() -> Path:
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     if not _has_torch(python):
         _run(*pip, TORCH_PIN)
-    _run(*pip, "-e", f"{ROOT}[test]")
+    _run(*pip, "-e", f"{ROOT}[test,data]")
     return python
 
 

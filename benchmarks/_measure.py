@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import time
 from collections.abc import Callable
 
@@ -43,8 +44,11 @@ def _rss_now() -> int:
 def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
     """Bytes of peak memory one call of ``fn`` adds: CUDA allocator peak, or peak RSS on the CPU.
 
-    CPU: the kernel's high-water mark is reset through /proc/self/clear_refs
-    (Linux >= 4.0), so the peak is that of this call alone.
+    CPU: freed heap memory is first returned to the system (glibc ``malloc_trim``,
+    where available), so that allocations the call makes show up as RSS growth
+    rather than reuse of cached pages; then the kernel's high-water mark is reset
+    through /proc/self/clear_refs (Linux >= 4.0), so the peak is that of this call
+    alone.
     """
     if device.type == "cuda":
         synchronize(device)
@@ -55,13 +59,21 @@ def peak_memory(fn: Callable[[], object], device: torch.device) -> int:
         peak = torch.cuda.max_memory_allocated(device) - base
         del out
         return int(peak)
+    _malloc_trim()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     base = _rss_now()
     out = fn()
     peak = _rss_high_water() - base
     del out
-    return int(peak)
+    return max(int(peak), 0)
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def matmul_rate(n: int, dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
@@ -80,6 +92,17 @@ def matmul_rate(n: int, dtype: torch.dtype, device: torch.device, repeats: int =
         times.append(time.perf_counter() - t0)
     times.sort()
     return 2.0 * n**3 / times[len(times) // 2]
+
+
+def calibrated_rounds(seconds_per_call: float, budget_s: float, min_rounds: int = 3, max_rounds: int = 30) -> int:
+    """As many rounds as fit ``budget_s`` at ``seconds_per_call``, clipped to [min_rounds, max_rounds].
+
+    At least 3 rounds, so that a benchmark's interquartile range (the noise that
+    ``ntkcheck report`` weighs a slowdown against) is measured, not zero.
+    """
+    if seconds_per_call <= 0:
+        return max_rounds
+    return int(min(max_rounds, max(min_rounds, budget_s // seconds_per_call)))
 
 
 def gram_flops(n1: int, n2: int, sizes: tuple[int, ...], n_out: int = 1) -> float:

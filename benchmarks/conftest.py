@@ -2,7 +2,21 @@
 
 ``NTKCHECK_DEVICE`` (cpu|cuda, default cuda when available) chooses the device;
 ``NTKCHECK_BENCH_SIZES`` (smoke|cpu|gpu, default by device) the size set.  The
-``smoke`` set is what CI runs (with ``--benchmark-disable``) to keep the files working.
+``smoke`` set is what CI runs (with ``--benchmark-disable``) to keep the files working;
+the ``cpu`` set runs the whole directory in under 3 minutes on 2 cores.
+
+``NTKCHECK_BENCH_THREADS`` (a positive integer, unset by default) sets torch's
+intra-op thread count for the session (recorded as ``cpu_threads`` in the
+machine info).
+
+``NTKCHECK_BENCH_FORCE_METHOD`` (layerwise|jacobian|ntvp, unset by default) makes
+the NTK benchmarks compute every kernel with that method while keeping their
+names: a deliberately slowed (or sped-up) run, to check that ``ntkcheck report``
+flags a regression.  Runs made with it record ``forced_method`` in ``extra_info``.
+
+Rounds are calibrated per benchmark (:func:`rounds_for`): as many as fit the
+size set's time budget per benchmark, at least 3, so the median and the
+interquartile range that ``ntkcheck report`` compares are defined.
 """
 
 from __future__ import annotations
@@ -14,7 +28,7 @@ import subprocess
 import pytest
 import torch
 
-from _measure import matmul_rate
+from _measure import calibrated_rounds, matmul_rate
 
 
 def bench_device() -> torch.device:
@@ -28,6 +42,34 @@ def size_set() -> str:
     if name not in ("smoke", "cpu", "gpu"):
         raise ValueError(f"NTKCHECK_BENCH_SIZES must be smoke, cpu or gpu, got {name!r}")
     return name
+
+
+def _set_threads() -> None:
+    value = os.environ.get("NTKCHECK_BENCH_THREADS")
+    if value is None or value == "":
+        return
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"NTKCHECK_BENCH_THREADS must be a positive integer, got {value!r}")
+    torch.set_num_threads(int(value))
+
+
+_set_threads()
+
+
+def forced_method() -> str | None:
+    """The kernel method every NTK benchmark uses instead of its own (``NTKCHECK_BENCH_FORCE_METHOD``)."""
+    name = os.environ.get("NTKCHECK_BENCH_FORCE_METHOD") or None
+    if name is not None and name not in ("layerwise", "jacobian", "ntvp"):
+        raise ValueError(f"NTKCHECK_BENCH_FORCE_METHOD must be layerwise, jacobian or ntvp, got {name!r}")
+    return name
+
+
+ROUND_BUDGET_S = {"smoke": 0.0, "cpu": 1.0, "gpu": 2.0}
+
+
+def rounds_for(seconds_per_call: float) -> int:
+    """Timed rounds for a call of this duration: the size set's budget, clipped to [3, 30]."""
+    return calibrated_rounds(seconds_per_call, ROUND_BUDGET_S[size_set()])
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,28 @@
 Each case records in ``extra_info``: effective TF/s (per-layer Gram flops / median
 time, ANCHORS.md's definition), the fraction of a square matmul's rate measured in
 the same run, and the peak memory of one call.  Times come from a synchronised call
-(pytest-benchmark's timer sees the finished device work), after warm-up rounds.
+(pytest-benchmark's timer sees the finished device work), after warm-up rounds;
+the number of rounds is calibrated to the call's duration (``conftest.rounds_for``).
+
+``NTKCHECK_BENCH_FORCE_METHOD=jacobian`` (or ``ntvp``, ``layerwise``) computes
+every ntkcheck kernel (the ``layerwise``, ``jacobian`` and ``ntvp`` benchmarks)
+with that method, under the benchmark's usual name; the torch.func recipes are
+unaffected.  It exists to produce a deliberately slowed run that ``ntkcheck
+report`` must flag against the baseline, e.g. (with the baseline's settings, see
+reports/baselines/README.md)::
+
+    NTKCHECK_BENCH_SIZES=cpu NTKCHECK_BENCH_THREADS=1 NTKCHECK_BENCH_FORCE_METHOD=jacobian \
+        pytest benchmarks/test_ntk_throughput.py -k "N32- or N256-" \
+        --benchmark-timer=time.process_time --benchmark-json slow.json
+    ntkcheck report slow.json --baseline reports/baselines/cpu-2core-x86_64.json
+
+(the larger cases take minutes with the jacobian method on a CPU, hence ``-k``; the
+cases left out are listed as missing, not compared).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -16,7 +33,7 @@ import torch
 import ntkcheck as nk
 from _measure import gram_flops, peak_memory, synced
 from _recipes import jacobian_contraction, ntk_vector_products
-from conftest import size_set
+from conftest import forced_method, rounds_for, size_set
 
 
 @dataclass(frozen=True)
@@ -38,7 +55,8 @@ ALL = ("layerwise", "jacobian", "ntvp", "recipe_jacobian", "recipe_ntvp")
 CASES = {
     "smoke": [Case(16, 16, 4, methods=ALL), Case(16, 8, 4, depth=1, outputs=2, dtype="float64", methods=ALL)],
     "cpu": [
-        Case(256, 256, 16, methods=ALL),
+        Case(32, 256, 16, methods=ALL),
+        Case(256, 256, 16, methods=("layerwise", "jacobian", "recipe_jacobian")),
         Case(256, 256, 16, dtype="float64", methods=("layerwise", "recipe_jacobian")),
         Case(256, 128, 16, outputs=3, methods=("layerwise", "jacobian", "recipe_jacobian")),
         Case(1024, 512, 16, methods=("layerwise",)),
@@ -67,7 +85,7 @@ def _runner(method: str, model: nk.MLP, x: torch.Tensor):
         return lambda: jacobian_contraction(model, x, x)
     if method == "recipe_ntvp":
         return lambda: ntk_vector_products(model, x, x)
-    return lambda: nk.ntk(model, x, method=method)
+    return lambda: nk.ntk(model, x, method=forced_method() or method)
 
 
 @pytest.mark.parametrize("case,method", PARAMS)
@@ -84,9 +102,10 @@ def test_ntk_throughput(benchmark, device, matmul_rate_of, case: Case, method: s
         got = got.reshape(reference.shape)
         assert float((got - reference).norm() / reference.norm()) < (1e-4 if dtype == torch.float32 else 1e-10)
     del result
+    start = time.perf_counter()
     memory = peak_memory(call, device)
-    rounds = 3 if size_set() == "gpu" else 2
-    benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=1)
+    per_call = time.perf_counter() - start
+    benchmark.pedantic(call, rounds=rounds_for(per_call), iterations=1, warmup_rounds=1 if per_call < 0.25 else 0)
     sizes = (case.d, *([case.width] * case.depth), case.outputs)
     flops = gram_flops(case.n, case.n, sizes, case.outputs)
     if benchmark.stats is not None:
@@ -96,5 +115,8 @@ def test_ntk_throughput(benchmark, device, matmul_rate_of, case: Case, method: s
             method=method, n=case.n, width=case.width, d=case.d, depth=case.depth, outputs=case.outputs,
             dtype=case.dtype, gram_flops=flops, effective_tflops=flops / median / 1e12,
             matmul_tflops=rate / 1e12, fraction_of_matmul=flops / median / rate, peak_memory_bytes=memory,
-            tf32=torch.backends.cuda.matmul.allow_tf32,
+            tf32=torch.backends.cuda.matmul.allow_tf32, throughput=flops / median / 1e12,
+            throughput_unit="effective TF/s",
         )
+        if forced_method() is not None and method in ("layerwise", "jacobian", "ntvp"):
+            benchmark.extra_info["forced_method"] = forced_method()

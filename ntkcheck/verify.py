@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ntkcheck.claims import CLAIMS
+from ntkcheck.reproduce import Reproduction
 
 PROPERTIES = Path(__file__).resolve().parent.parent / "properties"
 
@@ -84,8 +85,31 @@ def plot_series(series: dict, path: Path) -> Path | None:
     return path
 
 
+def run_reproductions(*, device: str, out: Path) -> list[tuple[Reproduction, Path]]:
+    """Run every reproduction in quick mode and write its report; return the results with their paths."""
+    from ntkcheck.reproduce import EXPERIMENTS, reproduce, write_report as write_reproduction
+
+    done = []
+    for name in EXPERIMENTS:
+        result = reproduce(name, "quick", device=device)
+        done.append((result, write_reproduction(result, out)))
+    return done
+
+
+def _reproduction_lines(done: list[tuple[Reproduction, Path]]) -> list[str]:
+    lines = ["", "## Reproductions (quick)", "", "| experiment | reference | verdicts | seconds | report |",
+             "|---|---|---|---|---|"]
+    for result, path in done:
+        if result.skipped:
+            verdicts = f"skipped: {result.skipped}"
+        else:
+            verdicts = "; ".join(f"{v.claim}: {'holds' if v.holds else 'DID NOT HOLD'}" for v in result.verdicts)
+        lines.append(f"| {result.title} | {result.reference} | {verdicts} | {result.seconds:.0f} | [{path.name}]({path.name}) |")
+    return lines
+
+
 def write_report(records: dict, path: Path, *, profile: str, device: str, dtype: str, seconds: float,
-                 figure: Path | None) -> Path:
+                 figure: Path | None, reproductions: list[tuple[Reproduction, Path]] | None = None) -> Path:
     """The claims report as Markdown."""
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "CPU"
     lines = [
@@ -113,19 +137,28 @@ def write_report(records: dict, path: Path, *, profile: str, device: str, dtype:
             lines.append(f"| {label} | {xs} | {ys} | {c.get('slope', float('nan')):.3f} |")
     if figure is not None:
         lines += ["", f"![width convergence]({figure.name})"]
+    if reproductions:
+        lines += _reproduction_lines(reproductions)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", out: Path = Path("reports"),
-           extra: list[str] | None = None) -> VerifyResult:
-    """Run the property suite and write ``out/claims-<device>-<dtype>.md`` (+ PNG)."""
+           extra: list[str] | None = None, reproductions: bool = False) -> VerifyResult:
+    """Run the property suite and write ``out/claims-<device>-<dtype>.md`` (+ PNG).
+
+    With ``reproductions=True`` the quick reproductions run too, each writing its own
+    report, and the claims report links them; one that does not hold makes the exit code 1.
+    """
     start = time.perf_counter()
     code, records = run_properties(profile=profile, device=device, dtype=dtype, extra=extra)
+    done = run_reproductions(device=device, out=out) if reproductions else []
+    if any(not r.holds and not r.skipped for r, _ in done):
+        code = code or 1
     seconds = time.perf_counter() - start
     stem = f"claims-{device.split(':')[0]}-{dtype}"
     figure = plot_series(records.get("_series", {}), out / f"{stem}-width.png")
     report = write_report(records, out / f"{stem}.md", profile=profile, device=device, dtype=dtype,
-                          seconds=seconds, figure=figure)
+                          seconds=seconds, figure=figure, reproductions=done)
     return VerifyResult(code, report, figure, records, seconds)

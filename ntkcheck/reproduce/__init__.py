@@ -1,0 +1,42 @@
+"""Reproductions of the seed papers' experiments: real networks, real data, figures and verdicts.
+
+Each experiment is a module here with a ``Config`` dataclass (``Config.quick()``
+sized for 2 CPU cores, ``Config.full()`` the paper's sizes, meant for a GPU) and
+``run(config, *, device) -> Reproduction``.  :func:`reproduce` runs one by name;
+``ntkcheck reproduce`` runs several and writes their reports.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ntkcheck.reproduce._result import Mode, Reproduction, Stopwatch, Verdict, write_report
+
+EXPERIMENTS: dict[str, str] = {
+    "loss-invariance": "loss_invariance",
+    "asi-1d": "asi_1d",
+    "boston": "boston",
+    "mnist": "mnist",
+    "sigma-scaling": "sigma_scaling",
+    "init-rates": "init_rates",
+    "frequency": "frequency",
+}
+
+__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "experiment", "reproduce", "write_report"]
+
+
+def experiment(name: str) -> ModuleType:
+    """The module of experiment ``name`` (one of :data:`EXPERIMENTS`)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"name must be one of {sorted(EXPERIMENTS)}, got {name!r}")
+    return importlib.import_module(f"ntkcheck.reproduce.{EXPERIMENTS[name]}")
+
+
+def reproduce(name: str, mode: Mode = "quick", *, device: str = "cpu", seed: int = 0) -> Reproduction:
+    """Run experiment ``name`` at the ``mode`` sizes (``"quick"`` or ``"full"``) on ``device``."""
+    if mode not in ("quick", "full"):
+        raise ValueError(f"mode must be 'quick' or 'full', got {mode!r}")
+    module = experiment(name)
+    config = module.Config.quick(seed=seed) if mode == "quick" else module.Config.full(seed=seed)
+    return module.run(config, device=device)

@@ -1,0 +1,219 @@
+"""The init-rates (seed 003) and frequency (seeds 000 §5, 002) reproductions at tiny sizes, and their tools."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import ntkcheck as nk
+from ntkcheck.reproduce import experiment, write_report
+from ntkcheck.reproduce import frequency as freq
+from ntkcheck.reproduce import init_rates as rates
+
+TINY_RATES = dict(dims=(3,), ns=(16, 32, 64), seeds=3, n_test=60, h_ini="gp", times=(-2.0, 5.0, 8),
+                  bootstrap=20, degrees=30)
+TINY_FREQ = dict(seeds=2, width=64, n_train=8, grid=64, sphere_dim=3, sphere_train=24, sphere_test=60)
+
+
+# ------------------------------------------------------------------------------------------------
+# spectral tools
+
+
+def test_nudft_of_sinusoids_recovers_their_coefficients():
+    x = torch.arange(128, dtype=torch.float64) / 128
+    values = torch.cos(2 * math.pi * 5 * x) + 0.5 * torch.sin(2 * math.pi * 3 * x)
+    c = freq.nudft(values, x, torch.arange(-8, 9, dtype=torch.float64))
+    coef = dict(zip(range(-8, 9), c.tolist()))
+    assert abs(coef[5] - 0.5) < 1e-12 and abs(coef[-5] - 0.5) < 1e-12
+    assert abs(coef[3] - (-0.25j)) < 1e-12 and abs(coef[-3] - 0.25j) < 1e-12
+    others = [abs(v) for k, v in coef.items() if abs(k) not in (3, 5)]
+    assert max(others) < 1e-12
+
+
+def test_nudft_with_vector_frequencies_matches_projection():
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.rand(50, 3, generator=gen, dtype=torch.float64)
+    vals = torch.randn(50, generator=gen, dtype=torch.float64)
+    p = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    ks = torch.arange(4, dtype=torch.float64)
+    assert torch.allclose(freq.nudft(vals, pts, ks[:, None] * p), freq.nudft(vals, pts @ p, ks), atol=1e-13)
+
+
+def test_energy_spectrum_of_a_pure_cosine_peaks_at_its_frequency():
+    grid = torch.arange(256, dtype=torch.float64) * (2 * math.pi / 256)
+    e = freq.energy_spectrum(torch.cos(7 * grid), grid, 128)
+    assert int(np.argmax(e)) == 7
+    assert e[7] == pytest.approx(0.5, abs=1e-12)  # the mean square of cos
+    assert e.sum() == pytest.approx(0.5, abs=1e-12)
+    assert freq.centroid(e) == pytest.approx(7.0, abs=1e-9)
+
+
+def test_gaussian_split_keeps_constants_low_and_sums_back():
+    gen = torch.Generator().manual_seed(1)
+    pts = torch.randn(40, 3, generator=gen, dtype=torch.float64)
+    const = torch.full((40,), 2.5, dtype=torch.float64)
+    low, high = freq.gaussian_split(const, pts, 0.7)
+    assert high.abs().max() < 1e-12
+    v = torch.randn(40, generator=gen, dtype=torch.float64)
+    low, high = freq.gaussian_split(v, pts, 0.7)
+    assert torch.allclose(low + high, v)
+    assert float(high.norm()) > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# sphere spectra and the spectral prediction
+
+
+def test_uniform_sphere_radius_and_shape():
+    x = rates.uniform_sphere(100, 4, torch.Generator().manual_seed(0))
+    assert x.shape == (100, 5)
+    assert torch.allclose(x.norm(dim=1), torch.full((100,), math.sqrt(5.0), dtype=torch.float64))
+
+
+def test_multiplicities_are_those_of_spherical_harmonics():
+    assert rates._multiplicities(2, 5).tolist() == [1, 3, 5, 7, 9, 11]  # S^2: 2k + 1
+    assert rates._multiplicities(3, 4).tolist() == [1, 4, 9, 16, 25]  # S^3: (k + 1)^2
+
+
+def test_funk_hecke_spectrum_sums_to_the_kernel_diagonal():
+    d = 3
+    model = rates.network(d, rates.Config(**TINY_RATES))
+    mu_gp, mult = rates.sphere_spectrum("nngp", model, d, 60)
+    mu_ntk, _ = rates.sphere_spectrum("ntk", model, d, 60)
+    x0 = rates.uniform_sphere(1, d, torch.Generator().manual_seed(0))
+    assert (mult * mu_gp).sum() == pytest.approx(float(nk.analytic_nngp(model, x0)[0, 0]), rel=1e-3)
+    assert (mult * mu_ntk).sum() == pytest.approx(float(nk.analytic_ntk(model, x0)[0, 0]), rel=1e-2)
+    assert (mu_gp > 0).all() and (mu_ntk > 0).all()  # with biases no harmonic degree is lost
+    assert mu_gp[30] / mu_ntk[30] < mu_gp[5] / mu_ntk[5]  # the NNGP decays faster than the NTK
+
+
+def test_target_energy_lives_on_degrees_up_to_two():
+    d = 5
+    e = rates.target_energy(d, 10)
+    mean_square = 1 + (3 * (d + 1) / (d + 3) - 1) / 4  # E[(z + (z^2 - 1)/2)^2], E z^4 = 3(d+1)/(d+3)
+    assert e[:3].sum() == pytest.approx(mean_square, rel=1e-10)
+    assert e[3:].sum() < 1e-20
+    assert e[0] < 1e-20  # mean zero
+
+
+def test_predicted_errors_decrease_with_n_and_mirrored_is_below_standard():
+    d = 3
+    model = rates.network(d, rates.Config(**TINY_RATES))
+    mu, mult = rates.sphere_spectrum("ntk", model, d, 40)
+    gp, _ = rates.sphere_spectrum("nngp", model, d, 40)
+    energy = rates.target_energy(d, 40)
+    ns = np.array([10.0, 100.0, 1000.0, 10000.0])
+    mir = rates.predicted_errors(ns, mu, mult, None, energy, 1.0)
+    std = rates.predicted_errors(ns, mu, mult, gp, energy, 1.0)
+    assert (np.diff(mir) < 0).all() and (np.diff(std) < 0).all()
+    assert (mir < std).all()
+
+
+# ------------------------------------------------------------------------------------------------
+# the reproductions at tiny sizes
+
+
+@pytest.fixture(scope="module")
+def tiny_rates():
+    return rates.run(rates.Config(**TINY_RATES), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_freq():
+    return freq.run(freq.Config(**TINY_FREQ), device="cpu")
+
+
+def test_init_rates_mirrored_error_is_below_standard_at_every_n(tiny_rates):
+    errors = tiny_rates.tables["Error at the best stopping time (seed-averaged)"]
+    assert [r["n"] for r in errors] == list(TINY_RATES["ns"])
+    for row in errors:  # the initial output only adds error (seed 000 Thm 3)
+        assert 0 < row["error mirrored"] <= row["error standard"]
+
+
+def test_init_rates_slopes_are_finite_and_negative(tiny_rates):
+    for row in tiny_rates.tables["Log-log slopes (least squares; SE by bootstrap over seeds)"]:
+        assert math.isfinite(row["measured slope"]) and row["measured slope"] < 0
+        assert math.isfinite(row["SE"]) and row["SE"] >= 0
+        assert row["finite-n predicted slope"] < 0
+    assert len(tiny_rates.verdicts) == 4
+    assert all(math.isfinite(v.measured) and math.isfinite(v.threshold) for v in tiny_rates.verdicts)
+
+
+def test_init_rates_flow_at_infinity_is_decompose_total(tiny_rates):
+    spectra = tiny_rates.tables["Kernel spectra on S^d"][0]
+    assert spectra["decompose total vs flow at t=inf (rel.)"] < 1e-8
+    assert spectra["sum N_k mu_k^NNGP"] == pytest.approx(spectra["NNGP(x, x)"], rel=1e-3)
+
+
+def test_init_rates_report_is_written(tiny_rates, tmp_path):
+    assert experiment("init-rates") is rates and tiny_rates.mode == "custom"
+    assert set(tiny_rates.figures) == {"rates", "local-slopes"}
+    path = write_report(tiny_rates, tmp_path)
+    text = path.read_text()
+    assert path.name == "reproduce-init-rates.md" and "## Verdicts" in text and "-3/(d+3)" in text
+    assert (tmp_path / "reproduce-init-rates-rates.png").stat().st_size > 1000
+
+
+def test_init_rates_with_real_networks_is_reproducible_from_its_seed():
+    config = rates.Config(**{**TINY_RATES, "ns": (8, 16, 32), "n_test": 20, "seeds": 2, "h_ini": "network",
+                             "width": 16, "bootstrap": 10})
+    a, b = rates.run(config, device="cpu"), rates.run(config, device="cpu")
+    key = "Error at the best stopping time (seed-averaged)"
+    errors = [r["error standard"] for r in a.tables[key]]
+    assert all(math.isfinite(e) and e > 0 for e in errors)
+    assert errors == [r["error standard"] for r in b.tables[key]]
+
+
+def test_frequency_tiny_run_measures_real_properties(tiny_freq, tmp_path):
+    result = tiny_freq
+    q = {r["quantity"]: r["value"] for r in result.tables["Measured quantities"]}
+    # the init-induced term vanishes at the training points (seed 000 eq (6): h_k interpolates h_ini(X))
+    assert q["circle: max abs(init-induced term) at the training points / max abs(h_ini)"] < 1e-8
+    assert q["circle, equispaced control: max abs(init-induced term) at the training points / max abs(h_ini)"] < 1e-8
+    centroid_term = q["circle: spectral centroid of the init-induced term (k >= 1)"]
+    assert centroid_term > q["circle: spectral centroid of h_ini (k >= 1)"]
+    assert 0 <= q["S^3: high-frequency energy fraction, h_ini"] <= 1
+    assert len(result.verdicts) == 5
+    bands = result.tables["Seed-averaged energy by frequency band (circle)"]
+    assert bands[0]["share left"] < bands[-1]["share left"]  # low frequencies fitted away, high ones kept
+    path = write_report(result, tmp_path)
+    assert "## Verdicts" in path.read_text() and (tmp_path / "reproduce-frequency-circle.png").exists()
+
+
+def test_frequency_without_the_sphere_view():
+    result = freq.run(freq.Config(**{**TINY_FREQ, "sphere_dim": 0, "seeds": 1}), device="cpu")
+    assert len(result.verdicts) == 4
+    assert not any(r["quantity"].startswith("S^") for r in result.tables["Measured quantities"])
+
+
+def test_quick_and_full_configs_are_named_by_mode():
+    assert rates._mode(rates.Config.quick(3)) == "quick" and rates._mode(rates.Config.full()) == "full"
+    assert freq._mode(freq.Config.quick()) == "quick" and freq._mode(freq.Config.full(1)) == "full"
+    assert rates.Config.quick(5).seed == 5 and freq.Config.quick(5).seed == 5
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(ns=(32, 16, 64)), "ns"),
+        (dict(ns=(16, 32)), "ns"),
+        (dict(seeds=1), "seeds"),
+        (dict(noise=0.0), "noise"),
+        (dict(h_ini="zeros"), "h_ini"),
+        (dict(dims=(1,)), "dims"),
+    ],
+)
+def test_init_rates_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        rates.Config(**{**TINY_RATES, **bad})
+
+
+@pytest.mark.parametrize(
+    "bad, match", [(dict(n_train=2), "n_train"), (dict(grid=16), "grid"), (dict(sphere_dim=-1), "sphere_dim")]
+)
+def test_frequency_config_rejects_bad_values(bad, match):
+    with pytest.raises(ValueError, match=match):
+        freq.Config(**{**TINY_FREQ, **bad})
