@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce import Reproduction, experiment, write_report
+from ntkcheck.reproduce import Reproduction, experiment, mode_of, write_report
 from ntkcheck.reproduce import asi_1d
 from ntkcheck.reproduce import loss_invariance as li
 
@@ -73,8 +73,8 @@ def test_configs_are_frozen_registered_and_full_mode_has_the_papers_sizes():
     assert (full_asi.width, full_asi.v_std, full_asi.n_train, full_asi.n_test) == (5000, 10.0, 10, 500)
     with pytest.raises(dataclasses.FrozenInstanceError):
         full_li.width = 3  # type: ignore[misc]
-    assert li._mode(dataclasses.replace(full_li, progress=False)) == "full"
-    assert asi_1d._mode(asi_1d.Config.quick()) == "quick" and asi_1d._mode(full_asi) == "full"
+    assert mode_of(dataclasses.replace(full_li, progress=False)) == "full"
+    assert mode_of(asi_1d.Config.quick()) == "quick" and mode_of(full_asi) == "full"
 
 
 def test_sin_data_is_seeded_sorted_spaced_and_on_sin4x():
@@ -130,7 +130,7 @@ def test_loss_sharpness_is_the_top_eigenvalue_of_the_linearized_loss_hessian():
 
 def test_loss_invariance_runs_trains_both_losses_and_measures_a_small_gap(li_result):
     r = li_result
-    assert r.name == "loss-invariance" and r.mode == "quick" and r.seconds > 0
+    assert r.name == "loss-invariance" and r.mode == "custom" and r.seconds > 0
     assert all(math.isfinite(v.measured) and math.isfinite(v.threshold) for v in r.verdicts)
     table = "Per-loss training and distance to the kernel prediction"
     for loss in ("L2", "L4"):

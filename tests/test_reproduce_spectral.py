@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce import experiment, write_report
+from ntkcheck.reproduce import experiment, mode_of, write_report
 from ntkcheck.reproduce import frequency as freq
 from ntkcheck.reproduce import init_rates as rates
 
@@ -190,8 +191,9 @@ def test_frequency_without_the_sphere_view():
 
 
 def test_quick_and_full_configs_are_named_by_mode():
-    assert rates._mode(rates.Config.quick(3)) == "quick" and rates._mode(rates.Config.full()) == "full"
-    assert freq._mode(freq.Config.quick()) == "quick" and freq._mode(freq.Config.full(1)) == "full"
+    assert mode_of(rates.Config.quick(3)) == "quick" and mode_of(rates.Config.full()) == "full"
+    assert mode_of(freq.Config.quick()) == "quick" and mode_of(freq.Config.full(1)) == "full"
+    assert mode_of(dataclasses.replace(freq.Config.quick(), width=7)) == "custom"
     assert rates.Config.quick(5).seed == 5 and freq.Config.quick(5).seed == 5
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ntkcheck.reproduce._result import Mode, Reproduction, Stopwatch, Verdict, write_report
+from ntkcheck.reproduce._result import Mode, Reproduction, Stopwatch, Verdict, mode_of, write_report
 
 EXPERIMENTS: dict[str, str] = {
     "loss-invariance": "loss_invariance",
@@ -23,7 +23,8 @@ EXPERIMENTS: dict[str, str] = {
     "frequency": "frequency",
 }
 
-__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "experiment", "reproduce", "write_report"]
+__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "experiment", "mode_of", "reproduce",
+           "write_report"]
 
 
 def experiment(name: str) -> ModuleType:

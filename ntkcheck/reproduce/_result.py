@@ -7,6 +7,7 @@ draws but writes nothing.  :func:`write_report` turns the result into
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,17 @@ from typing import Any, Literal
 import torch
 
 Mode = Literal["quick", "full"]
+
+
+def mode_of(config: Any) -> str:
+    """``"quick"`` or ``"full"`` when ``config`` equals that preset of its class (ignoring a ``progress`` field),
+    else ``"custom"``: what a report says about the sizes it ran at."""
+    if any(f.name == "progress" for f in dataclasses.fields(config)):
+        config = dataclasses.replace(config, progress=True)
+    for name in ("quick", "full"):
+        if config == getattr(type(config), name)(config.seed):
+            return name
+    return "custom"
 
 
 @dataclass(frozen=True)
@@ -51,7 +63,7 @@ class Reproduction:
     name: str
     title: str
     reference: str
-    mode: Mode
+    mode: str  # "quick", "full" or "custom" (see mode_of)
     device: str
     settings: dict[str, Any]
     verdicts: list[Verdict] = field(default_factory=list)

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
 from ntkcheck.empirical import ntk
 from ntkcheck.losses import MSE
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.reproduce.loss_invariance import DTYPES, cpu_threads, outputs, seed000_mlp, sin_data
 from ntkcheck.solvers import decompose, max_stable_lr
 from ntkcheck.training import train
@@ -100,9 +100,6 @@ def _steps_to(steps: list[int], losses: list[float], level: float) -> float:
     return next((float(s) for s, v in zip(steps, losses) if v < level), math.inf)
 
 
-def _mode(config: Config) -> str:
-    """``"full"`` for the full sizes (whatever ``progress``), else ``"quick"``."""
-    return "full" if replace(config, progress=True) == Config.full(config.seed) else "quick"
 
 
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
@@ -116,7 +113,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     dtype = DTYPES[config.dtype]
     m = config.width
     result = Reproduction(
-        name=NAME, title=TITLE, reference=REFERENCE, mode=_mode(config), device=device,
+        name=NAME, title=TITLE, reference=REFERENCE, mode=mode_of(config), device=device,
         settings={**{k: v for k, v in asdict(config).items() if k != "progress"},
                   "architecture": f"1-{m}-{m}-1 ReLU, standard parametrization, "
                                   f"N(0, (v_std sqrt(2/(fan_in+fan_out)))^2) for weights and biases",

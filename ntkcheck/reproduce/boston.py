@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
 import ntkcheck as nk
 from ntkcheck.data import DataUnavailableError, boston_housing
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.reproduce.loss_invariance import cpu_threads
 
 NAME = "boston"
@@ -88,14 +88,6 @@ class Config:
         return cls(seed=seed, cpu_threads=None)
 
 
-def _mode(config: Config) -> str:
-    """``"quick"`` or ``"full"`` for those sizes (whatever ``progress``), else ``"custom"``."""
-    config = replace(config, progress=True)
-    if config == Config.quick(config.seed):
-        return "quick"
-    if config == Config.full(config.seed):
-        return "full"
-    return "custom"
 
 
 def _mse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -112,7 +104,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     if config.train_dtype not in _DTYPES:
         raise ValueError(f"config.train_dtype must be one of {list(_DTYPES)}, got {config.train_dtype!r}")
     settings = {k: v for k, v in asdict(config).items() if k != "progress"}
-    result = Reproduction(NAME, TITLE, REFERENCE, _mode(config), str(device), settings)  # type: ignore[arg-type]
+    result = Reproduction(NAME, TITLE, REFERENCE, mode_of(config), str(device), settings)
     with cpu_threads(config.cpu_threads), Stopwatch() as clock:
         result.settings["torch CPU threads during the run"] = torch.get_num_threads()
         result.settings["TF32 matmul"] = torch.backends.cuda.matmul.allow_tf32

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.reproduce.init_rates import uniform_sphere
 
 NAME = "frequency"
@@ -104,12 +104,6 @@ class Config:
         return cls(seed=seed)
 
 
-def _mode(config: Config) -> str:
-    if config == Config.quick(config.seed):
-        return "quick"
-    if config == Config.full(config.seed):
-        return "full"
-    return "custom"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,7 +174,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     """Spectra of h_ini and of the init-induced term on the circle; low/high filtering on S^d."""
     from tqdm import tqdm
 
-    result = Reproduction(NAME, TITLE, REFERENCE, _mode(config), str(device), asdict(config))  # type: ignore[arg-type]
+    result = Reproduction(NAME, TITLE, REFERENCE, mode_of(config), str(device), asdict(config))
     dev = torch.device(device)
     with Stopwatch() as clock:
         bar = tqdm(total=config.seeds * (3 if config.sphere_dim else 2), desc="frequency", unit="net", leave=False)

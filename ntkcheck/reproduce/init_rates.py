@@ -58,7 +58,7 @@ import numpy as np
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 
 NAME = "init-rates"
 TITLE = "Standard vs mirrored initialization: error rates of the kernel-regime predictor (seed 003)"
@@ -130,12 +130,6 @@ class Config:
         return cls(seed=seed)
 
 
-def _mode(config: Config) -> str:
-    if config == Config.quick(config.seed):
-        return "quick"
-    if config == Config.full(config.seed):
-        return "full"
-    return "custom"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,7 +316,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     """Measure the L2 error of the standard- and mirrored-init kernel predictors against n; fit and compare slopes."""
     from tqdm import tqdm
 
-    result = Reproduction(NAME, TITLE, REFERENCE, _mode(config), str(device), asdict(config))  # type: ignore[arg-type]
+    result = Reproduction(NAME, TITLE, REFERENCE, mode_of(config), str(device), asdict(config))
     dev = torch.device(device)
     lo, hi, count = config.times
     times = torch.cat([torch.logspace(lo, hi, int(count), dtype=torch.float64),

@@ -28,7 +28,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from torch import nn
 from ntkcheck.empirical import ntk
 from ntkcheck.losses import LpLoss
 from ntkcheck.networks import MLP
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.solvers import interpolate
 from ntkcheck.training import train
 
@@ -192,9 +192,6 @@ def train_adaptive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, *, 
     return steps, losses, lrs
 
 
-def _mode(config: Config) -> str:
-    """``"full"`` for the full sizes (whatever ``progress``), else ``"quick"``."""
-    return "full" if replace(config, progress=True) == Config.full(config.seed) else "quick"
 
 
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
@@ -205,7 +202,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
         raise ValueError(f"config.powers must name at least two losses to compare, got {config.powers}")
     dtype = DTYPES[config.dtype]
     result = Reproduction(
-        name=NAME, title=TITLE, reference=REFERENCE, mode=_mode(config), device=device,
+        name=NAME, title=TITLE, reference=REFERENCE, mode=mode_of(config), device=device,
         settings={**{k: v for k, v in asdict(config).items() if k != "progress"},
                   "architecture": f"1-{config.width}-{config.width}-1 ReLU, standard parametrization, "
                                   f"N(0, (v_std sqrt(2/(fan_in+fan_out)))^2) for weights and biases",

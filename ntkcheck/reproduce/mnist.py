@@ -25,13 +25,13 @@ ASI's training loss after the last epoch is at most the original's (Fig 4a,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
 import ntkcheck as nk
 from ntkcheck.data import DataUnavailableError, mnist
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.reproduce.loss_invariance import cpu_threads
 
 NAME = "mnist"
@@ -81,14 +81,6 @@ class Config:
         return cls(seed=seed, cpu_threads=None)
 
 
-def _mode(config: Config) -> str:
-    """``"quick"`` or ``"full"`` for those sizes (whatever ``progress``), else ``"custom"``."""
-    config = replace(config, progress=True)
-    if config == Config.quick(config.seed):
-        return "quick"
-    if config == Config.full(config.seed):
-        return "full"
-    return "custom"
 
 
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
@@ -98,7 +90,7 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     if config.batch_size > config.n_train:
         raise ValueError(f"config.batch_size ({config.batch_size}) must be at most config.n_train ({config.n_train})")
     settings = {k: v for k, v in asdict(config).items() if k != "progress"}
-    result = Reproduction(NAME, TITLE, REFERENCE, _mode(config), str(device), settings)  # type: ignore[arg-type]
+    result = Reproduction(NAME, TITLE, REFERENCE, mode_of(config), str(device), settings)
     with cpu_threads(config.cpu_threads), Stopwatch() as clock:
         result.settings["torch CPU threads during the run"] = torch.get_num_threads()
         result.settings["TF32 matmul"] = torch.backends.cuda.matmul.allow_tf32

@@ -60,14 +60,14 @@ interpolant's test loss.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 import ntkcheck as nk
 from ntkcheck.data import DataUnavailableError, Split, gaussian_bump, mnist
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
 from ntkcheck.reproduce.loss_invariance import cpu_threads
 
 NAME = "sigma-scaling"
@@ -145,14 +145,6 @@ class Config:
         return cls(seed=seed, cpu_threads=None)
 
 
-def _mode(config: Config) -> str:
-    """``"quick"`` or ``"full"`` for those sizes (whatever ``progress``), else ``"custom"``."""
-    config = replace(config, progress=True)
-    if config == Config.quick(config.seed):
-        return "quick"
-    if config == Config.full(config.seed):
-        return "full"
-    return "custom"
 
 
 def _seed(*parts: int) -> int:
@@ -191,7 +183,7 @@ class _Point:
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
     """Test loss of trained nets and of their linearizations across the sigma grid; fit the slopes."""
     recorded = {k: v for k, v in asdict(config).items() if k != "progress"}
-    result = Reproduction(NAME, TITLE, REFERENCE, _mode(config), str(device), recorded)  # type: ignore[arg-type]
+    result = Reproduction(NAME, TITLE, REFERENCE, mode_of(config), str(device), recorded)
     lo, hi = config.ratio_range
     if not 0 < lo < config.fit_ratio < hi:
         raise ValueError(f"config must satisfy 0 < ratio_range[0] < fit_ratio < ratio_range[1], got "
@@ -424,9 +416,9 @@ def _figure(panels: list[dict[str, object]]):
                 ax.plot([v, v], [finite.min(), finite.max()], "-", c="tab:blue", lw=0.8)
         ax.axhline(float(p["plateau"]), ls="--", c="gray", lw=1, label="interpolant (plateau)")
         fit = np.asarray(p["fit"])
-        slope, curve, what = float(p["slope_nn"]), np.asarray(p["nn"]), "network"  # type: ignore[arg-type]
+        slope, curve, what = float(p["slope_nn"]), np.asarray(p["nn"]), "network"
         if not math.isfinite(slope):
-            slope, curve, what = float(p["slope_lin"]), np.asarray(p["lin"]), "linearization"  # type: ignore[arg-type]
+            slope, curve, what = float(p["slope_lin"]), np.asarray(p["lin"]), "linearization"
         if fit.sum() >= 2 and math.isfinite(slope):
             xs = var[fit]
             two_l = 2 * int(p["L"])  # type: ignore[call-overload]
