@@ -27,23 +27,14 @@ import pytest
 import torch
 
 import ntkcheck as nk
+from _cases import MLPCase
 from _measure import peak_memory, synced
 from conftest import rounds_for, size_set
 
 
 @dataclass(frozen=True)
-class Case:
-    n: int
-    width: int
-    d: int
-    depth: int = 3
-    outputs: int = 1
-    dtype: str = "float32"
+class Case(MLPCase):
     ops: tuple[str, ...] = ("jvp", "vjp")
-
-    @property
-    def id(self) -> str:
-        return f"N{self.n}-m{self.width}-d{self.d}-L{self.depth}-O{self.outputs}-{self.dtype}"
 
 
 ALL = ("jvp", "vjp", "jacobian")

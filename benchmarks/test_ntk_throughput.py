@@ -31,24 +31,15 @@ import pytest
 import torch
 
 import ntkcheck as nk
+from _cases import MLPCase
 from _measure import gram_flops, peak_memory, synced
 from _recipes import jacobian_contraction, ntk_vector_products
 from conftest import forced_method, rounds_for, size_set
 
 
 @dataclass(frozen=True)
-class Case:
-    n: int
-    width: int
-    d: int
-    depth: int = 3
-    outputs: int = 1
-    dtype: str = "float32"
+class Case(MLPCase):
     methods: tuple[str, ...] = ("layerwise",)
-
-    @property
-    def id(self) -> str:
-        return f"N{self.n}-m{self.width}-d{self.d}-L{self.depth}-O{self.outputs}-{self.dtype}"
 
 
 ALL = ("layerwise", "jacobian", "ntvp", "recipe_jacobian", "recipe_ntvp")
