@@ -65,6 +65,7 @@ def main(argv: list[str]) -> int:
     env = dict(os.environ)
     if argv[0] == "test":
         env.setdefault("NTKCHECK_BENCH_SIZES", "smoke")  # benchmark files run once each, tiny sizes
+        env.setdefault("NTKCHECK_PROFILE", "dev")  # the Hypothesis profile of the ntkcheck plugin (.ci/run: ci)
     return subprocess.run([str(python), *jobs[argv[0]], *argv[1:]], cwd=ROOT, env=env).returncode
 
 

@@ -16,8 +16,9 @@ inputs are drawn from integer seeds too, so ``Arch(...).build()`` and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from hypothesis import strategies as st
 
@@ -26,9 +27,22 @@ from ntkcheck.networks import ACTIVATIONS, MLP
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
+def stream(seed: int, index: int) -> int:
+    """The seed of the ``index``-th independent random stream derived from ``seed`` (numpy SeedSequence).
+
+    Neighbouring seeds give unrelated streams (``seed + 1`` would make example s's second
+    stream example s+1's first).
+    """
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] % 2**63)
+
+
 @dataclass(frozen=True)
 class Arch:
-    """A reproducible MLP: its constructor arguments plus the seed of its initial draw."""
+    """A reproducible MLP: its constructor arguments, the seed of its initial draw, and its frozen layers.
+
+    ``frozen`` lists indices into ``model.layers`` whose parameters get ``requires_grad=False``
+    (the NTK then counts only the others); it never holds every layer.
+    """
 
     in_features: int
     widths: tuple[int, ...]
@@ -39,16 +53,24 @@ class Arch:
     weight_std: float
     bias_std: float
     seed: int
+    init: str = "fan_in"
+    frozen: tuple[int, ...] = ()
 
     def build(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> MLP:
         """The MLP this describes, parameters drawn from ``torch.Generator().manual_seed(seed)``."""
         gen = torch.Generator().manual_seed(self.seed)
-        kwargs = {k: v for k, v in asdict(self).items() if k not in ("in_features", "widths", "out_features", "seed")}
-        return MLP(self.in_features, self.widths, self.out_features, generator=gen, dtype=dtype, device=device, **kwargs)
+        model = MLP(self.in_features, self.widths, self.out_features, activation=self.activation, bias=self.bias,
+                    parametrization=self.parametrization, weight_std=self.weight_std, bias_std=self.bias_std,
+                    init=self.init, generator=gen, dtype=dtype, device=device)
+        for index in self.frozen:
+            model.layers[index].requires_grad_(False)
+        return model
 
     def n_params(self) -> int:
+        """The number of trainable parameters (frozen layers excluded)."""
         sizes = (self.in_features, *self.widths, self.out_features)
-        return sum(a * b + (b if self.bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+        return sum(a * b + (b if self.bias else 0)
+                   for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])) if i not in self.frozen)
 
     def snippet(self) -> str:
         """Python that rebuilds this model (printed by failing properties)."""
@@ -56,11 +78,18 @@ class Arch:
 
 
 def inputs(
-    seed: int, n: int, d: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"
+    seed: int, n: int, d: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+    unit_ball: bool = False,
 ) -> torch.Tensor:
-    """n inputs in R^d, standard normal rows scaled to norm <= sqrt(d), from ``seed``."""
+    """n inputs in R^d from ``seed``: standard normal rows, or with ``unit_ball=True`` points drawn
+    uniformly from the closed unit ball (direction uniform, radius U^(1/d); seed 001 Lemma 3 assumes
+    |x| <= 1)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.randn(n, d, generator=gen, dtype=torch.float64).to(dtype=dtype, device=device)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    if unit_ball:
+        radius = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1.0 / d)
+        x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-300) * radius
+    return x.to(dtype=dtype, device=device)
 
 
 @st.composite
@@ -75,22 +104,39 @@ def architectures(
     activations: tuple[str, ...] = tuple(ACTIVATIONS),
     parametrizations: tuple[str, ...] = ("ntk", "standard"),
     bias: bool | None = None,
+    frozen: bool | None = False,
 ) -> Arch:
     """Random MLP descriptions: depth (hidden layers) in [min_depth, max_depth], widths in [1, max_width].
 
-    ``bias=None`` draws it; pass True/False to fix it (seed 001's claims need bias-free nets).
+    ``bias=None`` draws it (half the draws; a drawn bias always has a nonzero scale, so it
+    contributes to the kernel); pass True/False to fix it (seed 001's claims need bias-free nets).
+    Standard parametrization draws its init too: fan-in or seed 000 §7's Glorot-style
+    ``std = v sqrt(2 / (fan_in + fan_out))``.  ``frozen=None`` freezes a random proper subset
+    of the layers in a quarter of the draws, ``True`` in every draw (needs two layers or more),
+    ``False`` never.
     """
     depth = draw(st.integers(min_depth, max_depth))
+    with_bias = draw(st.booleans()) if bias is None else bias
+    parametrization = draw(st.sampled_from(parametrizations))
+    init = draw(st.sampled_from(["fan_in", "glorot"])) if parametrization == "standard" else "fan_in"
+    n_layers = depth + 1
+    freeze = n_layers > 1 and (frozen is True or (frozen is None and draw(st.integers(0, 3)) == 0))
+    frozen_layers: tuple[int, ...] = ()
+    if freeze:
+        chosen = draw(st.lists(st.integers(0, n_layers - 1), min_size=1, max_size=n_layers - 1, unique=True))
+        frozen_layers = tuple(sorted(chosen))
     return Arch(
         in_features=draw(st.integers(1, max_in)),
         widths=tuple(draw(st.lists(st.integers(1, max_width), min_size=depth, max_size=depth))),
         out_features=draw(st.integers(1, max_out)),
         activation=draw(st.sampled_from(activations)),
-        bias=draw(st.booleans()) if bias is None else bias,
-        parametrization=draw(st.sampled_from(parametrizations)),
+        bias=with_bias,
+        parametrization=parametrization,
         weight_std=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0 ** 0.5])),
-        bias_std=draw(st.sampled_from([0.0, 0.1, 0.5, 1.0])),
+        bias_std=draw(st.sampled_from([0.1, 0.5, 1.0])) if with_bias else 0.0,
         seed=draw(st.integers(0, 2**31 - 1)),
+        init=init,
+        frozen=frozen_layers,
     )
 
 
@@ -113,12 +159,12 @@ class Dataset:
 
     def y(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.Tensor:
         """Targets tanh(N(0, 1)): bounded by 1. Shape (n,) for one output, (n, O) otherwise."""
-        gen = torch.Generator().manual_seed(self.seed + 1)
+        gen = torch.Generator().manual_seed(stream(self.seed, 1))
         y = torch.tanh(torch.randn(self.n, self.out, generator=gen, dtype=torch.float64))
         return (y[:, 0] if self.out == 1 else y).to(dtype=dtype, device=device)
 
     def x_test(self, m: int, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu"):
-        return inputs(self.seed + 2, m, self.d, dtype=dtype, device=device)
+        return inputs(stream(self.seed, 2), m, self.d, dtype=dtype, device=device)
 
 
 @st.composite

@@ -1,10 +1,13 @@
 """``ntkcheck verify``: run the property suite and write the claims report.
 
-The suite (``properties/`` of an ntkcheck checkout) runs in a pytest subprocess
-under the chosen Hypothesis profile, device and dtype; every check records its
-examples and worst error (:mod:`ntkcheck.claims`), and the report lists, claim by
-claim, the statement, the seed reference, the examples tried, the worst error
-against its tolerance and the verdict, with a figure of the width-convergence fit.
+The suite ships inside the package (``ntkcheck.testing.properties``), so it runs the
+same from a checkout and from an installed ntkcheck.  It runs in a pytest subprocess
+under the chosen Hypothesis profile, device and dtype, with the ntkcheck plugin's claim
+recorder (:mod:`ntkcheck.testing.plugin`); the report lists, claim by claim, the
+statement, the seed reference, the Hypothesis examples run and discarded, the worst
+value of the claim's own quantity against its tolerance (with the tolerance's reason
+from :mod:`ntkcheck.tolerances`), the verdict and the mutants the claim's properties
+killed, with a figure of the width-convergence measurements.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from pathlib import Path
 
 import torch
 
-from ntkcheck.claims import CLAIMS
+import ntkcheck.testing.properties as _properties
 from ntkcheck.reproduce import Reproduction
+from ntkcheck.testing.claims import CLAIMS
 
-PROPERTIES = Path(__file__).resolve().parent.parent / "properties"
+PROPERTIES = Path(_properties.__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -36,25 +40,32 @@ class VerifyResult:
     seconds: float
 
 
+def pytest_command(*, profile: str, device: str, dtype: str, records: Path, extra: list[str] | None = None) -> list[str]:
+    """The pytest command line that runs the shipped properties and writes their records to ``records``."""
+    return [sys.executable, "-m", "pytest", str(PROPERTIES), "-p", "no:cacheprovider",
+            f"--ntkcheck-profile={profile}", f"--ntkcheck-device={device}", f"--ntkcheck-dtype={dtype}",
+            f"--ntkcheck-claims-json={records}", *(extra or [])]
+
+
 def run_properties(*, profile: str, device: str, dtype: str, extra: list[str] | None = None) -> tuple[int, dict]:
-    """Run pytest on ``properties/`` with the claims plugin; return its exit code and the claim records."""
-    if not PROPERTIES.is_dir():
-        raise FileNotFoundError(f"the property suite is not at {PROPERTIES}: run verify from an ntkcheck checkout")
+    """Run pytest on the shipped properties with the claims plugin; return its exit code and the claim records."""
     with tempfile.TemporaryDirectory() as tmp:
         records_path = Path(tmp) / "claims.json"
-        env = dict(os.environ, NTKCHECK_PROFILE=profile, NTKCHECK_DEVICE=device, NTKCHECK_DTYPE=dtype,
-                   NTKCHECK_CLAIMS_JSON=str(records_path))
-        cmd = [sys.executable, "-m", "pytest", str(PROPERTIES), "-p", "ntkcheck.pytest_plugin",
-               "-p", "no:cacheprovider", "-v", "--hypothesis-show-statistics", *(extra or [])]
-        code = subprocess.run(cmd, env=env, cwd=PROPERTIES.parent).returncode
+        cmd = pytest_command(profile=profile, device=device, dtype=dtype, records=records_path,
+                             extra=["-v", "--hypothesis-show-statistics", *(extra or [])])
+        code = subprocess.run(cmd, cwd=os.getcwd()).returncode
         records = json.loads(records_path.read_text()) if records_path.exists() else {}
     return code, records
 
 
-def _verdict(rec: dict | None) -> str:
-    if rec is None or rec["examples"] == 0:
+def _verdict(rec: dict | None, ex: dict | None, failed: list[str]) -> str:
+    if (rec is None or rec["checks"] == 0) and (ex is None or ex["examples"] == 0):
         return "NOT RUN"
-    return "holds" if rec["failures"] == 0 else f"FAILED ({rec['failures']} of {rec['examples']})"
+    bad = [n for n in (ex or {}).get("nodeids", []) if n in failed]
+    failures = (rec or {}).get("failures", 0)
+    if failures or bad:
+        return f"FAILED ({failures} checks, {len(bad)} tests)"
+    return "holds"
 
 
 def plot_series(series: dict, path: Path) -> Path | None:
@@ -108,27 +119,74 @@ def _reproduction_lines(done: list[tuple[Reproduction, Path]]) -> list[str]:
     return lines
 
 
+def _claim_row(key: str, records: dict, mutants: list[dict] | None) -> str:
+    claim = CLAIMS[key]
+    rec = records.get("records", {}).get(key)
+    ex = records.get("examples", {}).get(key)
+    run = ex["examples"] if ex else 0
+    discarded = ex["discarded"] if ex else 0
+    share = f" ({discarded / (run + discarded):.0%})" if run + discarded else ""
+    if rec:
+        worst = f"{rec['worst_error']:.2e}: {rec['worst_what']}"
+        tol = f"{rec['worst_tolerance']:.1e} (`{rec['tolerance_name']}`)"
+    else:
+        worst = tol = "-"
+    checks = rec["checks"] if rec else 0
+    cells = [claim.statement, claim.reference, str(run), f"{discarded}{share}", str(checks), worst, tol,
+             _verdict(rec, ex, records.get("failed", []))]
+    if mutants is not None:
+        killed = [m["name"] for m in mutants if m.get("killed_by_claim") == key]
+        cells.append(", ".join(f"`{k}`" for k in killed) or "-")
+    return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+
+def _tolerance_lines(records: dict) -> list[str]:
+    from ntkcheck.tolerances import TABLE
+
+    used = sorted({r["tolerance_name"] for r in records.get("records", {}).values() if r.get("tolerance_name")})
+    lines = ["", "## Tolerances", "", "Each worst error above is checked against one entry of the tolerance table "
+             "(`ntkcheck/tolerances.py`), here with its reason.", "", "| name | float64 | float32 | reason |",
+             "|---|---|---|---|"]
+    for name in used:
+        t = TABLE[name]
+        lines.append(f"| `{name}` | {t.float64:g} | {t.float32:g} | {t.reason} |")
+    return lines
+
+
+def _mutant_lines(mutants: list[dict]) -> list[str]:
+    killed = sum(m["killed"] for m in mutants)
+    lines = ["", "## Mutation score", "",
+             f"{killed} of {len(mutants)} mutants killed by the properties alone "
+             f"(`ntkcheck verify --mutants`: the property suite run once per mutant, stopping at the first "
+             f"failing property).", "", "| mutant | the plausible bug | killed by | claim |", "|---|---|---|---|"]
+    for m in mutants:
+        by = f"`{m['killed_by']}`" if m["killed"] else "SURVIVED"
+        lines.append(f"| `{m['name']}` | {m['description']} | {by} | {m.get('killed_by_claim') or '-'} |")
+    return lines
+
+
 def write_report(records: dict, path: Path, *, profile: str, device: str, dtype: str, seconds: float,
-                 figure: Path | None, reproductions: list[tuple[Reproduction, Path]] | None = None) -> Path:
-    """The claims report as Markdown."""
+                 figure: Path | None, reproductions: list[tuple[Reproduction, Path]] | None = None,
+                 mutants: list[dict] | None = None) -> Path:
+    """The claims report as Markdown, written atomically (an interrupted run leaves the old report)."""
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "CPU"
+    head = ["claim", "reference", "examples run", "discarded", "checks", "worst error: the quantity",
+            "its tolerance", "verdict"] + (["mutants it killed"] if mutants is not None else [])
     lines = [
         "# ntkcheck claims report",
         "",
         f"Profile `{profile}`, device {device} ({name}), dtype {dtype}, torch {torch.__version__}, "
-        f"{seconds:.0f} s. Errors are relative unless the check says otherwise; a claim holds when no example "
-        "exceeded its tolerance (tolerances: `ntkcheck/tolerances.py`).",
+        f"{seconds:.0f} s. \"examples run\" counts the Hypothesis examples the claim's properties executed "
+        "(one per parametrised case for the fixed-seed statistical properties), \"discarded\" the draws "
+        "rejected by `assume` or a filter; the worst error is the claim's own measured quantity, named, "
+        "against the tolerance it was checked with. A claim holds when no check exceeded its tolerance.",
         "",
-        "| claim | reference | examples | worst error | its tolerance | verdict |",
-        "|---|---|---|---|---|---|",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
     ]
-    for key, claim in CLAIMS.items():
-        rec = records.get(key)
-        worst = f"{rec['worst_error']:.2e}" if rec else "-"
-        tol = f"{rec['worst_tolerance']:.1e}" if rec else "-"
-        n = rec["examples"] if rec else 0
-        lines.append(f"| {claim.statement} | {claim.reference} | {n} | {worst} | {tol} | {_verdict(rec)} |")
-    series = records.get("_series", {})
+    lines += [_claim_row(key, records, mutants) for key in CLAIMS]
+    lines += _tolerance_lines(records)
+    series = records.get("series", {})
     if series:
         lines += ["", "## Measured curves", "", "| curve | x | y | fitted slope |", "|---|---|---|---|"]
         for label, c in series.items():
@@ -137,10 +195,14 @@ def write_report(records: dict, path: Path, *, profile: str, device: str, dtype:
             lines.append(f"| {label} | {xs} | {ys} | {c.get('slope', float('nan')):.3f} |")
     if figure is not None:
         lines += ["", f"![width convergence]({figure.name})"]
+    if mutants is not None:
+        lines += _mutant_lines(mutants)
     if reproductions:
         lines += _reproduction_lines(reproductions)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
     return path
 
 
@@ -158,7 +220,7 @@ def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", 
         code = code or 1
     seconds = time.perf_counter() - start
     stem = f"claims-{device.split(':')[0]}-{dtype}"
-    figure = plot_series(records.get("_series", {}), out / f"{stem}-width.png")
+    figure = plot_series(records.get("series", {}), out / f"{stem}-width.png")
     report = write_report(records, out / f"{stem}.md", profile=profile, device=device, dtype=dtype,
                           seconds=seconds, figure=figure, reproductions=done)
     return VerifyResult(code, report, figure, records, seconds)

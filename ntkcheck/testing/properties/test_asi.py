@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.claims import check_at_most, check_close
+from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.strategies import architectures, inputs, seeds
 from ntkcheck.tolerances import tolerance
 
-from _common import DEVICE, DTYPE, IllConditioned, reproduce, require_well_conditioned
+from ._common import DEVICE, DTYPE, IllConditioned, reproduce, require_well_conditioned
 
 CLAIM = "asi"
+pytestmark = pytest.mark.claim(CLAIM)
 
 
 @given(arch=architectures(max_depth=3, max_width=32), data_seed=seeds(), n=st.integers(1, 6))

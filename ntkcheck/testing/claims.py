@@ -1,20 +1,24 @@
 """The claims ntkcheck checks, and the assertion helpers the properties check them with.
 
 Every assertion of the property suite goes through :func:`check_close` or
-:func:`check_at_most`.  On failure the message names the claim, the measured
-error against its tolerance, and a Python snippet that rebuilds the example.
-Each call is also recorded (examples tried, worst error relative to tolerance)
-so ``ntkcheck verify`` can write the claims report.
+:func:`check_at_most`, with a tolerance from :func:`ntkcheck.tolerances.tolerance`
+(a :class:`~ntkcheck.tolerances.Bound` that carries its reason).  On failure the
+message names the claim, the measured quantity against its tolerance, and a
+Python snippet that rebuilds the example.  Each call is also recorded by the
+active :class:`Recorder` (the pytest plugin gives every test its own and merges
+them, also across pytest-xdist workers), so ``ntkcheck verify`` can write the
+claims report: per claim the worst measured quantity, what it measures, its
+tolerance and that tolerance's reason.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
+
+from ntkcheck.tolerances import Bound
 
 
 @dataclass(frozen=True)
@@ -78,36 +82,93 @@ CLAIMS: dict[str, Claim] = {
 
 @dataclass
 class Record:
-    """What the checks of one claim have seen: examples and the worst error against its tolerance."""
+    """What the checks of one claim have seen: checks, failures and the worst quantity against its tolerance."""
 
     claim: str
-    examples: int = 0
+    checks: int = 0
     failures: int = 0
     worst_ratio: float = 0.0
     worst_error: float = 0.0
     worst_tolerance: float = 0.0
-    notes: list[str] = field(default_factory=list)
+    worst_what: str = ""
+    tolerance_name: str = ""
+    tolerance_reason: str = ""
+
+    def add(self, error: float, tol: Bound, passed: bool, what: str) -> None:
+        self.checks += 1
+        self.failures += 0 if passed else 1
+        ratio = error / tol if tol > 0 else (0.0 if error == 0 else math.inf)
+        if ratio >= self.worst_ratio or math.isnan(error) or not self.tolerance_name:
+            self.worst_ratio, self.worst_error, self.worst_tolerance = ratio, error, float(tol)
+            self.worst_what, self.tolerance_name, self.tolerance_reason = what, tol.name, tol.reason
+
+    def merge(self, other: "Record") -> None:
+        self.checks += other.checks
+        self.failures += other.failures
+        if other.worst_ratio >= self.worst_ratio or not self.tolerance_name:
+            for name in ("worst_ratio", "worst_error", "worst_tolerance", "worst_what", "tolerance_name",
+                         "tolerance_reason"):
+                setattr(self, name, getattr(other, name))
 
 
-RECORDS: dict[str, Record] = {}
-SERIES: dict[str, dict[str, object]] = {}
-"""Measured curves for the report's figures, by label: {"x": [...], "y": [...], "slope": float, ...}."""
+@dataclass
+class Recorder:
+    """The checks seen in one scope (a test, a worker, a run): claim records and measured curves."""
+
+    records: dict[str, Record] = field(default_factory=dict)
+    series: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def record(self, claim: str, error: float, tol: Bound, passed: bool, what: str) -> None:
+        self.records.setdefault(claim, Record(claim)).add(error, tol, passed, what)
+
+    def merge(self, other: "Recorder") -> None:
+        for key, rec in other.records.items():
+            self.records.setdefault(key, Record(key)).merge(rec)
+        self.series.update(other.series)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"records": {k: asdict(v) for k, v in self.records.items()}, "series": self.series}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recorder":
+        return cls({k: Record(**v) for k, v in data.get("records", {}).items()}, dict(data.get("series", {})))
+
+
+_active: list[Recorder] = [Recorder()]
+
+
+def active_recorder() -> Recorder:
+    """The recorder checks report to (the pytest plugin installs one per test)."""
+    return _active[-1]
+
+
+class recording:
+    """Context manager: route the checks inside it to ``recorder``."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __enter__(self) -> Recorder:
+        _active.append(self.recorder)
+        return self.recorder
+
+    def __exit__(self, *exc: object) -> None:
+        _active.remove(self.recorder)
 
 
 def record_series(label: str, xs: list[float], ys: list[float], **fit: float) -> None:
     """Keep a measured curve (e.g. NTK error against width, with its fitted slope) for the claims report."""
-    SERIES[label] = {"x": [float(v) for v in xs], "y": [float(v) for v in ys], **{k: float(v) for k, v in fit.items()}}
+    active_recorder().series[label] = {"x": [float(v) for v in xs], "y": [float(v) for v in ys],
+                                       **{k: float(v) for k, v in fit.items()}}
 
 
-def _record(claim: str, error: float, tol: float, passed: bool) -> None:
+def _record(claim: str, error: float, tol: object, passed: bool, what: str) -> None:
     if claim not in CLAIMS:
         raise KeyError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
-    rec = RECORDS.setdefault(claim, Record(claim))
-    rec.examples += 1
-    rec.failures += 0 if passed else 1
-    ratio = error / tol if tol > 0 else (0.0 if error == 0 else math.inf)
-    if ratio >= rec.worst_ratio or math.isnan(error):
-        rec.worst_ratio, rec.worst_error, rec.worst_tolerance = ratio, error, tol
+    if not isinstance(tol, Bound):
+        raise TypeError(f"tol must be a Bound from ntkcheck.tolerances.tolerance(name, dtype) (a tolerance with its "
+                        f"reason), got {type(tol).__name__} {tol!r}")
+    active_recorder().record(claim, error, tol, passed, what)
 
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor, *, scale: float | None = None) -> float:
@@ -119,11 +180,11 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor, *, scale: float
     return diff / denom
 
 
-def _fail(claim: str, what: str, error: float, tol: float, context: str) -> AssertionError:
+def _fail(claim: str, what: str, error: float, tol: Bound, context: str) -> AssertionError:
     c = CLAIMS[claim]
     return AssertionError(
-        f"{c.reference} violated: {what}\n  measured {error:.3e} > tolerance {tol:.1e}\n"
-        f"  claim: {c.statement}\n  reproduce with:\n    " + context.replace("\n", "\n    ")
+        f"{c.reference} violated: {what}\n  measured {error:.3e} > tolerance {float(tol):.1e} ({tol.name}: {tol.reason})"
+        f"\n  claim: {c.statement}\n  reproduce with:\n    " + context.replace("\n", "\n    ")
     )
 
 
@@ -131,7 +192,7 @@ def check_close(
     actual: torch.Tensor,
     expected: torch.Tensor,
     *,
-    tol: float,
+    tol: Bound,
     claim: str,
     what: str,
     context: str,
@@ -139,35 +200,20 @@ def check_close(
 ) -> float:
     """Assert ``||actual - expected|| <= tol * (scale or ||expected||)``; return the relative error."""
     if actual.shape != expected.shape:
+        _record(claim, math.inf, tol, False, what)
         raise _fail(claim, f"{what}: shapes {tuple(actual.shape)} vs {tuple(expected.shape)}", math.inf, tol, context)
     error = relative_error(actual, expected, scale=scale)
     passed = error <= tol
-    _record(claim, error, tol, passed)
+    _record(claim, error, tol, passed, what)
     if not passed:
         raise _fail(claim, what, error, tol, context)
     return error
 
 
-def check_at_most(value: float, bound: float, *, claim: str, what: str, context: str) -> float:
+def check_at_most(value: float, bound: Bound, *, claim: str, what: str, context: str) -> float:
     """Assert a measured nonnegative quantity is at most ``bound``; return it."""
     passed = value <= bound
-    _record(claim, value, bound, passed)
+    _record(claim, value, bound, passed, what)
     if not passed:
         raise _fail(claim, what, value, bound, context)
     return value
-
-
-def dump_records(path: Path) -> None:
-    """Write the records of this process as JSON (merged with what the file already holds)."""
-    existing = json.loads(path.read_text()) if path.exists() else {}
-    for key, rec in RECORDS.items():
-        old = existing.get(key)
-        if old:
-            rec.examples += old["examples"]
-            rec.failures += old["failures"]
-            if old["worst_ratio"] > rec.worst_ratio:
-                rec.worst_ratio, rec.worst_error = old["worst_ratio"], old["worst_error"]
-                rec.worst_tolerance = old["worst_tolerance"]
-        existing[key] = asdict(rec)
-    existing.setdefault("_series", {}).update(SERIES)
-    path.write_text(json.dumps(existing, indent=1, default=float))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.claims import check_at_most, check_close
+from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.strategies import architectures, inputs, seeds
 from ntkcheck.tolerances import tolerance
 
-from _common import DEVICE, DTYPE, reproduce
+from ._common import DEVICE, DTYPE, reproduce
 
 CLAIM = "doubling_trick"
+pytestmark = pytest.mark.claim(CLAIM)
 
 
 @given(arch=architectures(min_depth=1, max_depth=4, max_width=32), data_seed=seeds(), n=st.integers(1, 6))

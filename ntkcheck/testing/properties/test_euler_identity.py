@@ -12,18 +12,20 @@ P = Phi(X)^T (Phi Phi^T)^{-1} Phi(X) the projection onto the row space of Phi(X)
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from ntkcheck.claims import check_close
+from ntkcheck.testing.claims import check_close
 from ntkcheck.linearize import jacobian
 from ntkcheck.strategies import datasets, inputs, seeds
 from ntkcheck.tolerances import tolerance
 
-from _common import DEVICE, DTYPE, reproduce
-from _seed001 import eq14_terms, flat_params, relu_bias_free
+from ._common import DEVICE, DTYPE, reproduce
+from ._seed001 import eq14_terms, flat_params, relu_bias_free
 
 CLAIM = "euler_identity"
+pytestmark = pytest.mark.claim(CLAIM)
 
 
 @given(arch=relu_bias_free(max_depth=4, max_width=32), data_seed=seeds(), n=st.integers(1, 6))

@@ -9,7 +9,7 @@ import torch
 from ntkcheck.linearize import jacobian, min_norm_linearized
 from ntkcheck.strategies import Arch, architectures
 
-from _common import DEVICE, DTYPE, require_well_conditioned
+from ._common import DEVICE, DTYPE, require_well_conditioned
 
 
 def relu_bias_free(max_depth: int = 3, max_width: int = 24):

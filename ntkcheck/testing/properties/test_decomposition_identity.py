@@ -12,19 +12,21 @@ with cond(K) > 1e4 are rejected (assume), as that tolerance's reason states.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.claims import check_close
+from ntkcheck.testing.claims import check_close
 from ntkcheck.solvers import SingularKernelError, decompose, interpolate
 from ntkcheck.strategies import architectures, datasets, initial_functions, seeds
-from ntkcheck.tolerances import tolerance
+from ntkcheck.tolerances import MAX_CONDITION_FLOW, tolerance
 
-from _common import DEVICE, DTYPE, reproduce
+from ._common import DEVICE, DTYPE, reproduce
 
 CLAIM = "decomposition_identity"
-MAX_COND = 1e4
+pytestmark = pytest.mark.claim(CLAIM)
+MAX_COND = MAX_CONDITION_FLOW
 
 
 def _check_identity(k, y, kt, h_train, h_test, ctx: str, label: str) -> None:

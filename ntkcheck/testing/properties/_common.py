@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from ntkcheck.solvers import condition_number
 from ntkcheck.strategies import Arch
+from ntkcheck.testing.plugin import backend
 from ntkcheck.tolerances import max_condition
 
-DEVICE = torch.device(os.environ.get("NTKCHECK_DEVICE", "cpu"))
-DTYPE = {"float64": torch.float64, "float32": torch.float32}[os.environ.get("NTKCHECK_DTYPE", "float64")]
+DEVICE = backend().device  # chosen by --ntkcheck-device / NTKCHECK_DEVICE before collection imports this
+DTYPE = backend().dtype
 
 
 def reproduce(arch: Arch | None = None, **data: object) -> str:

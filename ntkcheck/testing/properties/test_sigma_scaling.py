@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from ntkcheck.claims import check_at_most, check_close
+from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.strategies import datasets
 from ntkcheck.tolerances import tolerance
 
-from _common import DEVICE, DTYPE, reproduce
-from _seed001 import eq14_terms, relu_bias_free
+from ._common import DEVICE, DTYPE, reproduce
+from ._seed001 import eq14_terms, relu_bias_free
 
 CLAIM = "sigma_scaling"
+pytestmark = pytest.mark.claim(CLAIM)
 
 
 @given(arch=relu_bias_free(max_depth=2, max_width=24), data=st.data(),
@@ -68,5 +70,5 @@ def test_test_error_grows_like_sigma_2L(arch, data):
         terms = eq14_terms(arch, x, y, xt, sigma=s)
         errs.append(float(((terms.trained - target) ** 2).mean()))
     slope = math.log(errs[1] / errs[0]) / math.log(sigmas[1] / sigmas[0])
-    check_at_most(abs(slope - 2 * L), 0.05, claim=CLAIM, what=f"log-log slope {slope:.3f} of test error vs 2L = {2 * L}",
+    check_at_most(abs(slope - 2 * L), tolerance("sigma_slope", DTYPE), claim=CLAIM, what=f"log-log slope {slope:.3f} of test error vs 2L = {2 * L}",
                   context=reproduce(arch, ds=repr(ds)))

@@ -1,0 +1,7 @@
+"""Mutants of the kernels area (see :mod:`ntkcheck.testing.mutants`)."""
+
+from __future__ import annotations
+
+from ntkcheck.testing.mutants import Mutant
+
+MUTANTS: list[Mutant] = []
