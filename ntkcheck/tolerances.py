@@ -79,6 +79,7 @@ TABLE: dict[str, Tolerance] = {
         "The doubled output sums w_i a_i and -w_i a_i inside one dot product: rounding of that sum, "
         "relative to the scale sum |w_i a_i|.",
     ),
+    # -- solvers and flows (seed 000 eqs (2)-(7), Thm 5/6, seed 001 eq (8)) --
     "flow_limit": Tolerance(
         1e-6, 1e-2,
         "A flow integrated to a stopping residual of 1e-9..1e-10 ||r_0|| sits within cond(J) times that of its limit; "
@@ -105,11 +106,13 @@ TABLE: dict[str, Tolerance] = {
         "A network trained to a loss threshold must reach it: the threshold is the training loop's own stopping "
         "rule (1e-12..1e-14 in float64), this is the largest final loss accepted.",
     ),
+    # -- width convergence, empirical and analytic kernels --
     "slope_band": Tolerance(
         0.0, 0.0,
         "A fitted log-log slope must lie inside the band stated by the claim; the check measures the distance "
         "outside the band, which must be 0.",
     ),
+    # -- transforms (ASI, RND, doubling) and seed 001 --
     "sigma_slope": Tolerance(
         0.05, 0.05,
         "The slope of log e(sigma) is measured where sigma^L |init term| >= 1e3 |interpolant error|, so the "

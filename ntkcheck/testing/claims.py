@@ -72,6 +72,34 @@ CLAIMS: dict[str, Claim] = {
               "The empirical NTK tends to the analytic NTK at rate ~ m^(-1/2); the gap between a trained network "
               "and its linearization shrinks with width.",
               "Jacot et al. 2018; Lee et al. 2019"),
+        Claim("empirical_ntk",
+              "The exact empirical NTK k(x, x') = grad_theta h(x)^T grad_theta h(x') of the trainable parameters, "
+              "per layer and in total, for every output pair.",
+              "seed 000, §3.2 (after eq (3)); seed 000 §12 per-layer kernels"),
+        Claim("linearization",
+              "The linearized network h(x, theta_0) + grad_theta h(x, theta_0)^T (theta - theta_0) is affine in theta, "
+              "agrees with the network to first order, and its kernel is the network's kernel at theta_0.",
+              "seed 000, §3.2 (linearized model); seed 001, Lemma 1"),
+        Claim("finite_time_dynamics",
+              "At every finite time t the parameter flow (2) of the linearized network, mapped to function space, "
+              "equals the kernel flow (3) on training and test points, for any loss of §4 (MSE: in closed form).",
+              "seed 000, eqs (2), (3), (7)"),
+        Claim("gd_iterates",
+              "Gradient descent on the squared loss of a model linear in its parameters has the closed-form iterates "
+              "theta_t = theta_0 + Psi^T (Psi Psi^T)^+ [I - (I - eta Psi Psi^T)^t] (Y - Psi theta_0).",
+              "seed 001, eq (8)"),
+        Claim("rkhs_norm",
+              "The trained linearized network h minimises ||h - h_ini||_k subject to h(X) = Y, and "
+              "||h - h_ini||_k = ||theta - theta_0||: any other interpolant has a larger RKHS distance.",
+              "seed 000, Thm 6, eq (12) (App. 10); seed 001, eqs (10), (11)"),
+        Claim("output_bound",
+              "For bias-free ReLU networks in NTK parametrization with weight scale sigma and inputs in the unit ball, "
+              "E |f(x; theta_0)|^2 <= sigma^(2L).",
+              "seed 001, Lemma 3 (App. D)"),
+        Claim("rnd",
+              "The RND control (second branch drawn independently) has a nonzero initial output and, as the average "
+              "of two independent networks' kernels, kernel (k_theta + k_theta') / 2.",
+              "seed 000, §7 Fig 2c (RND control of Thm 4)"),
         Claim("negative_controls",
               "The suite has teeth: ASI without sqrt(2)/2 doubles the kernel; the doubled net's kernel is not the "
               "original's; a narrow real network trained with L2 and L4 ends at different functions.",
