@@ -6,8 +6,8 @@ unit test could miss.  ``pytest --ntkcheck-mutant NAME`` applies one before the 
 are collected; ``ntkcheck verify --mutants`` runs the properties once per mutant and reports
 which property killed it.  A mutant that survives is a claim the suite does not really check.
 
-The catalogue lives in one module per area (``_solvers``, ``_kernels``, ``_transforms``,
-``_analytic``); its names are unique.
+The catalogue lives in one module per area (``_flows``, ``_solvers``, ``_kernels``,
+``_transforms``, ``_analytic``); its names are unique.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ def _resolve(target: str) -> tuple[object, str, object]:
 
 
 def _catalogue() -> dict[str, Mutant]:
-    from ntkcheck.testing.mutants import _analytic, _kernels, _solvers, _transforms
+    from ntkcheck.testing.mutants import _analytic, _flows, _kernels, _solvers, _transforms
 
     found: dict[str, Mutant] = {}
-    for module in (_solvers, _kernels, _transforms, _analytic):
+    for module in (_flows, _solvers, _kernels, _transforms, _analytic):
         for mutant in module.MUTANTS:
             if mutant.name in found:
                 raise ValueError(f"mutant name {mutant.name!r} is defined twice")
