@@ -31,12 +31,28 @@ def _summary(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {value}")
+    return value
+
+
 def _verify(args: argparse.Namespace) -> int:
     from ntkcheck.verify import verify
 
     device = str(_device(args.device))
+    if args.mutants is not None:
+        from ntkcheck.testing.mutants import catalogue
+
+        unknown = [n for n in args.mutants if n not in catalogue()]
+        if unknown:
+            raise SystemExit(f"unknown mutant(s) {unknown}; choose from {sorted(catalogue())}")
     result = verify(profile=args.profile, device=device, dtype=args.dtype, out=Path(args.out), extra=args.pytest_args,
-                    reproductions=args.reproduce)
+                    reproductions=args.reproduce, mutants=args.mutants, workers=args.workers)
     print(f"wrote {result.report}" + (f" and {result.figure}" if result.figure else ""))
     return result.exit_code
 
@@ -122,6 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     v.add_argument("--out", default="reports", help="report folder (default: reports)")
     v.add_argument("--reproduce", action="store_true", help="also run the quick reproductions and link their reports")
+    v.add_argument("--mutants", nargs="*", metavar="NAME", default=None,
+                   help="also run the properties against each mutant of ntkcheck.testing.mutants (all, or the NAMEs "
+                        "given) and report the mutation score; a surviving mutant makes the exit status 1")
+    v.add_argument("--workers", type=_workers, default=1,
+                   help="pytest-xdist worker processes for the property runs (default 1; needs pytest-xdist)")
     v.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     v.set_defaults(func=_verify)
     r = sub.add_parser("reproduce", help="rerun the seed papers' experiments and write reports/reproduce-<name>.md")

@@ -113,6 +113,11 @@ TABLE: dict[str, Tolerance] = {
         "outside the band, which must be 0.",
     ),
     # -- transforms (ASI, RND, doubling) and seed 001 --
+    "mismatch_count": Tolerance(
+        0.0, 0.0,
+        "A count of discrete mismatches (requires_grad flags that differ from the original's, kernel names that "
+        "differ, parameter tensors that should be identical copies but are not): no rounding enters, so it is 0.",
+    ),
     "sigma_slope": Tolerance(
         0.05, 0.05,
         "The slope of log e(sigma) is measured where sigma^L |init term| >= 1e3 |interpolant error|, so the "

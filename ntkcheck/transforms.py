@@ -9,7 +9,11 @@
   defines it: output 0 at init, per-layer kernels of layers <= L-2 vanish,
   those of W^(L-1), b^(L-1), W^(L) double (Thm 10).
 
-Every returned module is new; all its parameters are trainable copies.
+Every returned module is new and owns copies of the parameters (training it does not
+move ``model``).  Each copy keeps its original's ``requires_grad``: a frozen layer of
+``model`` is frozen in both branches of :func:`asi` / :func:`rnd` and in the doubled
+network, so every kernel counts the same trainable parameters as ``model``'s (Thm 9's
+``1/2 k + 1/2 k`` is a sum over the trainable parameters of the two branches).
 """
 
 from __future__ import annotations
@@ -50,11 +54,19 @@ def _check_module(model: object, name: str = "model") -> nn.Module:
     return model
 
 
-def _trainable_copy(model: nn.Module) -> nn.Module:
-    twin = copy.deepcopy(model)
-    for p in twin.parameters():
-        p.requires_grad_(True)
-    return twin
+def _copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model``; every parameter keeps its ``requires_grad`` (deepcopy preserves it)."""
+    return copy.deepcopy(model)
+
+
+def _same_freezing(source: nn.Module, target: nn.Module) -> nn.Module:
+    """Give ``target``'s parameters the ``requires_grad`` of ``source``'s namesakes; returns ``target``."""
+    flags = {name: p.requires_grad for name, p in source.named_parameters()}
+    for name, p in target.named_parameters():
+        if name not in flags:
+            raise ValueError(f"parameter {name!r} of the copy has no namesake in the original module")
+        p.requires_grad_(flags[name])
+    return target
 
 
 def asi(model: nn.Module) -> AntiSymmetric:
@@ -65,16 +77,16 @@ def asi(model: nn.Module) -> AntiSymmetric:
     ``h_ASI(x) = 0`` at init and ``k_ASI = k`` (the 1/2 + 1/2 of the proof).
     """
     _check_module(model)
-    return AntiSymmetric(_trainable_copy(model), _trainable_copy(model))
+    return AntiSymmetric(_copy(model), _copy(model))
 
 
 def _redrawn(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
     """A copy of ``model`` with parameters drawn afresh from its init distribution."""
     if isinstance(model, MLP):
-        return model.reinitialized(generator)
+        return _same_freezing(model, model.reinitialized(generator))
     if isinstance(model, AntiSymmetric):
         return AntiSymmetric(_redrawn(model.plus, generator), _redrawn(model.minus, generator), model.scale)
-    twin = _trainable_copy(model)
+    twin = _copy(model)
     owners = [m for m in twin.modules() if any(True for _ in m.parameters(recurse=False))]
     missing = [type(m).__name__ for m in owners if not hasattr(m, "reset_parameters")]
     if missing:
@@ -96,9 +108,11 @@ def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymme
     ``h_RND(x) = (sqrt 2/2) h(x; theta) - (sqrt 2/2) h(x; theta')`` where ``theta'``
     is a fresh draw from ``model``'s init distribution (``MLP.reinitialized``; for
     other modules each submodule's ``reset_parameters`` seeded from ``generator``).
+    Every parameter is redrawn, frozen ones too (theta' is an independent network);
+    both branches keep ``model``'s ``requires_grad`` pattern.
     """
     _check_module(model)
-    return AntiSymmetric(_trainable_copy(model), _redrawn(model, generator))
+    return AntiSymmetric(_copy(model), _redrawn(model, generator))
 
 
 def double_last_layer(mlp: MLP) -> MLP:
@@ -114,14 +128,16 @@ def double_last_layer(mlp: MLP) -> MLP:
         raise TypeError(f"mlp must be an ntkcheck.MLP, got {type(mlp).__name__}")
     if not mlp.widths:
         raise ValueError("mlp must have at least one hidden layer to double (widths is empty)")
-    doubled = _trainable_copy(mlp)
+    doubled = _copy(mlp)
     hidden, out = mlp.layers[-2], mlp.layers[-1]
     with torch.no_grad():
         w_h = torch.cat([hidden.weight, hidden.weight], dim=0).clone()
         b_h = None if hidden.bias is None else torch.cat([hidden.bias, hidden.bias]).clone()
         w_o = torch.cat([out.weight, -out.weight], dim=1).clone()
-    doubled.layers[-2] = Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult)
+    doubled.layers[-2] = _same_freezing(
+        hidden, Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult))
     doubled.layers[-1] = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
+    doubled.layers[-1].weight.requires_grad_(out.weight.requires_grad)
     doubled.widths = (*mlp.widths[:-1], 2 * mlp.widths[-1])
     return doubled
 

@@ -27,6 +27,7 @@ import torch
 import ntkcheck.testing.properties as _properties
 from ntkcheck.reproduce import Reproduction
 from ntkcheck.testing.claims import CLAIMS
+from ntkcheck.testing.mutation import run_mutants, xdist_args
 
 PROPERTIES = Path(_properties.__file__).resolve().parent
 
@@ -42,7 +43,7 @@ class VerifyResult:
 
 def pytest_command(*, profile: str, device: str, dtype: str, records: Path, extra: list[str] | None = None) -> list[str]:
     """The pytest command line that runs the shipped properties and writes their records to ``records``."""
-    return [sys.executable, "-m", "pytest", str(PROPERTIES), "-p", "no:cacheprovider",
+    return [sys.executable, "-m", "pytest", str(PROPERTIES), "-p", "no:cacheprovider", "-p", "no:benchmark",
             f"--ntkcheck-profile={profile}", f"--ntkcheck-device={device}", f"--ntkcheck-dtype={dtype}",
             f"--ntkcheck-claims-json={records}", *(extra or [])]
 
@@ -207,20 +208,31 @@ def write_report(records: dict, path: Path, *, profile: str, device: str, dtype:
 
 
 def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", out: Path = Path("reports"),
-           extra: list[str] | None = None, reproductions: bool = False) -> VerifyResult:
+           extra: list[str] | None = None, reproductions: bool = False, mutants: list[str] | None = None,
+           workers: int = 1) -> VerifyResult:
     """Run the property suite and write ``out/claims-<device>-<dtype>.md`` (+ PNG).
 
     With ``reproductions=True`` the quick reproductions run too, each writing its own
     report, and the claims report links them; one that does not hold makes the exit code 1.
+    With ``mutants`` (a list of names; empty for the whole catalogue) the properties also run
+    once per mutant (:mod:`ntkcheck.testing.mutation`) and the report gives the mutation score;
+    a surviving mutant makes the exit code 1.  ``workers`` > 1 runs pytest-xdist workers.
     """
     start = time.perf_counter()
-    code, records = run_properties(profile=profile, device=device, dtype=dtype, extra=extra)
+    code, records = run_properties(profile=profile, device=device, dtype=dtype,
+                                   extra=[*xdist_args(workers), *(extra or [])])
     done = run_reproductions(device=device, out=out) if reproductions else []
     if any(not r.holds and not r.skipped for r, _ in done):
         code = code or 1
+    outcomes = None
+    if mutants is not None:
+        outcomes = [o.to_dict() for o in run_mutants(mutants, pytest_command, profile=profile, device=device,
+                                                     dtype=dtype, workers=workers)]
+        if not all(o["killed"] for o in outcomes):
+            code = code or 1
     seconds = time.perf_counter() - start
     stem = f"claims-{device.split(':')[0]}-{dtype}"
     figure = plot_series(records.get("series", {}), out / f"{stem}-width.png")
     report = write_report(records, out / f"{stem}.md", profile=profile, device=device, dtype=dtype,
-                          seconds=seconds, figure=figure, reproductions=done)
+                          seconds=seconds, figure=figure, reproductions=done, mutants=outcomes)
     return VerifyResult(code, report, figure, records, seconds)
