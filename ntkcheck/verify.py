@@ -45,7 +45,7 @@ def pytest_command(*, profile: str, device: str, dtype: str, records: Path, extr
     """The pytest command line that runs the shipped properties and writes their records to ``records``."""
     return [sys.executable, "-m", "pytest", str(PROPERTIES), "-p", "no:cacheprovider", "-p", "no:benchmark",
             f"--ntkcheck-profile={profile}", f"--ntkcheck-device={device}", f"--ntkcheck-dtype={dtype}",
-            f"--ntkcheck-claims-json={records}", *(extra or [])]
+            f"--ntkcheck-claims-json={records}", "--ntkcheck-max-discard=0.1", *(extra or [])]
 
 
 def run_properties(*, profile: str, device: str, dtype: str, extra: list[str] | None = None) -> tuple[int, dict]:

@@ -65,6 +65,20 @@ def test_recorder_merges_checks_and_examples_across_xdist_workers(tmp_path: Path
     assert rec["worst_what"] == "b3" and rec["tolerance_name"] == "kernel_methods_agree"
 
 
+def test_a_test_discarding_more_than_the_limit_fails(tmp_path: Path):
+    (tmp_path / "test_discards.py").write_text(textwrap.dedent("""\
+        from hypothesis import assume, given, strategies as st
+
+        @given(v=st.integers(0, 9))
+        def test_narrow(v):
+            assume(v < 7)
+        """))
+    result = _pytest(tmp_path, "-q", "--ntkcheck-profile=ci", "--ntkcheck-max-discard=0.1")
+    assert result.returncode == 1, result.stdout
+    assert "draws" in result.stdout and "> --ntkcheck-max-discard 10%" in result.stdout
+    assert _pytest(tmp_path, "-q", "--ntkcheck-profile=ci", "--ntkcheck-max-discard=0.5").returncode == 0
+
+
 def test_unknown_mutant_is_a_usage_error(tmp_path: Path):
     (tmp_path / "test_nothing.py").write_text("def test_x():\n    pass\n")
     result = _pytest(tmp_path, "-q", "--ntkcheck-mutant=no_such_mutant")

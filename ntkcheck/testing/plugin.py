@@ -16,6 +16,9 @@ It gives any test suite, ntkcheck's own and a downstream project's, with no conf
   test report's ``user_properties``, so they are merged on the controller under pytest-xdist
   too.  ``--ntkcheck-claims-json PATH`` writes the merged records (the input of the claims report).
   A test names its claim with ``@pytest.mark.claim("key")`` (or a module-level ``pytestmark``).
+* **Discard limit**: ``--ntkcheck-max-discard 0.1`` fails a Hypothesis test whose draws were
+  rejected (``assume``, filters) more than that fraction of the time, so a property cannot
+  quietly test a narrow corner of its strategy.
 * **Mutants**: ``--ntkcheck-mutant NAME`` applies one plausible bug from
   :mod:`ntkcheck.testing.mutants` to the library before collection (and turns Hypothesis'
   shrinking off: a mutant only has to be caught, not minimised).
@@ -88,6 +91,7 @@ class RunRecords:
 
 
 _RUN = pytest.StashKey[RunRecords]()
+_EXCESS = pytest.StashKey[str]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -103,6 +107,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="write the claim records of the run (checks, worst errors, examples) to PATH")
     group.addoption("--ntkcheck-mutant", metavar="NAME", default=None,
                     help="apply this mutant of ntkcheck.testing.mutants.CATALOGUE before collection")
+    group.addoption("--ntkcheck-max-discard", metavar="FRACTION", type=float, default=None,
+                    help="fail a Hypothesis test that discards more than FRACTION of its draws (assume, filters)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -197,6 +203,12 @@ def pytest_runtest_call(item: pytest.Item):
     with recording(Recorder()) as rec, collector.with_value(note):
         yield
     is_hypothesis = hasattr(getattr(item, "obj", None), "hypothesis")
+    limit = item.config.getoption("--ntkcheck-max-discard")
+    total = counts.get("examples", 0) + counts.get("discarded", 0)
+    if is_hypothesis and limit is not None and total and counts["discarded"] > limit * total:
+        item.stash[_EXCESS] = (f"{item.nodeid} discarded {counts['discarded']} of its {total} draws "
+                               f"({counts['discarded'] / total:.0%} > --ntkcheck-max-discard {limit:.0%}): the "
+                               f"property tests a narrower set than its strategy claims to draw")
     payload = {
         "claim": _claim_of(item),
         "examples": counts.get("examples", 0 if is_hypothesis else 1),
@@ -204,6 +216,17 @@ def pytest_runtest_call(item: pytest.Item):
         "recorder": rec.to_dict(),
     }
     item.user_properties.append((_PROPERTY, json.dumps(payload)))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Turn a passing Hypothesis test that discarded too many draws into a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    message = item.stash.get(_EXCESS, None)
+    if report.when == "call" and report.passed and message:
+        report.outcome = "failed"
+        report.longrepr = message
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
