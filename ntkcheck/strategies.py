@@ -127,7 +127,7 @@ def architectures(
         frozen_layers = tuple(i for i in range(n_layers) if mask >> i & 1)
     return Arch(
         in_features=draw(st.integers(1, max_in)),
-        widths=tuple(draw(st.lists(st.integers(1, max_width), min_size=depth, max_size=depth))),
+        widths=tuple(draw(st.integers(1, max_width)) for _ in range(depth)),  # st.lists would reject draws
         out_features=draw(st.integers(1, max_out)),
         activation=draw(st.sampled_from(activations)),
         bias=with_bias,
