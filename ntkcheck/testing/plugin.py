@@ -10,7 +10,8 @@ It gives any test suite, ntkcheck's own and a downstream project's, with no conf
 * **The backend under test**: ``--ntkcheck-device`` (cpu|cuda, default ``NTKCHECK_DEVICE`` or cpu) and
   ``--ntkcheck-dtype`` (float64|float32, default ``NTKCHECK_DTYPE`` or float64), served by the
   session fixtures ``device`` and ``dtype`` (CUDA skips cleanly without a GPU).  TF32 is switched
-  off for the session unless ``--ntkcheck-tf32`` is given.
+  off for the session unless ``--ntkcheck-tf32`` is given.  Under pytest-xdist each worker
+  takes its share of the cores (``torch.set_num_threads``) instead of oversubscribing them.
 * **The claim recorder**: every test runs with its own :class:`~ntkcheck.testing.claims.Recorder`;
   what its checks measured and the Hypothesis examples it ran (and discarded) travel in the
   test report's ``user_properties``, so they are merged on the controller under pytest-xdist
@@ -123,6 +124,9 @@ def pytest_configure(config: pytest.Config) -> None:
     if device not in ("cpu", "cuda"):
         raise pytest.UsageError(f"NTKCHECK_DEVICE must be cpu or cuda, got {device!r}")
     _backend = Backend(torch.device(device), DTYPES[dtype])
+    worker = getattr(config, "workerinput", None)
+    if worker is not None:  # a pytest-xdist worker: share the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(worker.get("workercount", 1))))
     if not config.getoption("--ntkcheck-tf32"):
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
