@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
 from ntkcheck.testing.claims import check_at_most, check_close, relative_error
@@ -12,41 +12,47 @@ from ntkcheck.strategies import architectures, inputs, seeds
 from ntkcheck.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
+from .test_asi import with_trainable_room
 
 CLAIM = "negative_controls"
+F64 = torch.float64
 pytestmark = pytest.mark.claim(CLAIM)
 
 
-@given(arch=architectures(max_depth=3, max_width=32), data_seed=seeds(), n=st.integers(1, 6))
+@given(arch=architectures(max_depth=3, max_width=32, frozen=None).map(with_trainable_room), data_seed=seeds(),
+       n=st.integers(1, 6))
 def test_asi_without_sqrt2_factor_doubles_the_kernel(arch, data_seed, n):
-    """Twin of seed 000 Thm 9: with scale 1 instead of sqrt(2)/2 the kernel is 2 k, not k."""
+    """Twin of seed 000 Thm 9: with scale 1 instead of sqrt(2)/2 the kernel is 2 k, not k (frozen layers
+    included: the sum runs over the trainable parameters of both branches)."""
     model = arch.build(dtype=DTYPE, device=DEVICE)
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
-    unscaled = nk.AntiSymmetric(nk.asi(model).plus, nk.asi(model).minus, scale=1.0)
-    k = nk.ntk(model, x)
+    net = nk.asi(model)
+    unscaled = nk.AntiSymmetric(net.plus, net.minus, scale=1.0)
+    k = nk.ntk(model, x, method="layerwise")
+    assume(float(k.norm()) > 0)  # every unit of a narrow ReLU net dead: 2 * 0 = 0 says nothing
     ctx = reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
                     check="nk.ntk(nk.AntiSymmetric(m1, m2, scale=1.0), x) vs 2 * nk.ntk(model, x)")
-    check_close(nk.ntk(unscaled, x), 2 * k, tol=tolerance("kernel_methods_agree", DTYPE), claim=CLAIM,
-                what="kernel of unscaled ASI vs twice the original", context=ctx)
+    check_close(nk.ntk(unscaled, x, method="jacobian"), 2 * k, tol=tolerance("kernel_methods_agree", DTYPE),
+                claim=CLAIM, what="kernel of unscaled ASI vs twice the original", context=ctx)
 
 
-@given(arch=architectures(min_depth=2, max_depth=3, max_width=32), data_seed=seeds(), n=st.integers(2, 6))
+# activations whose derivative vanishes on no open set: every trainable layer carries kernel mass
+NEVER_DEAD = ("tanh", "erf", "gelu", "softplus", "sin")
+
+
+@given(arch=architectures(max_depth=3, max_width=32, activations=NEVER_DEAD, frozen=None).map(with_trainable_room),
+       data_seed=seeds(), n=st.integers(2, 6))
 def test_doubled_kernel_is_not_the_original(arch, data_seed, n):
     """Twin of seed 000 Thm 10 vs Thm 9: the doubling trick changes the kernel (ASI does not).
 
-    The doubled kernel is 2 (k_W[L-1] + k_b[L-1] + k_W[L]); it equals the original
-    only if the lower layers' kernels happen to equal the top ones' — measured distance
-    must exceed 100x the float tolerance whenever the lower layers carry kernel mass.
+    The doubled kernel is 2 (k_W[L-1] + k_b[L-1] + k_W[L]) over the trainable parameters, the original's
+    k_top + k_lower with k_lower = the kernels of layers <= L-2 and of b^(L); they differ by k_top - k_lower,
+    0 only if those kernels coincide.  With activations that are never locally constant every trainable layer
+    carries kernel mass, so on every draw the measured relative distance must exceed 100x the float tolerance.
     """
     model = arch.build(dtype=DTYPE, device=DEVICE)
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
-    parts = nk.ntk(model, x, per_layer=True)
-    total = sum(parts.values())
-    L = len(model.layers)
-    top = [f"layers.{L - 2}.weight", f"layers.{L - 2}.bias", f"layers.{L - 1}.weight"]
-    lower_mass = sum(float(k.norm()) for name, k in parts.items() if name not in top)
-    if lower_mass <= 1e-6 * float(total.norm()):
-        return  # dead lower layers (e.g. every ReLU off): the two kernels legitimately coincide
+    total = nk.ntk(model, x)
     doubled = nk.ntk(nk.double_last_layer(model), x)
     gap = relative_error(doubled, total)
     ctx = reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
@@ -69,6 +75,9 @@ def test_narrow_real_network_depends_on_the_loss():
     must exceed 10x the linearized gap and 1e-3.  GD steps use lr = 0.5 * 2 / sharpness
     (0.9 for the linearization, whose loss Hessian is its Gauss-Newton matrix), re-measured
     every 200 steps (L4's curvature shrinks with the residuals).
+
+    Computed in float64 in both dtype runs: the control is about exact training, and float32 gradient
+    descent cannot drive the L4 loss below ~1e-8, whose residuals (~1e-2) would mask the 1.7e-2 gap.
     """
     import copy
 
@@ -76,12 +85,12 @@ def test_narrow_real_network_depends_on_the_loss():
     from ntkcheck.losses import LpLoss
     from ntkcheck.training import sharpness, train
 
-    x = torch.tensor([[-0.9], [-0.3], [0.3], [0.9]], dtype=DTYPE, device=DEVICE)
+    x = torch.tensor([[-0.9], [-0.3], [0.3], [0.9]], dtype=F64, device=DEVICE)
     y = torch.sin(4 * x)
-    xt = torch.linspace(-1, 1, 21, dtype=DTYPE, device=DEVICE)[:, None]
+    xt = torch.linspace(-1, 1, 21, dtype=F64, device=DEVICE)[:, None]
     gen = torch.Generator().manual_seed(0)
     base = nk.MLP(1, [16], parametrization="standard", init="glorot", weight_std=1.0,
-                  generator=gen, dtype=DTYPE, device=DEVICE)
+                  generator=gen, dtype=F64, device=DEVICE)
 
     def fit(model: torch.nn.Module, p: int, fraction: float) -> tuple[torch.Tensor, float]:
         loss, result = LpLoss(p), None
@@ -104,10 +113,10 @@ def test_narrow_real_network_depends_on_the_loss():
                     check=f"GD with LpLoss(2) vs LpLoss(4) on the real net (gap {real_gap:.2e}) and on "
                           f"linearize(model) (gap {lin_gap:.2e}), at 21 points of [-1, 1]")
     worst_loss = max(v[1] for v in (*real.values(), *lin.values()))
-    check_at_most(worst_loss, tolerance("training_fit", DTYPE) * 1e-4, claim=CLAIM, what="every L2/L4 run fits the 4 points (training loss)",
-                  context=ctx)
+    check_at_most(worst_loss, tolerance("narrow_net_fit", F64), claim=CLAIM,
+                  what="every L2/L4 run fits the 4 points (training loss)", context=ctx)
     floor = max(10 * lin_gap, 1e-3)
-    check_at_most(floor / max(real_gap, 1e-300), tolerance("control_ratio", DTYPE), claim=CLAIM,
+    check_at_most(floor / max(real_gap, 1e-300), tolerance("control_ratio", F64), claim=CLAIM,
                   what=f"L2- and L4-trained narrow nets must differ (relative gap {real_gap:.2e} vs floor "
                        f"{floor:.1e} = max(10 x linearized gap, 1e-3))",
                   context=ctx)
