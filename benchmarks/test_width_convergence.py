@@ -1,7 +1,10 @@
 """Width convergence as a tracked metric: empirical vs analytic NTK error at each width, and the fitted slope.
 
 Setting of ANCHORS.md's reference point: float64, sigma_w = 1.5, sigma_b = 0.3,
-d = 5, 8 inputs, errors averaged over seeds; theory: slope -1/2 (Jacot et al. 2018).
+d = 5, 8 inputs; at each width the RMS over seeds of the relative Frobenius error;
+theory: slope -1/2 (Jacot et al. 2018).  Tracked: the fitted slope, and the worst
+ratio of the error to the bound C m^(-1/2) that the width_convergence property
+checks at every width (C = ``tolerance("ntk_width_constant")``; band [0, 1]).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import torch
 
 import ntkcheck as nk
 from conftest import size_set
+from ntkcheck.tolerances import tolerance
 
 WIDTHS = {"smoke": [64, 128, 256], "cpu": [64, 128, 256, 512, 1024, 2048, 4096],
           "gpu": [64, 128, 256, 512, 1024, 2048, 4096, 8192]}
@@ -21,7 +25,7 @@ SEEDS = {"smoke": 2, "cpu": 6, "gpu": 10}
 
 
 def ntk_error_curve(activation: str, depth: int, widths: list[int], n_seeds: int, device) -> list[float]:
-    """Mean relative Frobenius error ||Theta_m - Theta_inf|| / ||Theta_inf|| at each width."""
+    """RMS over seeds of the relative Frobenius error ||Theta_m - Theta_inf|| / ||Theta_inf|| at each width."""
     x = torch.randn(8, 5, generator=torch.Generator().manual_seed(123), dtype=torch.float64).to(device)
     errors = []
     for m in widths:
@@ -32,7 +36,7 @@ def ntk_error_curve(activation: str, depth: int, widths: list[int], n_seeds: int
             if seed == 0:
                 exact = nk.analytic_ntk(model, x)
             errs.append(float((nk.ntk(model, x) - exact).norm() / exact.norm()))
-        errors.append(float(np.mean(errs)))
+        errors.append(float(np.sqrt(np.mean(np.square(errs)))))
     return errors
 
 
@@ -42,9 +46,14 @@ def test_width_convergence(benchmark, device, activation, depth):
     errors = benchmark.pedantic(ntk_error_curve, args=(activation, depth, widths, n_seeds, device),
                                 rounds=1, iterations=1)
     slope, intercept = np.polyfit(np.log(widths), np.log(errors), 1)
+    constant = float(tolerance("ntk_width_constant", torch.float64))
+    bound_ratio = max(e * math.sqrt(m) / constant for m, e in zip(widths, errors))
     assert all(math.isfinite(e) for e in errors)
     if size_set() != "smoke":
         assert -0.65 <= slope <= -0.35, f"slope {slope:.3f} outside [-0.65, -0.35]: errors {errors}"
+        assert bound_ratio <= 1.0, f"error above C m^(-1/2) (C = {constant}) at some width: errors {errors}"
     benchmark.extra_info.update(activation=activation, depth=depth, widths=widths, errors=errors,
                                 seeds=n_seeds, slope=float(slope), intercept=float(intercept),
-                                tracked={"slope": float(slope)})
+                                bound_constant=constant, bound_ratio=float(bound_ratio),
+                                tracked={"slope": float(slope),
+                                         "bound_ratio": {"value": float(bound_ratio), "band": [0.0, 1.0]}})

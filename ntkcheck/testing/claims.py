@@ -50,8 +50,9 @@ CLAIMS: dict[str, Claim] = {
               "error: the cross term vanishes.",
               "seed 000, Thm 3"),
         Claim("asi",
-              "ASI output is exactly 0 at init, its NTK equals the original's in total and per layer, and its "
-              "linearized training from 0 equals the kernel interpolant with h_ini = 0.",
+              "ASI output is exactly 0 at init, its NTK equals the original's in total and per layer (over the "
+              "trainable parameters: a frozen layer stays frozen in both branches), and its linearized training "
+              "from 0 equals the kernel interpolant with h_ini = 0.",
               "seed 000, Thm 4 = Thm 9"),
         Claim("doubling_trick",
               "The doubling trick zeroes the output at init, kills the per-layer kernels of layers <= L-2 and "
@@ -65,13 +66,15 @@ CLAIMS: dict[str, Claim] = {
               "Training only the last layer from zero gives exactly the Psi-kernel interpolant.",
               "seed 001, Thm 1"),
         Claim("sigma_scaling",
-              "Scaling the initial parameters of a bias-free ReLU net by sigma keeps the interpolant term and "
-              "scales the init term by sigma^L: test error ~ sigma^(2L), training error 0.",
+              "Initializing a bias-free ReLU net with variance sigma^2 (seed 001 eq (1)) keeps the interpolant term "
+              "and scales the init term by sigma^L: test error |a + sigma^L b|^2 ~ sigma^(2L) at large sigma, "
+              "training error 0.",
               "seed 001, §4.2, Thm 3/4"),
         Claim("width_convergence",
-              "The empirical NTK tends to the analytic NTK at rate ~ m^(-1/2); the gap between a trained network "
-              "and its linearization shrinks with width.",
-              "Jacot et al. 2018; Lee et al. 2019"),
+              "At every width m the empirical NTK and output covariance f f^T are within C m^(-1/2) of the analytic "
+              "NTK / NNGP and their means over initializations equal them up to O(1/m); a trained network is within "
+              "C m^(-1/2) of its linearization's kernel prediction.",
+              "Jacot et al. 2018; Lee et al. 2019; seed 001, Lemma 1"),
         Claim("empirical_ntk",
               "The exact empirical NTK k(x, x') = grad_theta h(x)^T grad_theta h(x') of the trainable parameters, "
               "per layer and in total, for every output pair.",
