@@ -42,8 +42,9 @@ CLAIMS: dict[str, Claim] = {
               "points, whatever the loss.",
               "seed 000, Thm 6 / Cor 1, eq (5)"),
         Claim("decomposition_identity",
-              "h_k(.; h_ini, X, Y) = h_k(.; 0, X, Y) + h_ini - h_k(.; 0, X, h_ini(X)), and h_k(.; 0, X, .) is "
-              "linear in the targets.",
+              "The trained linearized network h_k(.; h_ini, X, Y) = h_ini + k(., X) K^{-1} (Y - h_ini(X)) fits Y "
+              "and splits as h_k(.; 0, X, Y) + h_ini - h_k(.; 0, X, h_ini(X)); h_k(.; 0, X, .) is linear in the "
+              "targets.",
               "seed 000, Thm 2 (eq 6), Lemma 3"),
         Claim("init_error_decomposition",
               "For zero-mean random h_ini the expected test error is the unbiased error plus the init-induced "
@@ -94,7 +95,7 @@ CLAIMS: dict[str, Claim] = {
         Claim("rkhs_norm",
               "The trained linearized network h minimises ||h - h_ini||_k subject to h(X) = Y, and "
               "||h - h_ini||_k = ||theta - theta_0||: any other interpolant has a larger RKHS distance.",
-              "seed 000, Thm 6, eq (12) (App. 10); seed 001, eqs (10), (11)"),
+              "seed 000, Thm 6, eq (12) (App. 9); seed 001, eqs (10), (11)"),
         Claim("output_bound",
               "For bias-free ReLU networks in NTK parametrization with weight scale sigma and inputs in the unit ball, "
               "E |f(x; theta_0)|^2 <= sigma^(2L).",
