@@ -115,25 +115,30 @@ def architectures(
     of the layers in a quarter of the draws, ``True`` in every draw (needs two layers or more),
     ``False`` never.
     """
+    # Every draw below happens in every example (the choices that do not apply are drawn and ignored):
+    # a choice sequence of fixed shape keeps Hypothesis from rejecting mutated draws as invalid.
     depth = draw(st.integers(min_depth, max_depth))
-    with_bias = draw(st.booleans()) if bias is None else bias
+    widths = tuple(draw(st.integers(1, max_width)) for _ in range(max_depth))[:depth]
+    drawn_bias = draw(st.booleans())
+    with_bias = drawn_bias if bias is None else bias
     parametrization = draw(st.sampled_from(parametrizations))
-    init = draw(st.sampled_from(["fan_in", "glorot"])) if parametrization == "standard" else "fan_in"
+    drawn_init = draw(st.sampled_from(["fan_in", "glorot"]))
+    init = drawn_init if parametrization == "standard" else "fan_in"
     n_layers = depth + 1
-    freeze = n_layers > 1 and (frozen is True or (frozen is None and draw(st.integers(0, 3)) == 0))
-    frozen_layers: tuple[int, ...] = ()
-    if freeze:  # a bit mask of a nonempty proper subset (a unique-list draw would be rejected on repeats)
-        mask = draw(st.integers(1, 2**n_layers - 2))
-        frozen_layers = tuple(i for i in range(n_layers) if mask >> i & 1)
+    drawn_freeze = draw(st.integers(0, 3)) == 0
+    mask = draw(st.integers(0, 2**(max_depth + 1) - 1)) % max(2**n_layers - 2, 1) + 1  # nonempty proper subset
+    freeze = n_layers > 1 and (frozen is True or (frozen is None and drawn_freeze))
+    frozen_layers = tuple(i for i in range(n_layers) if mask >> i & 1) if freeze else ()
+    bias_std = draw(st.sampled_from([0.1, 0.5, 1.0]))
     return Arch(
         in_features=draw(st.integers(1, max_in)),
-        widths=tuple(draw(st.integers(1, max_width)) for _ in range(depth)),  # st.lists would reject draws
+        widths=widths,
         out_features=draw(st.integers(1, max_out)),
         activation=draw(st.sampled_from(activations)),
         bias=with_bias,
         parametrization=parametrization,
         weight_std=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0 ** 0.5])),
-        bias_std=draw(st.sampled_from([0.1, 0.5, 1.0])) if with_bias else 0.0,
+        bias_std=bias_std if with_bias else 0.0,
         seed=draw(st.integers(0, 2**31 - 1)),
         init=init,
         frozen=frozen_layers,
