@@ -41,7 +41,7 @@ from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.tolerances import tolerance
 
 from ._common import DTYPE, reproduce
-from .test_decomposition_identity import Reference, network_example, roomy
+from ._interpolants import Reference, network_example, roomy
 
 CLAIM = "init_error_decomposition"
 pytestmark = pytest.mark.claim(CLAIM)

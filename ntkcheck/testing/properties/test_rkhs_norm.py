@@ -47,7 +47,7 @@ from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from .test_decomposition_identity import EPS, conditioned_prefix, flat, flat_kernel, min_norm, roomy
+from ._interpolants import EPS, conditioned_prefix, flat, flat_kernel, min_norm, roomy
 
 CLAIM = "rkhs_norm"
 pytestmark = pytest.mark.claim(CLAIM)
