@@ -79,7 +79,7 @@ def run_mutant(
         records = json.loads(records_path.read_text()) if records_path.exists() else {}
     seconds = time.perf_counter() - start
     failed = records.get("failed", [])
-    if proc.returncode == 1 and failed:
+    if proc.returncode in (1, 2) and failed:  # 2: pytest-xdist reports -x's early stop as an interruption
         return MutantOutcome(name, mutant.description, True, failed[0], _claim_of(failed[0], records), seconds)
     if proc.returncode == 0:
         return MutantOutcome(name, mutant.description, False, None, None, seconds, "every property passed")
