@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from scipy.integrate import solve_ivp
 from scipy.optimize import brentq
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from ntkcheck._validation import check_choice, check_finite_result
 from ntkcheck.losses import Loss
@@ -215,16 +217,28 @@ class _PolarFlow:
     d tends to a fixed direction and l decreases linearly, so late steps are long.
     """
 
-    def __init__(self, K: np.ndarray, loss: Loss, Y: torch.Tensor, lr: float) -> None:
+    def __init__(self, K: np.ndarray, loss: Loss, Y: torch.Tensor, lr: float, index: np.ndarray | None = None) -> None:
         self.K, self.loss, self.lr = K, loss, lr
         # evaluate at (r, 0) when the loss allows it: h = Y + r would round r at eps |Y|
         self.Y = torch.zeros_like(Y) if loss.shift_invariant else Y
+        # a block of a separable loss: r holds the entries ``index`` of the flat residual, the others are 0
+        self.index = index
 
     def _h(self, r: np.ndarray) -> torch.Tensor:
+        if self.index is not None:
+            full = np.zeros(self.Y.numel())
+            full[self.index] = r
+            r = full
         return self.Y + torch.from_numpy(r).reshape(self.Y.shape)
+
+    def _hessian(self, r: np.ndarray) -> np.ndarray:
+        H = self.loss._hessian(self._h(r), self.Y).numpy()
+        return H if self.index is None else H[np.ix_(self.index, self.index)]
 
     def grad(self, r: np.ndarray) -> np.ndarray:
         g = self.loss._grad(self._h(r), self.Y).reshape(-1).numpy()
+        if self.index is not None:
+            g = g[self.index]
         if not np.isfinite(g).all():
             raise FloatingPointError(f"gradient of {self.loss!r} is not finite at |h - Y| = {np.linalg.norm(r):.3e}")
         return g
@@ -256,7 +270,7 @@ class _PolarFlow:
         J = np.zeros((D + 2, D + 2))
         if not (gn > 0 and rn > 0):
             return J
-        H = self.loss._hessian(self._h(r), self.Y).numpy()
+        H = self._hessian(r)
         rho = rn / gn
         drho = r / (rn * gn) - (rn / gn**3) * (H @ g)
         Kg = self.K @ g
@@ -274,6 +288,111 @@ class _PolarFlow:
         J[D + 1, D] = e * (drho @ r)
         J[D + 1, D + 1] = -rho * e
         return J
+
+
+def _blocks(K: np.ndarray) -> list[np.ndarray]:
+    """Index sets of the connected components of K's nonzero pattern (the diagonal blocks of a permuted K)."""
+    count, labels = connected_components(csr_matrix(K != 0), directed=False)
+    return [np.flatnonzero(labels == b) for b in range(count)]
+
+
+class _BlockRun:
+    """One integrated block of :func:`ode_flow`: its residual at any flow time and at the end."""
+
+    def __init__(self, r0: np.ndarray, final: np.ndarray, t_final: float, converged: bool, sol=None,
+                 flow: _PolarFlow | None = None) -> None:
+        self.r0, self.final, self.t_final, self.converged = r0, final, t_final, converged
+        self.sol, self.flow = sol, flow
+        # flow times of the accepted steps and the residual there
+        self.t_steps = np.zeros(1) if sol is None else np.expm1(sol.y[-1])
+        self.r_steps = r0[None] if sol is None else (np.exp(sol.y[-2])[:, None] * sol.y[:-2].T)
+
+    def at(self, tk: float) -> np.ndarray:
+        if tk == 0.0 or self.sol is None:
+            return self.r0
+        if tk >= self.t_final:
+            return self.final
+        sol = self.sol  # locate s with theta(s) = log1p(tk) on the dense output
+        theta, grid = math.log1p(tk), sol.y[-1]
+        j = int(np.searchsorted(grid, theta))  # grid[j-1] < theta <= grid[j]
+        sa, sb = sol.t[j - 1], sol.t[j]
+        fa, fb = sol.sol(sa)[-1] - theta, sol.sol(sb)[-1] - theta
+        if fa >= 0 or fb <= 0:  # the interpolant at a step end differs from the step by rounding
+            s_k = sa if fa >= 0 else sb
+        else:
+            s_k = brentq(lambda s: sol.sol(s)[-1] - theta, sa, sb, xtol=1e-14 * max(1.0, abs(sb)), rtol=1e-14)
+        u = sol.sol(s_k)
+        return math.exp(u[-2]) * u[:-2]
+
+
+def _run_block(
+    Kf: np.ndarray, loss: Loss, Yl: torch.Tensor, lr: float, index: np.ndarray | None, r0: np.ndarray,
+    log_stop: float, on_grad: bool, depth: float, max_time: float, rtol: float, atol: float, lam_min: float | None,
+) -> _BlockRun:
+    """Integrate the polar flow of the entries ``index`` (all when None) from ``r0`` (see :func:`ode_flow`)
+    until ``log |r| <= log_stop`` (``log |grad_h dist| <= log_stop`` if ``on_grad``), ``max_time`` or the
+    s-horizon for a residual decay by ``exp(-depth)``; ``lam_min``: the block's smallest kernel eigenvalue
+    when known."""
+    norm0 = float(np.linalg.norm(r0))
+    if norm0 == 0.0:  # already at the rest point (for a block: condition (iii) of a separable loss)
+        return _BlockRun(r0, r0, 0.0, True)
+    K = Kf if index is None else Kf[np.ix_(index, index)]
+    flow = _PolarFlow(K, loss, Yl, lr, index)
+    if lam_min is None:
+        lam_min = float(np.linalg.eigvalsh(K)[0])
+
+    def stop_event(_s: float, u: np.ndarray) -> float:
+        if not on_grad:
+            return u[-2] - log_stop
+        return math.log(max(float(np.linalg.norm(flow.grad(math.exp(u[-2]) * u[:-2]))), 1e-320)) - log_stop
+
+    stop_event.terminal = True  # type: ignore[attr-defined]
+    events = [stop_event]
+    if math.isfinite(max_time):
+        def time_event(_s: float, u: np.ndarray) -> float:
+            return u[-1] - math.log1p(max_time)
+
+        time_event.terminal = True  # type: ignore[attr-defined]
+        events.append(time_event)
+    horizon = 4 * (depth + math.log(r0.size) + 1) / (lr * lam_min)
+    u0 = np.concatenate([r0 / norm0, [math.log(norm0), 0.0]])
+    sol = solve_ivp(flow.rhs, (0.0, horizon), u0, method="LSODA", jac=flow.jac, rtol=rtol, atol=atol,
+                    events=events, dense_output=True)
+    if sol.status < 0:
+        raise FloatingPointError(f"ode_flow: solve_ivp (LSODA) failed: {sol.message}")
+    u_final = sol.y[:, -1]
+    final = math.exp(u_final[-2]) * u_final[:-2]
+    return _BlockRun(r0, final, float(np.expm1(u_final[-1])), sol.t_events[0].size > 0, sol, flow)
+
+
+_BLOCK_DEPTH = 1e-2  # blocks run to 1e-2 of their share of the stop, so frozen blocks move the global stop < 1e-4
+
+
+def _global_stop(blocks: list[np.ndarray], runs: list[_BlockRun], size: int, crit, own_crit) -> tuple[float, bool]:
+    """First flow time at which ``crit(r) <= 0`` for the assembled residual r (the blocks' own stops lie
+    deeper), or (latest block end, False) if it is never reached."""
+    def r_at(tk: float) -> np.ndarray:
+        r = np.empty(size)
+        for idx, run in zip(blocks, runs):
+            r[idx] = run.at(tk)
+        return r
+
+    end = max(run.t_final for run in runs)
+    if crit(r_at(0.0)) <= 0:
+        return 0.0, True
+    # the whole residual is above the stop while one block alone is: start after each block's last step above it
+    prev = 0.0
+    for idx, run in zip(blocks, runs):
+        above = [own_crit(run, r) > 0 for r in run.r_steps]
+        first = above.index(False) if False in above else len(above)
+        prev = max(prev, float(run.t_steps[max(first - 1, 0)]) if first < len(above) else run.t_final)
+    grid = np.unique(np.concatenate([run.t_steps for run in runs] + [[end]]))
+    for tk in grid[(grid > prev) & (grid <= end)]:
+        if crit(r_at(float(tk))) <= 0:
+            t_stop = brentq(lambda t: crit(r_at(t)), prev, float(tk), xtol=1e-14 * max(1.0, float(tk)), rtol=1e-14)
+            return float(t_stop), True
+        prev = float(tk)
+    return end, False
 
 
 def ode_flow(
@@ -312,11 +431,15 @@ def ode_flow(
     is polar, ``r = exp(l) d`` with ``|d| = 1``, plus ``theta = log(1 + t)``
     (:class:`_PolarFlow`), so ``rtol``/``atol`` bound *relative* errors of r and of
     ``1 + t`` and late steps are long.  The system is stiff (ratio ``lambda_max /
-    lambda_min``), hence the implicit, L-stable Radau IIA method (order 5) with an
-    analytic Jacobian (from ``Loss.hessian``); LSODA's BDF is not L-stable at high
-    order and its stiffness detection gains nothing here.  The state at a requested t
-    is found on the dense output by ``brentq``.  p < 2 costs more steps (the Hessian
-    ``|r_i|^(p-2)`` blows up where a component crosses zero).
+    lambda_min``), hence an implicit method with an analytic Jacobian (from
+    ``Loss.hessian``): LSODA (BDF in its stiff phase).  Not Radau IIA: for p < 2 a residual
+    component can slide at ~0 (pinned there by the non-Lipschitz field ``|r_i|^(p-1)``),
+    where Newton's iteration on the implicit stages oscillates even far below ``atol``;
+    Radau rejects every step whose Newton contraction rate is >= 1 and shrinks the step
+    to ~1e-5 indefinitely (a 9-point p = 1.5 flow ran > 10 min), while LSODA's corrector
+    test accepts the converged components and finishes in 0.3 s.  The state at a
+    requested t is found on the dense output by ``brentq``.  p < 2 costs more steps (the
+    Hessian ``|r_i|^(p-2)`` blows up where a component crosses zero).
 
     **Stopping.**  By default when ``||h_train - Y|| <= tol ||h_ini_train - Y||``
     (condition (iii) makes ``Y`` the only rest point; the event is located on the
@@ -333,6 +456,13 @@ def ode_flow(
 
     The ODE runs in float64 on the CPU (scipy); results return in the inputs' dtype
     and device.  Returns :class:`ODEFlowResult`.
+
+    **Decoupled blocks.**  For a separable loss (``loss.separable``: L^p and mixtures of them) the flow
+    splits along the diagonal blocks of K (the connected components of its nonzero pattern, e.g. the
+    outputs of a network trained in its last layer only, ``K = k (x) I``) and each block is integrated
+    on its own, stopping at ``tol ||h_ini_train - Y|| / sqrt(#blocks)``.  Integrated together, a block
+    of a p < 2 flow that reaches its targets (in finite time) while another has not pins the step size
+    of the whole system to the non-Lipschitz field at 0.
     """
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a ntkcheck.losses.Loss (wrap a callable in DistLoss), got {type(loss).__name__}")
@@ -360,43 +490,42 @@ def ode_flow(
     Yl = Y.reshape(P.train_shape)  # the loss sees the user's shape
     loss.check(Yl, Yl)
     K = P.K.detach().to(**f64).numpy()
-    flow = _PolarFlow(np.kron(K, np.eye(C)) if C > 1 else K, loss, Yl, lr)
+    Kf = np.kron(K, np.eye(C)) if C > 1 else K
     r0 = (P.H0.detach().to(**f64) - Y).numpy().ravel()
     ref = float(np.linalg.norm(r0))
-    states = None
-    if ref == 0.0:  # already at the rest point
-        u_final, converged = np.concatenate([r0, [-math.inf, 0.0]]), True
+    blocks = _blocks(Kf) if loss.separable else [np.arange(N * C)]
+    full = _PolarFlow(Kf, loss, Yl, lr)
+    log_stop = math.log(max(tol * ref, 1e-320)) if grad_tol is None else math.log(grad_tol)
+    on_grad, depth = grad_tol is not None, math.log(1 / tol)
+    if len(blocks) == 1:
+        run = _run_block(Kf, loss, Yl, lr, None, r0, log_stop, on_grad, depth, max_time, rtol, atol, lam_min)
+        runs, t_final, converged = [run], run.t_final, run.converged
     else:
-        log_stop = math.log(tol * ref) if grad_tol is None else math.log(grad_tol)
+        # each block runs past its share of the stop; the stop itself is then located on the whole residual
+        deeper = math.log(_BLOCK_DEPTH / math.sqrt(len(blocks)))
+        runs = [_run_block(Kf, loss, Yl, lr, idx, r0[idx], log_stop + deeper, on_grad, depth - deeper, max_time,
+                           rtol, atol, None)
+                for idx in blocks]
 
-        def stop_event(_s: float, u: np.ndarray) -> float:
-            if grad_tol is None:
-                return u[-2] - log_stop
-            return math.log(max(float(np.linalg.norm(flow.grad(math.exp(u[-2]) * u[:-2]))), 1e-320)) - log_stop
+        def crit(r: np.ndarray) -> float:
+            v = r if grad_tol is None else full.grad(r)
+            return math.log(max(float(np.linalg.norm(v)), 1e-320)) - log_stop
 
-        stop_event.terminal = True  # type: ignore[attr-defined]
-        events = [stop_event]
-        if math.isfinite(max_time):
-            def time_event(_s: float, u: np.ndarray) -> float:
-                return u[-1] - math.log1p(max_time)
+        def own_crit(run: _BlockRun, r: np.ndarray) -> float:
+            v = r if grad_tol is None or run.flow is None else run.flow.grad(r)
+            return math.log(max(float(np.linalg.norm(v)), 1e-320)) - log_stop
 
-            time_event.terminal = True  # type: ignore[attr-defined]
-            events.append(time_event)
-        horizon = 4 * (math.log(1 / tol) + math.log(N * C) + 1) / (lr * lam_min)
-        u0 = np.concatenate([r0 / ref, [math.log(ref), 0.0]])
-        sol = solve_ivp(flow.rhs, (0.0, horizon), u0, method="Radau", jac=flow.jac, rtol=rtol, atol=atol,
-                        events=events, dense_output=True)
-        if sol.status < 0:
-            raise FloatingPointError(f"ode_flow: solve_ivp (Radau) failed: {sol.message}")
-        states, u_final = sol, sol.y[:, -1]
-        converged = sol.t_events[0].size > 0
-    t_final = float(np.expm1(u_final[-1]))
+        t_final, converged = _global_stop(blocks, runs, N * C, crit, own_crit) if ref > 0 else (0.0, True)
 
-    def h_of(u: np.ndarray) -> torch.Tensor:
-        return Y + torch.from_numpy(math.exp(u[-2]) * u[:-2]).reshape(N, C)
+    def h_at(tk: float | None) -> torch.Tensor:
+        """h_train at flow time tk (None: the final state), assembled from the blocks."""
+        r = np.empty(N * C)
+        for idx, run in zip(blocks, runs):
+            r[idx] = run.at(t_final if tk is None else tk)
+        return Y + torch.from_numpy(r).reshape(N, C)
 
-    final = h_of(u_final)
-    g_final = float(np.linalg.norm(flow.grad((final - Y).numpy().ravel())))
+    final = h_at(None)
+    g_final = float(np.linalg.norm(full.grad((final - Y).numpy().ravel())))
     res_final = float(torch.linalg.norm(final - Y)) / ref if ref > 0 else 0.0
     if not converged:
         warnings.warn(
@@ -405,18 +534,7 @@ def ode_flow(
             ConvergenceWarning,
             stacklevel=2,
         )
-    traj = []
-    for tk in t_req:
-        if tk == 0.0 or states is None:
-            traj.append(P.H0.detach().to(**f64))
-        elif tk >= t_final:
-            traj.append(final)
-        else:  # locate s with theta(s) = log1p(tk) on the dense output
-            theta, grid = math.log1p(tk), states.y[-1]
-            j = int(np.searchsorted(grid, theta))  # grid[j-1] < theta <= grid[j]
-            sa, sb = states.t[j - 1], states.t[j]
-            s_k = brentq(lambda s: states.sol(s)[-1] - theta, sa, sb, xtol=1e-14 * max(1.0, abs(sb)), rtol=1e-14)
-            traj.append(h_of(states.sol(s_k)))
+    traj = [P.H0.detach().to(**f64) if tk == 0.0 else (final if tk >= t_final else h_at(float(tk))) for tk in t_req]
     dev = dict(dtype=P.K.dtype, device=P.K.device)
     train_m = torch.stack(traj + [final]).to(**dev)  # (T+1, N, C), last = final state
     T = len(t_req)

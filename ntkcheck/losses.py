@@ -70,11 +70,15 @@ class Loss:
     ``shift_invariant`` declares ``dist(h, y) = dist(h - y, 0)``; the ODE flow then
     evaluates the gradient at ``(h - y, 0)``, which keeps full relative precision
     when ``|h - y| << |y|`` (otherwise ``h = y + r`` rounds ``r`` at ``eps |y|``).
+    ``separable`` declares ``dist(h, y) = sum_i phi_i(h_i, y_i)`` (each gradient entry depends on its
+    own entry only); :func:`ntkcheck.flows.ode_flow` then integrates the decoupled blocks of a
+    block-diagonal kernel separately.
     ``a * loss1 + b * loss2`` builds a :class:`Mixture` (weights must be > 0).
     """
 
     section4: bool = True
     shift_invariant: bool = False  # dist(h + c, y + c) = dist(h, y): the flows then evaluate at (h - y, 0)
+    separable: bool = False  # dist is a sum over entries: the flows may split a block-diagonal kernel
 
     def value(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         """The loss without argument checks (override in subclasses)."""
@@ -140,6 +144,7 @@ class LpLoss(Loss):
     """
 
     shift_invariant = True
+    separable = True
 
     def __init__(self, p: float) -> None:
         if isinstance(p, bool) or not isinstance(p, (int, float)):
@@ -191,6 +196,7 @@ class Mixture(Loss):
         self.terms: tuple[tuple[float, Loss], ...] = tuple(checked)
         self.section4 = all(loss.section4 for _, loss in checked)
         self.shift_invariant = all(loss.shift_invariant for _, loss in checked)
+        self.separable = all(loss.separable for _, loss in checked)
 
     def __repr__(self) -> str:
         return " + ".join(f"{w:g}*{loss!r}" for w, loss in self.terms)
