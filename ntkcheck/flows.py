@@ -209,16 +209,18 @@ class _PolarFlow:
     With ``r = h - Y``, ``g = grad_h dist``, ``rho = |r| / |g|``, the flow in s is
     ``dr/ds = F(r) = -lr rho K g`` and ``dt/ds = rho``.  The state is
     ``u = (d, l, theta)`` with ``r = exp(l) d`` (``|d| = 1`` is preserved: d' is
-    orthogonal to d) and ``theta = log(1 + t)``:
+    orthogonal to d) and ``theta = log(1 + t / tau)`` (``tau``: the flow's time unit, so that
+    ``atol`` on theta is a relative accuracy of t at every t, early ones included):
 
-        d' = a - (d.a / q) d,   l' = d.a / q,   theta' = rho exp(-theta),
+        d' = a - (d.a / q) d,   l' = d.a / q,   theta' = (rho / tau) exp(-theta),
         a = exp(-l) F(exp(l) d),  q = |d|^2.
 
     d tends to a fixed direction and l decreases linearly, so late steps are long.
     """
 
-    def __init__(self, K: np.ndarray, loss: Loss, Y: torch.Tensor, lr: float, index: np.ndarray | None = None) -> None:
-        self.K, self.loss, self.lr = K, loss, lr
+    def __init__(self, K: np.ndarray, loss: Loss, Y: torch.Tensor, lr: float, index: np.ndarray | None = None,
+                 tau: float = 1.0) -> None:
+        self.K, self.loss, self.lr, self.tau = K, loss, lr, tau
         # evaluate at (r, 0) when the loss allows it: h = Y + r would round r at eps |Y|
         self.Y = torch.zeros_like(Y) if loss.shift_invariant else Y
         # a block of a separable loss: r holds the entries ``index`` of the flat residual, the others are 0
@@ -259,7 +261,7 @@ class _PolarFlow:
             c = (d @ a) / q
             out[:-2] = a - c * d
             out[-2] = c
-            out[-1] = rho * math.exp(-u[-1])
+            out[-1] = rho * math.exp(-u[-1]) / self.tau
         return out
 
     def jac(self, _s: float, u: np.ndarray) -> np.ndarray:
@@ -272,7 +274,9 @@ class _PolarFlow:
             return J
         H = self._hessian(r)
         rho = rn / gn
-        drho = r / (rn * gn) - (rn / gn**3) * (H @ g)
+        # (r / |r| - |r| H g / |g|^2) / |g| without |g|^3, which underflows at |r| ~ 1e-40 for p = 4 (a long
+        # step in s reaches it before the stop event is located)
+        drho = (r / rn - (rn / gn) * (H @ (g / gn))) / gn
         Kg = self.K @ g
         JF = -self.lr * (rho * (self.K @ H) + np.outer(Kg, drho))
         a = (-self.lr * rho * math.exp(-ell)) * Kg
@@ -283,7 +287,7 @@ class _PolarFlow:
         J[:D, D] = b - (d @ b / q) * d
         J[D, :D] = v
         J[D, D] = d @ b / q
-        e = math.exp(-u[-1])
+        e = math.exp(-u[-1]) / self.tau
         J[D + 1, :D] = e * math.exp(ell) * drho
         J[D + 1, D] = e * (drho @ r)
         J[D + 1, D + 1] = -rho * e
@@ -304,7 +308,8 @@ class _BlockRun:
         self.r0, self.final, self.t_final, self.converged = r0, final, t_final, converged
         self.sol, self.flow = sol, flow
         # flow times of the accepted steps and the residual there
-        self.t_steps = np.zeros(1) if sol is None else np.expm1(sol.y[-1])
+        self.tau = 1.0 if flow is None else flow.tau
+        self.t_steps = np.zeros(1) if sol is None else self.tau * np.expm1(sol.y[-1])
         self.r_steps = r0[None] if sol is None else (np.exp(sol.y[-2])[:, None] * sol.y[:-2].T)
 
     def at(self, tk: float) -> np.ndarray:
@@ -312,8 +317,8 @@ class _BlockRun:
             return self.r0
         if tk >= self.t_final:
             return self.final
-        sol = self.sol  # locate s with theta(s) = log1p(tk) on the dense output
-        theta, grid = math.log1p(tk), sol.y[-1]
+        sol = self.sol  # locate s with theta(s) = log1p(tk / tau) on the dense output
+        theta, grid = math.log1p(tk / self.tau), sol.y[-1]
         j = int(np.searchsorted(grid, theta))  # grid[j-1] < theta <= grid[j]
         sa, sb = sol.t[j - 1], sol.t[j]
         fa, fb = sol.sol(sa)[-1] - theta, sol.sol(sb)[-1] - theta
@@ -337,9 +342,13 @@ def _run_block(
     if norm0 == 0.0:  # already at the rest point (for a block: condition (iii) of a separable loss)
         return _BlockRun(r0, r0, 0.0, True)
     K = Kf if index is None else Kf[np.ix_(index, index)]
-    flow = _PolarFlow(K, loss, Yl, lr, index)
+    lam = np.linalg.eigvalsh(K)
     if lam_min is None:
-        lam_min = float(np.linalg.eigvalsh(K)[0])
+        lam_min = float(lam[0])
+    # time unit: the fastest time scale at t = 0, |r0| / (lr lambda_max |g0|)
+    g0 = float(np.linalg.norm(_PolarFlow(K, loss, Yl, lr, index).grad(r0)))
+    tau = norm0 / (lr * float(lam[-1]) * g0) if g0 > 0 and lam[-1] > 0 else 1.0
+    flow = _PolarFlow(K, loss, Yl, lr, index, tau)
 
     def stop_event(_s: float, u: np.ndarray) -> float:
         if not on_grad:
@@ -350,7 +359,7 @@ def _run_block(
     events = [stop_event]
     if math.isfinite(max_time):
         def time_event(_s: float, u: np.ndarray) -> float:
-            return u[-1] - math.log1p(max_time)
+            return u[-1] - math.log1p(max_time / tau)
 
         time_event.terminal = True  # type: ignore[attr-defined]
         events.append(time_event)
@@ -362,7 +371,7 @@ def _run_block(
         raise FloatingPointError(f"ode_flow: solve_ivp (LSODA) failed: {sol.message}")
     u_final = sol.y[:, -1]
     final = math.exp(u_final[-2]) * u_final[:-2]
-    return _BlockRun(r0, final, float(np.expm1(u_final[-1])), sol.t_events[0].size > 0, sol, flow)
+    return _BlockRun(r0, final, float(tau * np.expm1(u_final[-1])), sol.t_events[0].size > 0, sol, flow)
 
 
 _BLOCK_DEPTH = 1e-2  # blocks run to 1e-2 of their share of the stop, so frozen blocks move the global stop < 1e-4
@@ -428,16 +437,18 @@ def ode_flow(
     size ``<= lr lambda_max |r|``, and for L^p (where ``g . r = p dist``)
     ``d dist/ds <= -p lr lambda_min dist``, i.e. ``|r|_p <= |r0|_p exp(-lr lambda_min s)``:
     linear-rate convergence in s for every p (for the MSE, ``s = (2/n) t``).  The state
-    is polar, ``r = exp(l) d`` with ``|d| = 1``, plus ``theta = log(1 + t)``
+    is polar, ``r = exp(l) d`` with ``|d| = 1``, plus ``theta = log(1 + t / tau)`` with tau the
+    fastest time scale at t = 0, ``|r0| / (lr lambda_max |g0|)``
     (:class:`_PolarFlow`), so ``rtol``/``atol`` bound *relative* errors of r and of
-    ``1 + t`` and late steps are long.  The system is stiff (ratio ``lambda_max /
-    lambda_min``), hence an implicit method with an analytic Jacobian (from
+    ``1 + t / tau`` (of t itself at early times: with ``log(1 + t)`` a flow faster than
+    ``atol`` had its early trajectory 1e3-1e5 rtol off) and late steps are long.  The system
+    is stiff (ratio ``lambda_max / lambda_min``), hence an implicit method with an analytic Jacobian (from
     ``Loss.hessian``): LSODA (BDF in its stiff phase).  Not Radau IIA: for p < 2 a residual
     component can slide at ~0 (pinned there by the non-Lipschitz field ``|r_i|^(p-1)``),
     where Newton's iteration on the implicit stages oscillates even far below ``atol``;
     Radau rejects every step whose Newton contraction rate is >= 1 and shrinks the step
-    to ~1e-5 indefinitely (a 9-point p = 1.5 flow ran > 10 min), while LSODA's corrector
-    test accepts the converged components and finishes in 0.3 s.  The state at a
+    to ~1e-5 indefinitely (a 9-point p = 1.5 flow: > 60 s and 6000 steps without progress),
+    while LSODA's corrector test accepts the converged components and finishes in 0.3 s.  The state at a
     requested t is found on the dense output by ``brentq``.  p < 2 costs more steps (the
     Hessian ``|r_i|^(p-2)`` blows up where a component crosses zero).
 

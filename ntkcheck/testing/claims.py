@@ -53,7 +53,8 @@ CLAIMS: dict[str, Claim] = {
         Claim("asi",
               "ASI output is exactly 0 at init, its NTK equals the original's in total and per layer (over the "
               "trainable parameters: a frozen layer stays frozen in both branches), and its linearized training "
-              "from 0 equals the kernel interpolant with h_ini = 0.",
+              "from 0 equals the kernel interpolant with h_ini = 0; at every time t its linearized gradient flow "
+              "under any loss of §4 is the kernel flow (7) of the original's kernel from 0, the original's from h_ini.",
               "seed 000, Thm 4 = Thm 9"),
         Claim("doubling_trick",
               "The doubling trick zeroes the output at init, kills the per-layer kernels of layers <= L-2 and "
@@ -86,7 +87,8 @@ CLAIMS: dict[str, Claim] = {
               "seed 000, §3.2 (linearized model); seed 001, Lemma 1"),
         Claim("finite_time_dynamics",
               "At every finite time t the parameter flow (2) of the linearized network, mapped to function space, "
-              "equals the kernel flow (3) on training and test points, for any loss of §4 (MSE: in closed form).",
+              "equals the kernel flow (3) on training and test points, for any loss of §4 (MSE: in closed form); "
+              "gradient descent on the linearized network gives exactly the forward-Euler iterates of (3).",
               "seed 000, eqs (2), (3), (7)"),
         Claim("gd_iterates",
               "Gradient descent on the squared loss of a model linear in its parameters has the closed-form iterates "

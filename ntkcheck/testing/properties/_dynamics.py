@@ -53,9 +53,9 @@ MAX_EVALUATIONS = 200_000
 """An integration needing more right-hand-side evaluations than this raises instead of running on."""
 RTOL = 1e-10
 """Relative step tolerance of both integrations (LSODA)."""
-ODE_RTOL = 1e-8
-"""rtol = atol handed to :func:`ntkcheck.flows.ode_flow` at finite times (its default 1e-9 costs twice the steps);
-the ``finite_time_flow`` tolerance is derived from it."""
+ODE_RTOL = 1e-9
+"""rtol = atol handed to :func:`ntkcheck.flows.ode_flow` at finite times (its default, stated here because the
+``finite_time_flow`` tolerance is derived from it)."""
 
 
 # -- the loss, written from its definition -----------------------------------------------------------
@@ -191,6 +191,11 @@ class ParameterFlow:
     @property
     def lam_min(self) -> float:
         return float(self.S[-1] ** 2)
+
+    @property
+    def cond(self) -> float:
+        """lambda_max / lambda_min of K = J J^T (inf when K is singular, all-zero included)."""
+        return self.lam_max / self.lam_min if self.lam_min > 0 else math.inf
 
     def time_scales(self) -> tuple[float, float]:
         """(fast, slow): |r_0| / (lr lambda |g_0|) for lambda_max and lambda_min, the flow's time scales at t = 0."""

@@ -56,7 +56,7 @@ def test_trained_function_is_eq5_interpolant_for_every_loss(arch, data, losses, 
     limits = []
     for loss in losses:
         flow = ParameterFlow(J, (h0 - y).reshape(-1), loss, ds.n, lr)
-        assume(flow.lam_max / flow.lam_min <= MAX_CONDITION_FLOW)  # eq (5) needs a well-conditioned K^{-1}
+        assume(flow.cond <= MAX_CONDITION_FLOW)  # eq (5) needs a well-conditioned K^{-1}
         delta, reached = flow.limit()
         oracle = predict(h0t, Jt, delta)
         try:
