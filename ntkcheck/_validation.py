@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -39,7 +40,9 @@ def check_nonnegative_float(value: object, name: str) -> float:
 
 
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    """Return ``value`` if it is one of the strings ``choices``, else raise naming ``name``."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be one of {list(choices)} (a str), got {type(value).__name__} {value!r}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value  # type: ignore[return-value]
@@ -49,6 +52,8 @@ def check_inputs(x: object, name: str, *, features: int | None = None) -> torch.
     """Check a batch of inputs: a finite floating tensor of shape (N, features), N >= 1."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, features), got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
     if not x.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.ndim != 2:
@@ -61,6 +66,82 @@ def check_inputs(x: object, name: str, *, features: int | None = None) -> torch.
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite entries")
     return x
+
+
+FLOAT_DTYPES: dict[str, torch.dtype] = {
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float32": torch.float32,
+    "float64": torch.float64,
+}
+"""The floating dtypes accepted for parameters and data, by name."""
+
+
+def check_dtype(value: object, name: str) -> torch.dtype | None:
+    """Return a floating ``torch.dtype`` (given as one or by its name in :data:`FLOAT_DTYPES`), or None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value not in FLOAT_DTYPES:
+            raise ValueError(f"{name} must be a floating dtype, one of {list(FLOAT_DTYPES)}, got {value!r}")
+        return FLOAT_DTYPES[value]
+    if not isinstance(value, torch.dtype):
+        raise TypeError(f"{name} must be a torch.dtype or one of {list(FLOAT_DTYPES)}, got {type(value).__name__}")
+    if value not in FLOAT_DTYPES.values():
+        raise TypeError(f"{name} must be a floating dtype, one of {list(FLOAT_DTYPES)}, got {value}")
+    return value
+
+
+def available_devices() -> list[str]:
+    """The devices tensors can be created on here: cpu, meta, each CUDA device, mps where present."""
+    names = ["cpu", "meta", *(f"cuda:{i}" for i in range(torch.cuda.device_count()))]
+    if torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def check_device(value: object, name: str) -> torch.device | None:
+    """Return ``value`` as a ``torch.device`` this machine has, or None; else raise naming ``name``."""
+    if value is None:
+        return None
+    if not isinstance(value, (str, torch.device)):
+        raise TypeError(f"{name} must be a torch.device, a str such as 'cpu' or 'cuda:0', or None, "
+                        f"got {type(value).__name__} {value!r}")
+    try:
+        device = torch.device(value)
+    except RuntimeError as err:
+        raise ValueError(f"{name} {value!r} is not a device name; available here: {available_devices()}") from err
+    if device.type in ("cpu", "meta"):
+        return device
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ValueError(f"{name} {str(device)!r} is not available: this machine has {count} CUDA devices; "
+                             f"available here: {available_devices()}")
+        return device
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as err:  # torch raises AssertionError for a backend it was built without
+        raise ValueError(f"{name} {str(device)!r} is not available on this machine; "
+                         f"available here: {available_devices()}") from err
+    return device
+
+
+def check_generator(value: object, name: str = "generator") -> torch.Generator | None:
+    """Return ``value`` if it is a ``torch.Generator`` or None, else raise ``TypeError`` naming ``name``."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__} {value!r}")
+    return value
+
+
+def check_finite_float(value: object, name: str) -> float:
+    """Return ``value`` as a finite float, or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a finite float, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite float, got {value}")
+    return value
 
 
 def check_same_device_dtype(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
@@ -77,3 +158,12 @@ def check_finite_result(t: torch.Tensor, what: str) -> torch.Tensor:
         bad = int((~torch.isfinite(t)).sum())
         raise FloatingPointError(f"{what} produced {bad} non-finite entries (overflow or NaN in the model)")
     return t
+
+
+def check_seed(value: object, name: str = "seed", *, maximum: int = 2**64 - 1) -> int:
+    """Return ``value`` as an int seed in [0, maximum] (torch's ``manual_seed`` takes up to 2**64 - 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int in [0, {maximum}], got {type(value).__name__} {value!r}")
+    if not 0 <= int(value) <= maximum:
+        raise ValueError(f"{name} must be an int in [0, {maximum}], got {value}")
+    return int(value)

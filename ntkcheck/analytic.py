@@ -195,6 +195,11 @@ def _checked(model: object, x1: object, x2: object) -> tuple[MLP, torch.Tensor, 
             f"model.parametrization must be 'ntk' (the analytic limit is the NTK-parametrization one; "
             f"the standard-parametrization limit differs), got {model.parametrization!r}"
         )
+    if model.activation not in _EXPECTATIONS:
+        raise ValueError(
+            f"model.activation {model.activation!r} has no infinite-width kernel here: "
+            f"analytic_ntk and analytic_nngp support {sorted(_EXPECTATIONS)}"
+        )
     x1 = check_inputs(x1, "x1", features=model.in_features)
     if x2 is not None:
         x2 = check_inputs(x2, "x2", features=model.in_features)

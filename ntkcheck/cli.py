@@ -1,74 +1,191 @@
-"""The ``ntkcheck`` command."""
+"""The ntkcheck command.
+
+Every argument is checked before any work starts; a bad one ends the command with one line on
+stderr, "ntkcheck COMMAND: error: <what was expected, and what was given>", and exit status 2.
+An error during the work ends it with one line too (--traceback, or NTKCHECK_DEBUG=1, shows the
+traceback instead).
+
+Exit status:
+  0    everything checked holds (no regression, every claim and reproduction holds)
+  1    a check failed: a claim, a reproduction, a surviving mutant, a benchmark regression,
+       kernel methods that disagree
+  2    a bad command line or input file (nothing was run or written)
+  3    the check could not be made: report compared fewer than --min-compared of the
+       baseline's benchmarks (1 wins if the run also regressed), verify ran no claim at all,
+       or an error stopped the work
+  130  interrupted"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA device is available")
-    return torch.device(name)
-
-
-def _summary(args: argparse.Namespace) -> int:
-    from ntkcheck.summary import run_summary, write_summary
-
-    device = _device(args.device)
-    rows = run_summary(device, quick=args.quick)
-    path = write_summary(rows, device, Path(args.out) / "summary.md")
-    for r in rows:
-        print(f"{r.architecture}  N={r.n} {r.dtype}: methods agree to {r.max_disagreement:.1e}; "
-              f"layerwise {r.layerwise_s:.4f}s vs jacobian {r.jacobian_s:.4f}s")
-    print(f"wrote {path}")
-    bad = [r for r in rows if r.max_disagreement > (1e-10 if r.dtype == "float64" else 1e-4)]
-    return 1 if bad else 0
+OK, FAILED, USAGE, INCONCLUSIVE, INTERRUPTED = 0, 1, 2, 3, 130
+SEED_MAX = 2**32 - 1
+"""Largest seed: numpy's ``default_rng``/``RandomState`` and torch's generators all take [0, 2**32 - 1]."""
+MISSING_SHOWN = 20
+"""Missing benchmarks listed on the terminal when a comparison is incomplete (the report lists all)."""
+_DEVICE = re.compile(r"cpu|auto|cuda(?::(\d+))?")
+_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--workers must be a positive integer, got {value}")
-    return value
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, ``<prog>: error: <message>``, with exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: error: {' '.join(message.split())}\n")
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from ntkcheck.verify import verify
+# ---------------------------------------------------------------------------------------------
+# argument checks: each takes the parsed arguments and the subcommand's parser, and calls
+# parser.error on the first bad one
 
-    device = str(_device(args.device))
+
+def _device(text: str, parser: argparse.ArgumentParser, *, indexed: bool = True) -> str:
+    """``--device`` as a torch device string: cpu, cuda, cuda:N (if ``indexed``), or auto (cuda if available)."""
+    if text == "meta":
+        parser.error("--device meta holds no data, so nothing can be computed on it; use cpu, cuda or auto")
+    match = _DEVICE.fullmatch(text)
+    if match is None:
+        parser.error(f"--device must be cpu, cuda, cuda:N or auto (a device torch computes on), got {text!r}")
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text.startswith("cuda"):
+        if not torch.cuda.is_available():
+            parser.error(f"--device {text}: no CUDA device is available (torch {torch.__version__}); "
+                         "use --device cpu or auto")
+        if match.group(1) is not None and not indexed:
+            parser.error(f"--device {text}: the property suite runs on cpu or cuda; choose the GPU with "
+                         f"CUDA_VISIBLE_DEVICES={match.group(1)} and --device cuda")
+        count = torch.cuda.device_count()
+        if match.group(1) is not None and int(match.group(1)) >= count:
+            parser.error(f"--device {text}: there are {count} CUDA devices, cuda:0 to cuda:{count - 1}")
+    return text
+
+
+def _out(text: str, parser: argparse.ArgumentParser) -> Path:
+    """``--out`` as a folder that exists or can be made: no existing file on its path, writable."""
+    if not text.strip():
+        parser.error(f"--out must be a folder, got {text!r}")
+    out = Path(text)
+    for where in (out, *out.parents):
+        if where.exists():
+            if not where.is_dir():
+                parser.error(f"--out must be a folder or a path that does not exist yet; {where} is an existing file")
+            if not os.access(where, os.W_OK | os.X_OK):
+                parser.error(f"--out {out}: cannot write in {where} (permission denied)")
+            break
+    return out
+
+
+def _check_summary(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    args.device = _device(args.device, parser)
+    args.out = _out(args.out, parser)
+
+
+def _check_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    args.device = _device(args.device, parser, indexed=False)
+    args.out = _out(args.out, parser)
+    if args.workers < 1:
+        parser.error(f"--workers must be a positive integer, got {args.workers}")
+    if args.workers > 1:
+        import importlib.util
+
+        if importlib.util.find_spec("xdist") is None:
+            parser.error(f"--workers {args.workers} needs pytest-xdist, which is not installed "
+                         "(pip install pytest-xdist, or --workers 1)")
     if args.mutants is not None:
         from ntkcheck.testing.mutants import catalogue
 
         unknown = [n for n in args.mutants if n not in catalogue()]
         if unknown:
-            raise SystemExit(f"unknown mutant(s) {unknown}; choose from {sorted(catalogue())}")
-    result = verify(profile=args.profile, device=device, dtype=args.dtype, out=Path(args.out), extra=args.pytest_args,
+            parser.error(f"--mutants: unknown mutant {unknown[0]!r}; NAME must be one of "
+                         f"{', '.join(sorted(catalogue()))}")
+
+
+def _check_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from ntkcheck.reproduce import EXPERIMENTS
+
+    unknown = [n for n in args.names if n not in EXPERIMENTS]
+    if unknown:
+        parser.error(f"unknown experiment {unknown[0]!r}: NAME must be one of {', '.join(EXPERIMENTS)}")
+    args.names = list(dict.fromkeys(args.names)) or list(EXPERIMENTS)
+    if not 0 <= args.seed <= SEED_MAX:
+        parser.error(f"--seed must be an int in [0, 2**32 - 1] (numpy/torch seed range), got {args.seed}")
+    args.device = _device(args.device, parser)
+    args.out = _out(args.out, parser)
+
+
+def _check_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from ntkcheck.report import baseline_path, load_runs
+
+    if not 0 < args.threshold <= 1:  # NaN fails too
+        parser.error(f"--threshold must be a fraction in (0, 1] (0.10 flags a 10% slowdown), got {args.threshold}")
+    if not 0 <= args.min_compared <= 1:
+        parser.error(f"--min-compared must be a fraction in [0, 1] (0.9 = 90% of the baseline's benchmarks), "
+                     f"got {args.min_compared}")
+    if args.name is None:
+        args.name = "bench-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.run[0]).stem).strip("-.") or "run")
+    elif not _NAME.fullmatch(args.name):
+        parser.error(f"--name must be a file stem of letters, digits, '.', '_' or '-', got {args.name!r}")
+    args.out = _out(args.out, parser)
+    if args.baseline_dir is not None and Path(args.baseline_dir).exists() and not Path(args.baseline_dir).is_dir():
+        parser.error(f"--baseline-dir must be a folder, got the existing file {args.baseline_dir}")
+    try:
+        args.run_data = load_runs(args.run, "RUN")
+        args.base_data = load_runs(args.baseline, "--baseline") if args.baseline else None
+        args.no_baseline = None
+        if args.baseline_dir is not None:
+            stored = baseline_path(args.baseline_dir, args.run_data)
+            if stored.is_file():
+                args.base_data = load_runs([stored], "--baseline-dir")
+            else:
+                args.no_baseline = f"no baseline for machine kind {args.run_data.machine_kind!r} ({stored} does " \
+                                   "not exist): reporting the run alone; store one there to compare"
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+# ---------------------------------------------------------------------------------------------
+# the work
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from ntkcheck.summary import run_summary, write_summary
+
+    device = torch.device(args.device)
+    rows = run_summary(device, quick=args.quick)
+    path = write_summary(rows, device, args.out / "summary.md")
+    for r in rows:
+        print(f"{r.architecture}  N={r.n} {r.dtype}: methods agree to {r.max_disagreement:.1e}; "
+              f"layerwise {r.layerwise_s:.4f}s vs jacobian {r.jacobian_s:.4f}s")
+    print(f"wrote {path}")
+    bad = [r for r in rows if r.max_disagreement > (1e-10 if r.dtype == "float64" else 1e-4)]
+    return FAILED if bad else OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ntkcheck.verify import verify
+
+    result = verify(profile=args.profile, device=args.device, dtype=args.dtype, out=args.out, extra=args.pytest_args,
                     reproductions=args.reproduce, mutants=args.mutants, workers=args.workers)
     print(f"wrote {result.report}" + (f" and {result.figure}" if result.figure else ""))
     return result.exit_code
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from ntkcheck.reproduce import EXPERIMENTS, reproduce, write_report
+    from ntkcheck.reproduce import reproduce, write_report
 
-    names = args.names or list(EXPERIMENTS)
-    unknown = [n for n in names if n not in EXPERIMENTS]
-    if unknown:
-        raise SystemExit(f"unknown experiment(s) {unknown}; choose from {sorted(EXPERIMENTS)}")
-    device = str(_device(args.device))
     failed = []
-    for name in names:
-        result = reproduce(name, "full" if args.full else "quick", device=device, seed=args.seed)
-        path = write_report(result, Path(args.out))
+    for name in args.names:
+        result = reproduce(name, "full" if args.full else "quick", device=args.device, seed=args.seed)
+        path = write_report(result, args.out)
         if result.skipped:
             print(f"[{name}] skipped: {result.skipped}")
             continue
@@ -79,34 +196,21 @@ def _reproduce(args: argparse.Namespace) -> int:
             failed.append(name)
     if failed:
         print(f"claims that did not come out: {failed} (see their reports)")
-    return 1 if failed else 0
+    return FAILED if failed else OK
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ntkcheck.report import baseline_path, load_runs, write_report
+    from ntkcheck.report import write_report
 
-    try:
-        run = load_runs(args.run, "RUN")
-        base = load_runs(args.baseline, "--baseline") if args.baseline else None
-        if args.baseline_dir is not None:
-            stored = baseline_path(args.baseline_dir, run)
-            if stored.is_file():
-                base = load_runs([stored], "--baseline-dir")
-            else:
-                print(f"no baseline for machine kind {run.machine_kind!r} ({stored} does not exist): "
-                      "reporting the run alone; store one there to compare")
-        if not args.threshold > 0:
-            raise ValueError(f"--threshold must be a positive fraction (0.10 = 10%), got {args.threshold}")
-        name = args.name or f"bench-{Path(args.run[0]).stem}"
-        path, cmp = write_report(run, Path(args.out), name, base, args.threshold)
-    except ValueError as exc:
-        print(f"ntkcheck report: error: {exc}", file=sys.stderr)
-        return 2
+    run, base = args.run_data, args.base_data
+    if args.no_baseline:
+        print(args.no_baseline)
+    path, cmp = write_report(run, args.out, args.name, base, args.threshold, args.min_compared)
     if cmp is None:
         for warning in run.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"{len(run.benchmarks)} benchmarks, no baseline; wrote {path}")
-        return 0
+        return OK
     for warning in cmp.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     for row in cmp.timings:
@@ -120,41 +224,67 @@ def _report(args: argparse.Namespace) -> int:
     print(f"{len(cmp.timings)} timings and {len(cmp.metrics)} metrics compared, {n_bad} regressed"
           f"{', the whole run is slower' if cmp.run_wide else ''}; {len(cmp.new)} new, {len(cmp.missing)} missing; "
           f"wrote {path}")
-    return 1 if cmp.regressed else 0
+    if cmp.incomplete:
+        print(f"INCOMPLETE: {len(cmp.timings)} of the baseline's {cmp.baseline_count} benchmarks compared "
+              f"({cmp.compared_share:.0%}), fewer than --min-compared {args.min_compared:g}; missing from the run:")
+        for name in cmp.missing[:MISSING_SHOWN]:
+            print(f"  {name}")
+        if len(cmp.missing) > MISSING_SHOWN:
+            print(f"  ... and {len(cmp.missing) - MISSING_SHOWN} more (all listed in {path})")
+    return FAILED if cmp.regressed else INCONCLUSIVE if cmp.incomplete else OK
+
+
+# ---------------------------------------------------------------------------------------------
+# the parser
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntkcheck", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("summary", help="compute kernels of a few MLPs on the available device and report")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    parser = _Parser(prog="ntkcheck", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true",
+                        help="on an error during the work, show the traceback instead of one line "
+                             "(also NTKCHECK_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p = sub.add_parser("summary", parents=[common], help="compute kernels of a few MLPs on the available device "
+                       "and report")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--quick", action="store_true", help="the two small networks only")
     p.add_argument("--out", default="reports", help="report folder (default: reports)")
-    p.set_defaults(func=_summary)
-    v = sub.add_parser("verify", help="run the property suite and write the claims report (the main job)")
+    p.set_defaults(func=_summary, check=_check_summary, parser=p)
+    v = sub.add_parser("verify", parents=[common],
+                       help="run the property suite and write the claims report (the main job)",
+                       description="Run the property suite and write <out>/claims-<device>-<dtype>.md. If no claim "
+                                   "runs at all (a collection error, a -k selecting nothing), nothing is written "
+                                   "and the exit status is 3.")
     v.add_argument("--profile", default="ci", choices=["dev", "ci", "ci-random", "thorough", "gpu"],
                    help="Hypothesis settings profile (default: ci)")
-    v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    v.add_argument("--device", default="cpu", help="cpu (default), cuda or auto (CUDA_VISIBLE_DEVICES picks the GPU)")
     v.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     v.add_argument("--out", default="reports", help="report folder (default: reports)")
     v.add_argument("--reproduce", action="store_true", help="also run the quick reproductions and link their reports")
     v.add_argument("--mutants", nargs="*", metavar="NAME", default=None,
                    help="also run the properties against each mutant of ntkcheck.testing.mutants (all, or the NAMEs "
                         "given) and report the mutation score; a surviving mutant makes the exit status 1")
-    v.add_argument("--workers", type=_workers, default=1,
-                   help="pytest-xdist worker processes for the property runs (default 1; needs pytest-xdist)")
+    v.add_argument("--workers", type=int, default=1,
+                   help="pytest-xdist worker processes for the property runs (default 1; more need pytest-xdist)")
     v.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
-    v.set_defaults(func=_verify)
-    r = sub.add_parser("reproduce", help="rerun the seed papers' experiments and write reports/reproduce-<name>.md")
-    r.add_argument("names", nargs="*", help="experiments to run (default: all)")
+    v.set_defaults(func=_verify, check=_check_verify, parser=v)
+    r = sub.add_parser("reproduce", parents=[common],
+                       help="rerun the seed papers' experiments and write reports/reproduce-<name>.md")
+    r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     size = r.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="sizes for 2 CPU cores, minutes in total (default)")
     size.add_argument("--full", action="store_true", help="the papers' sizes, meant for a GPU")
-    r.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    r.add_argument("--seed", type=int, default=0, help="seed of every random draw (default 0)")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    r.add_argument("--seed", type=int, default=0, help="seed of every random draw, in [0, 2**32 - 1] (default 0)")
     r.add_argument("--out", default="reports", help="report folder (default: reports)")
-    r.set_defaults(func=_reproduce)
-    b = sub.add_parser("report", help="benchmark report of a pytest-benchmark JSON run, against a baseline if given")
+    r.set_defaults(func=_reproduce, check=_check_reproduce, parser=r)
+    b = sub.add_parser("report", parents=[common],
+                       help="benchmark report of a pytest-benchmark JSON run, against a baseline if given",
+                       description="Benchmark report of a pytest-benchmark JSON run, against a baseline if given. "
+                                   "Exit status: 0 no regression, 1 a regression, 3 an incomplete comparison "
+                                   "(fewer than --min-compared of the baseline's benchmarks in the run), 2 a bad "
+                                   "argument or input file.")
     b.add_argument("run", metavar="RUN.json", nargs="+",
                    help="the run (pytest --benchmark-json); several runs count by their best median per benchmark")
     where = b.add_mutually_exclusive_group()
@@ -163,16 +293,42 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--baseline-dir", metavar="DIR",
                        help="use DIR/<machine kind of the run>.json as the baseline, or none if it does not exist")
     b.add_argument("--threshold", type=float, default=0.10,
-                   help="slowdown of the median flagged as a regression, as a fraction (default 0.10)")
+                   help="slowdown of the median flagged as a regression, as a fraction in (0, 1] (default 0.10)")
+    b.add_argument("--min-compared", type=float, default=0.9, metavar="FRACTION",
+                   help="share of the baseline's benchmarks the run must contain for the comparison to pass, in "
+                        "[0, 1] (default 0.9); below it the exit status is 3 and the missing ones are listed")
     b.add_argument("--out", default="reports", help="report folder (default: reports)")
     b.add_argument("--name", help="report name: <out>/<name>.md (default: bench-<RUN file stem>)")
-    b.set_defaults(func=_report)
+    b.set_defaults(func=_report, check=_check_report, parser=b)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] + (" ..." if len(lines) > 1 else "") if lines else "(no message)"
+    return f"{type(exc).__name__}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    """Run the ``ntkcheck`` command line ``argv`` (default: ``sys.argv[1:]``); return the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        args.check(args, args.parser)
+    except SystemExit as exc:  # argparse: --help (0) or a bad argument (2), its message already printed
+        return OK if exc.code is None else exc.code if isinstance(exc.code, int) else USAGE
+    debug = args.traceback or os.environ.get("NTKCHECK_DEBUG", "") not in ("", "0")
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{args.parser.prog}: interrupted; reports being written were left as they were", file=sys.stderr)
+        return INTERRUPTED
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"{args.parser.prog}: error: {_one_line(exc)} (--traceback shows where)", file=sys.stderr)
+        return INCONCLUSIVE
 
 
 if __name__ == "__main__":

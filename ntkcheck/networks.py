@@ -29,6 +29,9 @@ from torch import nn
 
 from ntkcheck._validation import (
     check_choice,
+    check_device,
+    check_dtype,
+    check_generator,
     check_int_sequence,
     check_nonnegative_float,
     check_positive_int,
@@ -116,7 +119,10 @@ class MLP(nn.Module):
         bias_std: sigma_b (ntk) / the std of the initial bias draw (standard, fan_in init).
         init: for ``parametrization="standard"``: ``"fan_in"`` or ``"glorot"``.
         generator: the ``torch.Generator`` every initial draw comes from.
-        dtype, device: of the parameters.
+        dtype: of the parameters: a floating ``torch.dtype`` or its name
+            (``"float32"``, ``"float64"``, ``"float16"``, ``"bfloat16"``); default
+            ``torch.get_default_dtype()``.
+        device: of the parameters, one this machine has (``"meta"`` included).
 
     ``model.layers`` holds the :class:`Linear` layers in order.  ``forward``
     maps (N, in_features) to (N, out_features).
@@ -135,7 +141,7 @@ class MLP(nn.Module):
         bias_std: float = 0.1,
         init: str = "fan_in",
         generator: torch.Generator | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -151,10 +157,10 @@ class MLP(nn.Module):
         self.init = check_choice(init, "init", INITS)
         if parametrization == "ntk" and init != "fan_in":
             raise ValueError(f"init={init!r} applies to parametrization='standard' only; ntk draws N(0, 1)")
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        check_generator(generator, "generator")
+        dtype = check_dtype(dtype, "dtype") or torch.get_default_dtype()
+        device = check_device(device, "device")
         self.has_bias = bias
-        dtype = dtype or torch.get_default_dtype()
         sizes = (self.in_features, *self.widths, self.out_features)
         layers = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
@@ -168,7 +174,7 @@ class MLP(nn.Module):
         fan_out: int,
         generator: torch.Generator | None,
         dtype: torch.dtype,
-        device: torch.device | str | None,
+        device: torch.device | None,
     ) -> Linear:
         gen_device = generator.device if generator is not None else torch.device("cpu")
 

@@ -49,6 +49,18 @@ n and against width, one line per method and fixed other parameters);
 A warning is printed and written when the two runs' machine information differs
 (machine kind, device, size set, thread count, torch version, timer): such a
 comparison is not like for like.
+
+**Coverage.**  A comparison only speaks for the benchmarks it compared: a run of
+another benchmark set shares none with the baseline and would "pass" having
+compared nothing.  The comparison is *incomplete* when fewer than
+``min_compared`` (default :data:`MIN_COMPARED`) of the baseline's benchmarks
+are in the run; ``ntkcheck report`` then exits with status 3 (1 on a regression,
+which takes precedence) and lists the missing benchmarks.
+
+Every input file is read and checked (:func:`load_run`) and every figure drawn
+before anything is written; the files are then written together with
+:func:`ntkcheck._atomic.staged` (figures first, the Markdown last), so a failure or
+an interruption leaves the previous report and its figures as they were.
 """
 
 from __future__ import annotations
@@ -59,9 +71,15 @@ import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ntkcheck._atomic import check_out_folder, staged
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
+    "MIN_COMPARED",
     "MIN_FOR_SPREAD",
     "Z_LIMIT",
     "Benchmark",
@@ -78,6 +96,8 @@ __all__ = [
     "write_report",
 ]
 
+MIN_COMPARED = 0.9
+"""Share of the baseline's benchmarks a comparison must compare to be complete (see Coverage above)."""
 MIN_FOR_SPREAD = 8
 """Benchmarks in common needed to estimate the between-run spread (rule 3)."""
 Z_LIMIT = 3.5
@@ -167,24 +187,42 @@ def load_run(path: str | Path, argument: str = "RUN") -> Run:
                          "'benchmarks' list and a 'machine_info' object (write one with --benchmark-json)")
     if not data["benchmarks"]:
         raise ValueError(f"{where} holds no benchmarks (was it written with --benchmark-disable?)")
-    benchmarks = {}
-    for i, b in enumerate(data["benchmarks"]):
-        stats = b.get("stats") if isinstance(b, dict) else None
-        if not isinstance(stats, dict) or not isinstance(b.get("fullname"), str) \
-                or not all(_number(stats.get(k)) for k in ("median", "iqr", "min", "rounds")):
-            raise ValueError(f"{where}: benchmark {i} lacks a 'fullname' or 'stats' with numeric "
-                             "median, iqr, min and rounds")
-        if stats["median"] <= 0:
-            raise ValueError(f"{where}: benchmark {b['fullname']!r} has median {stats['median']!r}; expected > 0")
-        extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
-        options = b.get("options") if isinstance(b.get("options"), dict) else {}
-        benchmarks[b["fullname"]] = Benchmark(
-            fullname=b["fullname"], name=str(b.get("name", b["fullname"])), group=b.get("group"),
-            median=float(stats["median"]), iqr=float(stats["iqr"]), min=float(stats["min"]),
-            rounds=int(stats["rounds"]), timer=options.get("timer"), extra=extra,
-        )
+    benchmarks = [_benchmark(b, i, where) for i, b in enumerate(data["benchmarks"])]
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
-    return Run((path,), data["machine_info"], commit, data.get("datetime"), benchmarks)
+    return Run((path,), data["machine_info"], commit, data.get("datetime"), {b.fullname: b for b in benchmarks})
+
+
+def _benchmark(b: object, i: int, where: str) -> Benchmark:
+    """Entry ``i`` of a run's ``benchmarks`` list, checked for every field the report reads."""
+    stats = b.get("stats") if isinstance(b, dict) else None
+    if not isinstance(b, dict) or not isinstance(stats, dict) or not isinstance(b.get("fullname"), str) \
+            or not all(_number(stats.get(k)) for k in ("median", "iqr", "min", "rounds")):
+        raise ValueError(f"{where}: benchmark {i} lacks a 'fullname' or 'stats' with numeric "
+                         "median, iqr, min and rounds")
+    label = f"{where}: benchmark {b['fullname']!r}"
+    if stats["median"] <= 0:
+        raise ValueError(f"{label} has median {stats['median']!r}; expected > 0")
+    if stats["iqr"] < 0 or stats["min"] < 0:
+        raise ValueError(f"{label} has iqr {stats['iqr']!r} and min {stats['min']!r}; expected >= 0")
+    if stats["rounds"] < 1 or stats["rounds"] != int(stats["rounds"]):
+        raise ValueError(f"{label} has rounds {stats['rounds']!r}; expected a whole number >= 1")
+    name, group = b.get("name", b["fullname"]), b.get("group")
+    if not isinstance(name, str) or not (group is None or isinstance(group, str)):
+        raise ValueError(f"{label}: 'name' must be a string and 'group' a string or null, got {name!r}, {group!r}")
+    options = b.get("options") if isinstance(b.get("options"), dict) else {}
+    timer = options.get("timer")
+    if not (timer is None or isinstance(timer, str)):
+        raise ValueError(f"{label}: options.timer must be a string, got {timer!r}")
+    extra = b.get("extra_info") if isinstance(b.get("extra_info"), dict) else {}
+    if "widths" in extra or "errors" in extra:
+        widths, errors = extra.get("widths"), extra.get("errors")
+        if not (isinstance(widths, list) and isinstance(errors, list) and widths and len(widths) == len(errors)
+                and all(_number(v) and v > 0 for v in widths + errors)):
+            raise ValueError(f"{label}: extra_info 'widths' and 'errors' must be lists of positive numbers of "
+                             f"the same length, got {widths!r} and {errors!r}")
+    return Benchmark(fullname=b["fullname"], name=name, group=group, median=float(stats["median"]),
+                     iqr=float(stats["iqr"]), min=float(stats["min"]), rounds=int(stats["rounds"]), timer=timer,
+                     extra=extra)
 
 
 def best_of(runs: list[Run]) -> Run:
@@ -266,6 +304,7 @@ class MetricRow:
 @dataclass
 class Comparison:
     threshold: float
+    min_compared: float = MIN_COMPARED
     timings: list[TimingRow] = field(default_factory=list)
     metrics: list[MetricRow] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
@@ -290,6 +329,21 @@ class Comparison:
     @property
     def regressed(self) -> bool:
         return self.run_wide or any(r.regressed for r in self.timings) or any(m.regressed for m in self.metrics)
+
+    @property
+    def baseline_count(self) -> int:
+        """Benchmarks in the baseline: those compared and those missing from the run."""
+        return len(self.timings) + len(self.missing)
+
+    @property
+    def compared_share(self) -> float:
+        """The share of the baseline's benchmarks that were compared."""
+        return len(self.timings) / self.baseline_count if self.baseline_count else 0.0
+
+    @property
+    def incomplete(self) -> bool:
+        """Fewer than ``min_compared`` of the baseline's benchmarks were compared: the comparison cannot pass."""
+        return self.compared_share < self.min_compared
 
 
 def _tracked(extra: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -330,11 +384,13 @@ def _metric_rows(run: Run, base: Run | None, threshold: float) -> list[MetricRow
     return rows
 
 
-def compare(run: Run, base: Run, threshold: float = 0.10) -> Comparison:
+def compare(run: Run, base: Run, threshold: float = 0.10, min_compared: float = MIN_COMPARED) -> Comparison:
     """Compare ``run`` against ``base`` by the rules of the module docstring."""
     if not (_number(threshold) and threshold > 0):
         raise ValueError(f"threshold must be a positive number (0.10 = 10%), got {threshold!r}")
-    cmp = Comparison(threshold=threshold)
+    if not (_number(min_compared) and 0 <= min_compared <= 1):
+        raise ValueError(f"min_compared must be a fraction in [0, 1] (0.9 = 90%), got {min_compared!r}")
+    cmp = Comparison(threshold=threshold, min_compared=min_compared)
     cmp.warnings = list(base.warnings) + list(run.warnings) + machine_differences(base, run)
     common = [k for k in run.benchmarks if k in base.benchmarks]
     cmp.new = sorted(run.benchmarks[k].name for k in run.benchmarks if k not in base.benchmarks)
@@ -397,8 +453,8 @@ def _series(benches: list[Benchmark], x: str) -> dict[str, list[tuple[float, flo
     return {k: sorted(v) for k, v in groups.items() if len({p[0] for p in v}) > 1}
 
 
-def plot_throughput(run: Run, path: Path) -> Path | None:
-    """Throughput against n and against width per method (series with at least two points)."""
+def plot_throughput(run: Run) -> Figure | None:
+    """Throughput against n and against width per method (series with at least two points); None if none."""
     by_test: dict[str, list[Benchmark]] = {}
     for b in run.benchmarks.values():
         if _number(b.extra.get("throughput")) and _number(b.extra.get("n")):
@@ -429,10 +485,11 @@ def plot_throughput(run: Run, path: Path) -> Path | None:
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
 
 
-def plot_memory(run: Run, path: Path) -> Path | None:
+def plot_memory(run: Run) -> Figure | None:
+    """Peak memory of one call per benchmark, coloured by method; None if no benchmark recorded it."""
     benches = sorted((b for b in run.benchmarks.values() if _number(b.extra.get("peak_memory_bytes"))),
                      key=lambda b: (b.test, str(b.extra.get("method")), b.param))
     if not benches:
@@ -451,10 +508,11 @@ def plot_memory(run: Run, path: Path) -> Path | None:
     ax.legend(handles, methods, fontsize=6, loc="lower right")
     ax.set_title("Memory per method", fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
 
 
-def plot_width(run: Run, path: Path) -> Path | None:
+def plot_width(run: Run) -> Figure | None:
+    """Error against width, log-log, with the fitted lines; None if no benchmark recorded a curve."""
     curves = [b for b in run.benchmarks.values()
               if isinstance(b.extra.get("widths"), list) and isinstance(b.extra.get("errors"), list)]
     if not curves:
@@ -475,10 +533,11 @@ def plot_width(run: Run, path: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return fig
 
 
-def plot_ratios(cmp: Comparison, path: Path) -> Path | None:
+def plot_ratios(cmp: Comparison) -> Figure | None:
+    """Run median over baseline median per compared benchmark, regressions in red; None if none compared."""
     if not cmp.timings:
         return None
     plt = _plt()
@@ -497,14 +556,7 @@ def plot_ratios(cmp: Comparison, path: Path) -> Path | None:
     ax.legend(fontsize=7)
     ax.set_title("Timing ratios (red: regressed)", fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
-
-
-def _save(fig, plt, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -593,21 +645,11 @@ def _details_table(run: Run) -> list[str]:
     return lines
 
 
-def write_report(run: Run, out: str | Path, name: str, base: Run | None = None,
-                 threshold: float = 0.10) -> tuple[Path, Comparison | None]:
-    """Write ``<out>/<name>.md`` and its PNG figures; return the path and the comparison (None without a baseline)."""
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise ValueError(f"name must be a file stem of letters, digits, '.', '_' or '-', got {name!r}")
-    out = Path(out)
-    cmp = compare(run, base, threshold) if base is not None else None
-    figures = {
-        "throughput": plot_throughput(run, out / f"{name}-throughput.png"),
-        "memory": plot_memory(run, out / f"{name}-memory.png"),
-        "error vs width": plot_width(run, out / f"{name}-width.png"),
-        "timing ratios": plot_ratios(cmp, out / f"{name}-ratios.png") if cmp is not None else None,
-    }
+def _markdown(run: Run, name: str, base: Run | None, cmp: Comparison | None, threshold: float,
+              figures: dict[str, str]) -> str:
+    """The report's Markdown; ``figures`` maps each figure's caption to its file name."""
     lines = [f"# Benchmark report: {name}", "", f"Run: {_describe(run)}.", ""]
-    if cmp is None:
+    if cmp is None or base is None:
         lines += ["No baseline: the run alone.", ""]
         if run.warnings:
             lines += ["## Warnings", ""] + [f"- {w}" for w in run.warnings] + [""]
@@ -616,11 +658,14 @@ def write_report(run: Run, out: str | Path, name: str, base: Run | None = None,
         lines += [f"Baseline: {_describe(base)}.", ""]
         n_bad = sum(r.regressed for r in cmp.timings)
         m_bad = sum(m.regressed for m in cmp.metrics)
-        verdict = "**REGRESSED**" if cmp.regressed else "no regression"
+        verdict = "**REGRESSED**" if cmp.regressed else ("**INCOMPLETE**" if cmp.incomplete else "no regression")
         lines += [f"Verdict: {verdict}: {n_bad} of {len(cmp.timings)} timings regressed"
                   f"{', the run as a whole is slower' if cmp.run_wide else ''}; {m_bad} of {len(cmp.metrics)} "
                   f"tracked metrics outside their bands; {len(cmp.new)} new, {len(cmp.missing)} missing "
                   "benchmarks.", ""]
+        lines += [f"Coverage: {len(cmp.timings)} of the baseline's {cmp.baseline_count} benchmarks compared "
+                  f"({cmp.compared_share:.0%}); a complete comparison needs {cmp.min_compared:.0%} (--min-compared)"
+                  + (": this one is incomplete and cannot pass." if cmp.incomplete else "."), ""]
         if cmp.warnings:
             lines += ["## Warnings", ""] + [f"- {w}" for w in cmp.warnings] + [""]
         lines += ["## Timings", ""] + _rule_text(cmp) + [""] + _timing_table(cmp) + [""]
@@ -635,12 +680,42 @@ def write_report(run: Run, out: str | Path, name: str, base: Run | None = None,
         lines += ["## New and missing benchmarks", "", "Not compared.", ""]
         lines += [f"- new (run only): `{n}`" for n in cmp.new] + [f"- missing (baseline only): `{n}`" for n in cmp.missing]
         lines += [""]
-    shown = {k: v for k, v in figures.items() if v is not None}
-    if shown:
-        lines += ["## Figures", ""] + [f"![{k}]({v.name})\n" for k, v in shown.items()]
+    if figures:
+        lines += ["## Figures", ""] + [f"![{k}]({v})\n" for k, v in figures.items()]
     lines += ["## Run details", "", "Medians and minima of the run's rounds; throughput and memory as the benchmark "
               "recorded them in `extra_info`.", ""] + _details_table(run)
-    path = out / f"{name}.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: Run, out: str | Path, name: str, base: Run | None = None, threshold: float = 0.10,
+                 min_compared: float = MIN_COMPARED) -> tuple[Path, Comparison | None]:
+    """Write ``<out>/<name>.md`` and its PNG figures; return the path and the comparison (None without a baseline).
+
+    Everything is computed and drawn first; the files are then put in place together, figures
+    first and the Markdown last (:func:`ntkcheck._atomic.staged`): an error or an interruption
+    leaves the previous report and figures as they were.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ValueError(f"name must be a file stem of letters, digits, '.', '_' or '-', got {name!r}")
+    out = check_out_folder(Path(out), "out")
+    cmp = compare(run, base, threshold, min_compared) if base is not None else None
+    drawn = {
+        ("throughput", "throughput"): plot_throughput(run),
+        ("memory", "memory"): plot_memory(run),
+        ("error vs width", "width"): plot_width(run),
+        ("timing ratios", "ratios"): plot_ratios(cmp) if cmp is not None else None,
+    }
+    drawn = {key: fig for key, fig in drawn.items() if fig is not None}
+    try:
+        text = _markdown(run, name, base, cmp, threshold,
+                         {caption: f"{name}-{suffix}.png" for caption, suffix in drawn})
+        with staged(out) as stage:
+            for (_, suffix), fig in drawn.items():
+                fig.savefig(stage.path(f"{name}-{suffix}.png"), dpi=110)
+            path = stage.write_text(f"{name}.md", text)
+    finally:
+        if drawn:
+            plt = _plt()
+            for fig in drawn.values():
+                plt.close(fig)
     return path, cmp

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from hypothesis import strategies as st
 
+from ntkcheck._validation import check_positive_int, check_seed
 from ntkcheck.networks import ACTIVATIONS, MLP
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -84,7 +85,8 @@ def inputs(
     """n inputs in R^d from ``seed``: standard normal rows, or with ``unit_ball=True`` points drawn
     uniformly from the closed unit ball (direction uniform, radius U^(1/d); seed 001 Lemma 3 assumes
     |x| <= 1)."""
-    gen = torch.Generator().manual_seed(seed)
+    n, d = check_positive_int(n, "n"), check_positive_int(d, "d")
+    gen = torch.Generator().manual_seed(check_seed(seed, "seed"))
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)
     if unit_ball:
         radius = torch.rand(n, 1, generator=gen, dtype=torch.float64) ** (1.0 / d)

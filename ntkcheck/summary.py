@@ -7,12 +7,14 @@ layerwise kernel against the jacobian method; the result is a Markdown report.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
+from ntkcheck._atomic import staged
 from ntkcheck.empirical import ntk
 from ntkcheck.networks import MLP
 
@@ -27,8 +29,11 @@ class SummaryRow:
     jacobian_s: float
 
 
-def _timed(fn) -> tuple[torch.Tensor, float]:
-    fn()  # warm-up
+def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
+    """The result of ``fn()`` and the seconds of one call after a warm-up call."""
+    warm = fn()
+    if warm.is_cuda:
+        torch.cuda.synchronize(warm.device)  # the warm-up's kernels must not count in the timed call
     t0 = time.perf_counter()
     out = fn()
     if out.is_cuda:
@@ -64,7 +69,7 @@ def run_summary(device: torch.device, *, quick: bool = False) -> list[SummaryRow
 
 
 def write_summary(rows: list[SummaryRow], device: torch.device, path: Path) -> Path:
-    """Write the summary table as Markdown to ``path``."""
+    """Write the summary table as Markdown to ``path``, atomically (an interruption leaves the previous one)."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     lines = [
         "# ntkcheck kernel summary",
@@ -79,6 +84,5 @@ def write_summary(rows: list[SummaryRow], device: torch.device, path: Path) -> P
             f"| `{r.architecture}` | {r.n} | {r.dtype} | {r.max_disagreement:.2e} | {r.layerwise_s:.4f} "
             f"| {r.jacobian_s:.4f} | {r.jacobian_s / r.layerwise_s:.1f}x |"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    with staged(path.parent) as stage:
+        return stage.write_text(path.name, "\n".join(lines) + "\n")

@@ -10,27 +10,53 @@
   those of W^(L-1), b^(L-1), W^(L) double (Thm 10).
 
 Every returned module is new and owns copies of the parameters (training it does not
-move ``model``).  Each copy keeps its original's ``requires_grad``: a frozen layer of
-``model`` is frozen in both branches of :func:`asi` / :func:`rnd` and in the doubled
-network, so every kernel counts the same trainable parameters as ``model``'s (Thm 9's
-``1/2 k + 1/2 k`` is a sum over the trainable parameters of the two branches).
+move ``model``).  The two branches of an :class:`AntiSymmetric` module draw the same
+random numbers in each forward pass (dropout masks, noise layers), so ASI's output
+is 0 at init in train mode too.  Each copy keeps its original's ``requires_grad``: a
+frozen layer of ``model`` is frozen in both branches of :func:`asi` / :func:`rnd` and in
+the doubled network, so every kernel counts the same trainable parameters as
+``model``'s (Thm 9's ``1/2 k + 1/2 k`` is a sum over the trainable parameters of the
+two branches).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
+from ntkcheck._validation import check_finite_float, check_generator
 from ntkcheck.networks import MLP, Linear
 
 ASI_SCALE = math.sqrt(2.0) / 2.0
 
 
+def _cuda_indices(module: nn.Module, args: Iterable[object]) -> list[int]:
+    """The CUDA devices of ``module``'s parameters and buffers and of the tensors in ``args``."""
+    if not torch.cuda.is_initialized():  # no tensor can be on a CUDA device yet (and the check is cheap)
+        return []
+    tensors = [*args, *module.parameters(), *module.buffers()]
+    return sorted({t.device.index or 0 for t in tensors if isinstance(t, torch.Tensor) and t.is_cuda})
+
+
+def _features(module: nn.Module) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` where the module declares both as ints (MLP, Linear, nn.Linear)."""
+    dims = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    return dims if all(isinstance(d, int) for d in dims) else None  # type: ignore[return-value]
+
+
 class AntiSymmetric(nn.Module):
-    """``scale * plus(x) - scale * minus(x)``: two branches of one architecture.
+    """``scale * plus(*args, **kwargs) - scale * minus(*args, **kwargs)``: two branches of one architecture.
+
+    Both branches receive the same arguments and draw the same random numbers: the
+    second runs from the global RNG state (CPU and the CUDA devices of the inputs and
+    parameters) the first started from, so dropout masks and noise agree between them.
+    Their outputs must be tensors of one shape (checked at construction where both
+    branches declare ``in_features``/``out_features``, and at every forward pass).
 
     Parameter names are ``plus.<name>`` and ``minus.<name>``; :func:`merge_branches`
     maps a per-parameter kernel dict of this module back onto the branch's names.
@@ -38,19 +64,43 @@ class AntiSymmetric(nn.Module):
 
     def __init__(self, plus: nn.Module, minus: nn.Module, scale: float = ASI_SCALE) -> None:
         super().__init__()
+        for name, branch in (("plus", plus), ("minus", minus)):
+            if not isinstance(branch, nn.Module):
+                raise TypeError(f"{name} must be a torch.nn.Module, got {type(branch).__name__}")
+        if plus is minus:
+            raise ValueError("plus and minus must be distinct modules: one module in both branches "
+                             "makes the output and its gradient identically 0")
+        dims = _features(plus), _features(minus)
+        if None not in dims and dims[0] != dims[1]:
+            raise ValueError(
+                f"plus and minus must have the same in/out features, got plus {dims[0][0]} -> {dims[0][1]} "
+                f"and minus {dims[1][0]} -> {dims[1][1]}"
+            )
         self.plus = plus
         self.minus = minus
-        self.scale = float(scale)
+        self.scale = check_finite_float(scale, "scale")
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * (self.plus(x) - self.minus(x))
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        with torch.random.fork_rng(devices=_cuda_indices(self, [*args, *kwargs.values()])):
+            plus = self.plus(*args, **kwargs)
+        minus = self.minus(*args, **kwargs)
+        if not isinstance(plus, torch.Tensor) or not isinstance(minus, torch.Tensor):
+            raise TypeError(f"plus and minus must return tensors, got plus {type(plus).__name__} "
+                            f"and minus {type(minus).__name__}")
+        if plus.shape != minus.shape:
+            raise ValueError(f"plus and minus must return outputs of one shape, got plus {tuple(plus.shape)} "
+                             f"and minus {tuple(minus.shape)}")
+        return self.scale * (plus - minus)
 
 
 def _check_module(model: object, name: str = "model") -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    if not any(p.requires_grad for p in model.parameters()):
-        raise ValueError(f"{name} has no trainable parameters")
+    params = list(model.parameters())
+    if not params:
+        raise ValueError(f"{name} ({type(model).__name__}) has no parameters: its kernel would be 0")
+    if not any(p.requires_grad for p in params):
+        raise ValueError(f"{name} has no trainable parameters: all {len(params)} have requires_grad=False")
     return model
 
 
@@ -94,9 +144,13 @@ def _redrawn(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
             f"model holds parameters in {missing}, which have no reset_parameters(); "
             "rnd cannot redraw them from their init distribution"
         )
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    device = generator.device if generator is not None else None
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
+    devices = _cuda_indices(twin, [])
+    with torch.random.fork_rng(devices=devices):  # seeds only the generators reset_parameters draws from
+        torch.random.default_generator.manual_seed(seed)
+        for index in devices:
+            torch.cuda.default_generators[index].manual_seed(seed)
         for m in owners:
             m.reset_parameters()
     return twin
@@ -109,9 +163,11 @@ def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymme
     is a fresh draw from ``model``'s init distribution (``MLP.reinitialized``; for
     other modules each submodule's ``reset_parameters`` seeded from ``generator``).
     Every parameter is redrawn, frozen ones too (theta' is an independent network);
-    both branches keep ``model``'s ``requires_grad`` pattern.
+    both branches keep ``model``'s ``requires_grad`` pattern.  The branches differ in
+    their parameters only: like ASI's, they share each forward pass's random numbers.
     """
     _check_module(model)
+    check_generator(generator, "generator")
     return AntiSymmetric(_copy(model), _redrawn(model, generator))
 
 
@@ -126,6 +182,7 @@ def double_last_layer(mlp: MLP) -> MLP:
     """
     if not isinstance(mlp, MLP):
         raise TypeError(f"mlp must be an ntkcheck.MLP, got {type(mlp).__name__}")
+    _check_module(mlp, "mlp")
     if not mlp.widths:
         raise ValueError("mlp must have at least one hidden layer to double (widths is empty)")
     doubled = _copy(mlp)
@@ -149,10 +206,18 @@ def merge_branches(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     ``{"layers.0.weight": K1 + K2}``: the names of the original module, so the
     ASI kernel can be compared layer by layer with the original's (Thm 9).
     """
+    if not isinstance(per_param, dict):
+        raise TypeError(f"per_param must be a dict of parameter name -> kernel tensor, got {type(per_param).__name__}")
     merged: dict[str, torch.Tensor] = {}
     for name, k in per_param.items():
+        if not isinstance(name, str) or not isinstance(k, torch.Tensor):
+            raise TypeError(f"per_param must map str names to tensors, got {type(name).__name__} {name!r} -> "
+                            f"{type(k).__name__}")
         branch, _, rest = name.partition(".")
         if branch not in ("plus", "minus") or not rest:
             raise ValueError(f"per_param key {name!r} is not a parameter of an AntiSymmetric module")
+        if rest in merged and merged[rest].shape != k.shape:
+            raise ValueError(f"per_param kernels of plus.{rest} and minus.{rest} differ in shape: "
+                             f"{tuple(merged[rest].shape)} and {tuple(k.shape)}")
         merged[rest] = merged[rest] + k if rest in merged else k
     return merged

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import ntkcheck.testing.properties as _properties
+from ntkcheck._atomic import staged
 from ntkcheck.reproduce import Reproduction
 from ntkcheck.testing.claims import CLAIMS
 from ntkcheck.testing.mutation import run_mutants, xdist_args
@@ -69,9 +70,14 @@ def _verdict(rec: dict | None, ex: dict | None, failed: list[str]) -> str:
     return "holds"
 
 
+def _width_curves(series: dict) -> dict:
+    return {k: v for k, v in series.items() if k.startswith("width")}
+
+
 def plot_series(series: dict, path: Path) -> Path | None:
-    """Log-log plot of the recorded width-convergence curves with their fitted slopes."""
-    curves = {k: v for k, v in series.items() if k.startswith("width")}
+    """Log-log plot of the recorded width-convergence curves with their fitted slopes, saved to ``path``
+    (None, and nothing written, when no curve was recorded)."""
+    curves = _width_curves(series)
     if not curves:
         return None
     import matplotlib
@@ -91,9 +97,10 @@ def plot_series(series: dict, path: Path) -> Path | None:
     ax.set_title("Width convergence (theory: slope -1/2)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -169,7 +176,17 @@ def _mutant_lines(mutants: list[dict]) -> list[str]:
 def write_report(records: dict, path: Path, *, profile: str, device: str, dtype: str, seconds: float,
                  figure: Path | None, reproductions: list[tuple[Reproduction, Path]] | None = None,
                  mutants: list[dict] | None = None) -> Path:
-    """The claims report as Markdown, written atomically (an interrupted run leaves the old report)."""
+    """Write :func:`report_text` to ``path`` atomically (an interrupted run leaves the old report)."""
+    text = report_text(records, profile=profile, device=device, dtype=dtype, seconds=seconds, figure=figure,
+                       reproductions=reproductions, mutants=mutants)
+    with staged(path.parent) as stage:
+        return stage.write_text(path.name, text)
+
+
+def report_text(records: dict, *, profile: str, device: str, dtype: str, seconds: float, figure: Path | None,
+                reproductions: list[tuple[Reproduction, Path]] | None = None,
+                mutants: list[dict] | None = None) -> str:
+    """The claims report as Markdown: one row per claim, the tolerances used, curves, mutants, reproductions."""
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "CPU"
     head = ["claim", "reference", "examples run", "discarded", "checks", "worst error: the quantity",
             "its tolerance", "verdict"] + (["mutants it killed"] if mutants is not None else [])
@@ -200,11 +217,7 @@ def write_report(records: dict, path: Path, *, profile: str, device: str, dtype:
         lines += _mutant_lines(mutants)
     if reproductions:
         lines += _reproduction_lines(reproductions)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
-    return path
+    return "\n".join(lines) + "\n"
 
 
 def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", out: Path = Path("reports"),
@@ -217,10 +230,18 @@ def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", 
     With ``mutants`` (a list of names; empty for the whole catalogue) the properties also run
     once per mutant (:mod:`ntkcheck.testing.mutation`) and the report gives the mutation score;
     a surviving mutant makes the exit code 1.  ``workers`` > 1 runs pytest-xdist workers.
+
+    Raises ``RuntimeError`` and writes nothing when no claim ran at all (a collection error,
+    a device the properties cannot run on, a ``-k`` that selects nothing): a report of
+    claims all "NOT RUN" would say nothing, so the previous report stays in place.
     """
     start = time.perf_counter()
     code, records = run_properties(profile=profile, device=device, dtype=dtype,
                                    extra=[*xdist_args(workers), *(extra or [])])
+    if not any(r.get("checks") for r in records.get("records", {}).values()) \
+            and not any(e.get("examples") for e in records.get("examples", {}).values()):
+        raise RuntimeError(f"no claim ran (pytest exit status {code}; its output above says why), "
+                           f"so no report was written and {out} is as it was")
     done = run_reproductions(device=device, out=out) if reproductions else []
     if any(not r.holds and not r.skipped for r, _ in done):
         code = code or 1
@@ -232,7 +253,12 @@ def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", 
             code = code or 1
     seconds = time.perf_counter() - start
     stem = f"claims-{device.split(':')[0]}-{dtype}"
-    figure = plot_series(records.get("series", {}), out / f"{stem}-width.png")
-    report = write_report(records, out / f"{stem}.md", profile=profile, device=device, dtype=dtype,
-                          seconds=seconds, figure=figure, reproductions=done, mutants=outcomes)
+    series = records.get("series", {})
+    with staged(out) as stage:  # figure and report land together, the report last
+        figure = out / f"{stem}-width.png" if _width_curves(series) else None
+        if figure is not None:
+            plot_series(series, stage.path(figure.name))
+        report = stage.write_text(f"{stem}.md", report_text(
+            records, profile=profile, device=device, dtype=dtype, seconds=seconds, figure=figure,
+            reproductions=done, mutants=outcomes))
     return VerifyResult(code, report, figure, records, seconds)

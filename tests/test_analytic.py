@@ -268,3 +268,21 @@ def test_bad_arguments_are_refused(kernel) -> None:
         kernel(model, [[0.0, 0.0, 0.0]])
     with pytest.raises(TypeError, match="x2"):
         kernel(model, x, x.float())
+
+
+@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
+def test_activation_without_a_kernel_is_named(kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An activation added to ACTIVATIONS that has no Gaussian expectations here is refused by name."""
+    monkeypatch.setitem(ACTIVATIONS, "silu", torch.nn.functional.silu)
+    model = make_mlp([8], "silu")
+    with pytest.raises(ValueError, match=r"'silu' has no infinite-width kernel.*\['erf', 'gelu'"):
+        kernel(model, make_inputs(3))
+
+
+@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
+@pytest.mark.parametrize("which", ["x1", "x2"])
+def test_meta_inputs_refused(kernel, which: str) -> None:
+    x = make_inputs(3)
+    args = {"x1": x, "x2": x, which: torch.empty(3, 3, dtype=DTYPE, device="meta")}
+    with pytest.raises(ValueError, match=f"{which} is on the meta device: it holds no values"):
+        kernel(make_mlp([8], "relu"), args["x1"], args["x2"])

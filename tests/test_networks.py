@@ -167,3 +167,37 @@ def test_double_last_layer_needs_an_mlp_with_hidden_layers():
 def test_merge_branches_rejects_foreign_names():
     with pytest.raises(ValueError, match="per_param key 'layers.0.weight'"):
         nk.merge_branches({"layers.0.weight": torch.zeros(1)})
+
+
+# ---- dtype and device -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, dtype", [("float32", torch.float32), ("float64", torch.float64)])
+def test_dtype_by_name_is_the_torch_dtype(name, dtype):
+    """dtype='float64' builds the network dtype=torch.float64 builds, draw for draw."""
+    by_name = nk.MLP(3, [4], dtype=name, generator=torch.Generator().manual_seed(0))
+    by_dtype = nk.MLP(3, [4], dtype=dtype, generator=torch.Generator().manual_seed(0))
+    assert all(p.dtype == dtype for p in by_name.parameters())
+    assert all(torch.equal(p, q) for p, q in zip(by_name.parameters(), by_dtype.parameters()))
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool, torch.complex64, "int64", float])
+def test_non_floating_dtype_refused(dtype):
+    with pytest.raises((TypeError, ValueError), match="dtype must be"):
+        nk.MLP(3, [4], dtype=dtype)
+
+
+def test_integer_dtype_is_a_type_error():
+    with pytest.raises(TypeError, match=r"dtype must be a floating dtype.*torch\.int64"):
+        nk.MLP(3, [4], dtype=torch.int64)
+
+
+def test_unavailable_device_refused_with_the_available_ones():
+    missing = f"cuda:{torch.cuda.device_count()}"  # one past the last CUDA device: never present
+    with pytest.raises(ValueError, match=rf"device '{missing}' is not available.*available here: \['cpu'"):
+        nk.MLP(3, [4], device=missing)
+
+
+def test_device_that_is_no_device_name_refused():
+    with pytest.raises(ValueError, match="device 'gpu' is not a device name"):
+        nk.MLP(3, [4], device="gpu")

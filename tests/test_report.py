@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -228,7 +229,15 @@ def test_metric_without_baseline_never_fails(tmp_path, capsys):
     (run_json([]), "RUN .* holds no benchmarks"),
     (run_json([{"fullname": "x", "stats": {"median": "fast"}}]), "RUN .* benchmark 0 lacks"),
     (run_json([bench("a", 0.0)]), "RUN .* has median 0.0"),
-])
+    (run_json([bench("a", 1.0, rounds=0)]), r"RUN .* has rounds 0; expected a whole number >= 1"),
+    (run_json([bench("a", 1.0, iqr=-0.1)]), r"RUN .* has iqr -0.1 and min 0.97; expected >= 0"),
+    (run_json([{**bench("a", 1.0), "options": {"timer": ["perf_counter"]}}]), r"RUN .* options.timer must be a string"),
+    (run_json([{**bench("a", 1.0), "name": 7}]), r"RUN .* 'name' must be a string"),
+    (run_json([bench("a", 1.0, extra={"widths": [64, 128], "errors": ["0.3", 0.2]})]),
+     r"RUN .* extra_info 'widths' and 'errors' must be lists of positive numbers of the same length"),
+    (run_json([bench("a", 1.0, extra={"widths": [64, 128], "errors": [0.3]})]), r"RUN .* 'widths' and 'errors'"),
+], ids=["missing", "not-json", "not-benchmark-json", "no-benchmarks", "stats-not-numeric", "median-zero",
+        "rounds-zero", "iqr-negative", "timer-not-str", "name-not-str", "errors-not-numbers", "curve-lengths-differ"])
 def test_bad_input_names_the_argument(tmp_path, content, message):
     path = tmp_path / "missing.json" if content is None else write(tmp_path, "bad.json", content)
     with pytest.raises(ValueError, match=message):
@@ -303,3 +312,97 @@ def test_baseline_dir_picks_the_machine_kind(tmp_path, capsys):
     assert "no baseline for machine kind" in capsys.readouterr().out
     write(stored.mkdir() or stored, f"{KIND}.json", run_json([bench(k, v) for k, v in medians().items()]))
     assert main(["report", str(path), "--baseline-dir", str(stored), "--out", str(tmp_path)]) == 1
+
+
+def test_malformed_figure_data_writes_nothing(tmp_path, capsys):
+    """A width curve of strings used to fail after the first figures were written, leaving orphan PNGs."""
+    entries = _rich_run(1.0)
+    entries["benchmarks"][-1]["extra_info"]["errors"] = ["0.3", "0.2", "0.1", "0.05"]
+    path = write(tmp_path, "odd.json", entries)
+    out = tmp_path / "reports"
+    assert main(["report", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ntkcheck report: error: RUN (") and "'errors'" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kill", [RuntimeError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])
+def test_interrupted_report_leaves_the_previous_one_whole(tmp_path, capsys, monkeypatch, kill):
+    """A kill while the figures are written: the previous Markdown and figures stay, no temporaries remain."""
+    import matplotlib.figure
+
+    base = write(tmp_path, "base.json", _rich_run(1.0))
+    slow = write(tmp_path, "slow.json", _rich_run(4.0))
+    out = tmp_path / "reports"
+    assert main(["report", str(base), "--out", str(out), "--name", "r"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["r-memory.png", "r-throughput.png", "r-width.png", "r.md"]
+    real, calls = matplotlib.figure.Figure.savefig, []
+
+    def dies_on_second(self, fname, *args, **kwargs):
+        calls.append(fname)
+        if len(calls) == 2:
+            Path(fname).write_bytes(b"")  # the file was opened, then the process died
+            raise kill
+        return real(self, fname, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", dies_on_second)
+    monkeypatch.delenv("NTKCHECK_DEBUG", raising=False)
+    code = None
+    with contextlib.suppress(type(kill)):
+        code = main(["report", str(slow), "--baseline", str(base), "--out", str(out), "--name", "r"])
+    assert len(calls) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert code == (130 if isinstance(kill, KeyboardInterrupt) else 3)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ntkcheck report: ")
+
+
+# --- coverage: a comparison that compared (almost) nothing cannot pass --------------------------------------
+
+
+def test_baseline_sharing_no_benchmark_fails_and_lists_the_missing(tmp_path, capsys):
+    base = write(tmp_path, "base.json", run_json([bench(f"case{i}", 0.001) for i in range(54)]))
+    other = write(tmp_path, "other.json", run_json([bench(f"case{i}", 0.001, test="test_other") for i in range(54)]))
+    assert main(["report", str(other), "--baseline", str(base), "--out", str(tmp_path / "r")]) == 3
+    out = capsys.readouterr().out
+    assert "0 timings and 0 metrics compared, 0 regressed; 54 new, 54 missing" in out
+    assert "INCOMPLETE: 0 of the baseline's 54 benchmarks compared (0%), fewer than --min-compared 0.9" in out
+    listed = [line.strip() for line in out.splitlines() if line.startswith("  test_speed[")]
+    assert len(listed) == 20 and set(listed) < {f"test_speed[case{i}]" for i in range(54)}
+    assert "  ... and 34 more (all listed in " in out
+    text = (tmp_path / "r" / "bench-other.md").read_text()
+    assert "Verdict: **INCOMPLETE**" in text and text.count("- missing (baseline only): ") == 54
+    assert "Coverage: 0 of the baseline's 54 benchmarks compared (0%)" in text
+
+
+@pytest.mark.parametrize("kept,args,code", [
+    (1, [], 3),  # 1 of 54
+    (48, [], 3),  # 89%
+    (49, [], 0),  # 91%
+    (1, ["--min-compared", "0"], 0),  # the gate switched off
+    (54, ["--min-compared", "1"], 0),
+])
+def test_min_compared_gate(tmp_path, capsys, kept, args, code):
+    base = write(tmp_path, "base.json", run_json([bench(f"case{i}", 0.001) for i in range(54)]))
+    run = write(tmp_path, "run.json", run_json([bench(f"case{i}", 0.001) for i in range(kept)]))
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path), *args]) == code
+    assert ("INCOMPLETE" in capsys.readouterr().out) is (code == 3)
+
+
+def test_regression_takes_precedence_over_an_incomplete_comparison(load):
+    base = load(run_json([bench(f"case{i}", 0.001) for i in range(10)]))
+    run = load(run_json([bench("case0", 0.003)]))
+    cmp = report.compare(run, base, 0.10)
+    assert cmp.incomplete and cmp.regressed and cmp.compared_share == pytest.approx(0.1)
+    assert not report.compare(run, base, 0.10, min_compared=0.1).incomplete
+    with pytest.raises(ValueError, match="min_compared must be a fraction in"):
+        report.compare(run, base, 0.10, min_compared=1.5)
+
+
+def test_incomplete_comparison_with_a_regression_exits_1(tmp_path, capsys):
+    base = write(tmp_path, "base.json", run_json([bench(f"case{i}", 0.001) for i in range(10)]))
+    run = write(tmp_path, "run.json", run_json([bench("case0", 0.003)]))
+    assert main(["report", str(run), "--baseline", str(base), "--out", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSED test_speed[case0]" in out and "INCOMPLETE: 1 of the baseline's 10" in out
