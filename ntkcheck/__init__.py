@@ -12,7 +12,19 @@ from ntkcheck.empirical import ntk
 from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, mse_flow, mse_gd, ode_flow
 from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
-from ntkcheck.networks import ACTIVATIONS, MLP, Linear
+from ntkcheck.networks import (
+    ACTIVATIONS,
+    CNN,
+    MLP,
+    Conv1d,
+    Conv2d,
+    Embedding,
+    LayerNorm,
+    Linear,
+    ResNet,
+    SelfAttention,
+    Transformer,
+)
 from ntkcheck.solvers import (
     Decomposition,
     SingularKernelError,
@@ -29,12 +41,17 @@ from ntkcheck.transforms import AntiSymmetric, asi, double_last_layer, merge_bra
 __all__ = [
     "ACTIVATIONS",
     "AntiSymmetric",
+    "CNN",
+    "Conv1d",
+    "Conv2d",
     "ConvergenceWarning",
     "CrossEntropy",
     "Decomposition",
     "DistLoss",
     "DivergenceWarning",
+    "Embedding",
     "KernelMemoryError",
+    "LayerNorm",
     "LayerwiseUnsupportedError",
     "Linear",
     "Linearized",
@@ -43,9 +60,12 @@ __all__ = [
     "MLP",
     "MSE",
     "Mixture",
+    "ResNet",
+    "SelfAttention",
     "SingularKernelError",
     "TrainResult",
     "TrainingDivergedError",
+    "Transformer",
     "analytic_nngp",
     "analytic_ntk",
     "asi",

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ntkcheck._validation import check_finite_float, check_generator
-from ntkcheck.networks import MLP, Linear
+from ntkcheck.networks import CNN, FAMILIES, MLP, Linear, ResNet, Transformer
 
 ASI_SCALE = math.sqrt(2.0) / 2.0
 
@@ -132,7 +132,7 @@ def asi(model: nn.Module) -> AntiSymmetric:
 
 def _redrawn(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
     """A copy of ``model`` with parameters drawn afresh from its init distribution."""
-    if isinstance(model, MLP):
+    if isinstance(model, FAMILIES):
         return _same_freezing(model, model.reinitialized(generator))
     if isinstance(model, AntiSymmetric):
         return AntiSymmetric(_redrawn(model.plus, generator), _redrawn(model.minus, generator), model.scale)
@@ -160,7 +160,8 @@ def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymme
     """The RND control of seed 000 Fig 2c: ASI's form with an independent second branch.
 
     ``h_RND(x) = (sqrt 2/2) h(x; theta) - (sqrt 2/2) h(x; theta')`` where ``theta'``
-    is a fresh draw from ``model``'s init distribution (``MLP.reinitialized``; for
+    is a fresh draw from ``model``'s init distribution (``reinitialized`` of an ntkcheck
+    ``MLP``, ``CNN``, ``ResNet`` or ``Transformer``; for
     other modules each submodule's ``reset_parameters`` seeded from ``generator``).
     Every parameter is redrawn, frozen ones too (theta' is an independent network);
     both branches keep ``model``'s ``requires_grad`` pattern.  The branches differ in
@@ -171,31 +172,52 @@ def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymme
     return AntiSymmetric(_copy(model), _redrawn(model, generator))
 
 
-def double_last_layer(mlp: MLP) -> MLP:
-    """The doubling trick of seed 000 §12 (Chizat & Bach 2018) applied to an :class:`MLP`.
-
-    With L weight layers: ``W'^[L] = (W^[L], -W^[L])``, ``W'^[L-1] = (W^[L-1]; W^[L-1])``,
-    ``b'^[L-1] = (b^[L-1]; b^[L-1])``, lower layers unchanged.  As in Chizat & Bach
-    (and the section's note) the output layer has no bias.  Every layer keeps its
-    multipliers, so the doubled network's per-layer kernels are exactly those of
-    Thm 10: 0 for layers <= L-2, twice the original's for W^[L-1], b^[L-1], W^[L].
-    """
-    if not isinstance(mlp, MLP):
-        raise TypeError(f"mlp must be an ntkcheck.MLP, got {type(mlp).__name__}")
-    _check_module(mlp, "mlp")
-    if not mlp.widths:
-        raise ValueError("mlp must have at least one hidden layer to double (widths is empty)")
-    doubled = _copy(mlp)
-    hidden, out = mlp.layers[-2], mlp.layers[-1]
+def _double(layers: nn.ModuleList, original: nn.ModuleList) -> None:
+    """Replace the last two :class:`Linear` s of ``layers`` (a copy of ``original``) by their doubled versions."""
+    hidden, out = original[-2], original[-1]
     with torch.no_grad():
         w_h = torch.cat([hidden.weight, hidden.weight], dim=0).clone()
         b_h = None if hidden.bias is None else torch.cat([hidden.bias, hidden.bias]).clone()
         w_o = torch.cat([out.weight, -out.weight], dim=1).clone()
-    doubled.layers[-2] = _same_freezing(
+    layers[-2] = _same_freezing(
         hidden, Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult))
-    doubled.layers[-1] = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
-    doubled.layers[-1].weight.requires_grad_(out.weight.requires_grad)
-    doubled.widths = (*mlp.widths[:-1], 2 * mlp.widths[-1])
+    layers[-1] = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
+    layers[-1].weight.requires_grad_(out.weight.requires_grad)
+
+
+Doublable = MLP | CNN | ResNet | Transformer
+
+
+def double_last_layer(mlp: Doublable) -> Doublable:
+    """The doubling trick of seed 000 §12 (Chizat & Bach 2018) on a ``Linear -> activation -> Linear`` top.
+
+    The top is an :class:`MLP`'s last hidden and output layers, or the head of a
+    :class:`CNN`, :class:`ResNet` or :class:`Transformer` built with ``head_width``.
+    With L weight layers: ``W'^[L] = (W^[L], -W^[L])``, ``W'^[L-1] = (W^[L-1]; W^[L-1])``,
+    ``b'^[L-1] = (b^[L-1]; b^[L-1])``, lower layers unchanged.  As in Chizat & Bach
+    (and the section's note) the output layer has no bias.  Every layer keeps its
+    multipliers, so the doubled network's per-layer kernels are exactly those of
+    Thm 10: 0 for every layer below W^[L-1] (the whole body of a CNN, ResNet or
+    Transformer), twice the original's for W^[L-1], b^[L-1], W^[L].
+    """
+    if not isinstance(mlp, FAMILIES):
+        raise TypeError(f"mlp must be an ntkcheck.MLP, CNN, ResNet or Transformer, got {type(mlp).__name__}")
+    _check_module(mlp, "mlp")
+    if isinstance(mlp, MLP):
+        if not mlp.widths:
+            raise ValueError("mlp must have at least one hidden layer to double (widths is empty)")
+        doubled = _copy(mlp)
+        _double(doubled.layers, mlp.layers)
+        doubled.widths = (*mlp.widths[:-1], 2 * mlp.widths[-1])
+        return doubled
+    if mlp.head_width is None:
+        raise ValueError(
+            f"mlp must have a head Linear -> activation -> Linear to double, but this {type(mlp).__name__}'s "
+            f"head is the single layer {mlp.head.layers[0]!r} (build it with head_width=...)")
+    doubled = _copy(mlp)
+    _double(doubled.head.layers, mlp.head.layers)
+    doubled.head_width = 2 * mlp.head_width
+    doubled.arch = {**mlp.arch, "head_width": doubled.head_width}
     return doubled
 
 

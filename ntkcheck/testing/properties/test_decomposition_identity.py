@@ -63,7 +63,8 @@ def check_interpolant(k, y, kt, h_train, h_test, ref: Reference, ctx: str, label
     total_ref = flat(h_test) + ref.at_test(r)
     check_close(flat(interpolate(k, y, kt, h_ini_train=h_train, h_ini_test=h_test)), total_ref, tol=fwd_tol,
                 scale=ref.forward_scale(r, h_test), claim=CLAIM, context=ctx,
-                what=f"{label}: interpolate(h_ini) at test points vs h_ini + J(T) lstsq(J, Y - h_ini(X))")
+                what=f"{label}: interpolate(h_ini) at test points vs h_ini + J(T) lstsq(J, Y - h_ini(X)) "
+                     "(units of the forward-error bound)")
     # (c) the terms of eq (6), each against its own lstsq solve
     d = decompose(k, y, kt, h_train, h_test)
     unbiased_ref, fit_ref = ref.at_test(y), ref.at_test(h_train)
@@ -73,7 +74,7 @@ def check_interpolant(k, y, kt, h_train, h_test, ref: Reference, ctx: str, label
              ("init_bias h_ini - h_k(.; 0, X, h_ini(X))", d.init_bias, flat(h_test) - fit_ref, h_train, h_test))
     for name, got, expected, rhs, h in terms:
         check_close(flat(got), expected, tol=fwd_tol, scale=ref.forward_scale(rhs, h), claim=CLAIM, context=ctx,
-                    what=f"{label}: decompose {name} vs lstsq on the Jacobian")
+                    what=f"{label}: decompose {name} vs lstsq on the Jacobian (units of the forward-error bound)")
     both = ref.forward_scale(y, h_test) + ref.forward_scale(h_train, None)
     check_close(flat(d.total), flat(d.unbiased + d.init_bias), tol=fwd_tol, scale=both, claim=CLAIM, context=ctx,
                 what=f"{label}: decompose total vs unbiased + init_bias (eq (6))")

@@ -21,10 +21,9 @@ zero-output transforms) reads the same numbers the forward pass uses.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ntkcheck._validation import (
@@ -36,72 +35,7 @@ from ntkcheck._validation import (
     check_nonnegative_float,
     check_positive_int,
 )
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "tanh": torch.tanh,
-    "erf": torch.erf,
-    "gelu": F.gelu,
-    "softplus": F.softplus,
-    "sin": torch.sin,
-    "identity": lambda t: t,
-}
-"""The activations an :class:`MLP` accepts, by name (gelu is the exact, erf-based one)."""
-
-PARAMETRIZATIONS = ("ntk", "standard")
-INITS = ("fan_in", "glorot")
-
-
-class Linear(nn.Module):
-    """Affine map ``weight_mult * x @ weight.T + bias_mult * bias`` with stored multipliers.
-
-    ``weight`` has shape (out_features, in_features); ``bias`` is (out_features,)
-    or ``None``.  The multipliers are plain floats (the ``c_l`` and ``b_l`` of the
-    layerwise kernel formula) and are not trained.
-    """
-
-    def __init__(
-        self,
-        weight: torch.Tensor,
-        bias: torch.Tensor | None,
-        *,
-        weight_mult: float = 1.0,
-        bias_mult: float = 1.0,
-    ) -> None:
-        super().__init__()
-        if weight.ndim != 2:
-            raise ValueError(f"weight must have shape (out, in), got {tuple(weight.shape)}")
-        if bias is not None and bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape ({weight.shape[0]},), got {tuple(bias.shape)}")
-        self.weight = nn.Parameter(weight)
-        self.bias = nn.Parameter(bias) if bias is not None else None
-        self.weight_mult = check_nonnegative_float(weight_mult, "weight_mult")
-        self.bias_mult = check_nonnegative_float(bias_mult, "bias_mult")
-
-    @property
-    def in_features(self) -> int:
-        return self.weight.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.weight.shape[0]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.bias is not None and x.ndim == 2:
-            # one fused op; also avoids forward-mode AD's slow path for tensor * python-float
-            return torch.addmm(self.bias, x, self.weight.T, beta=self.bias_mult, alpha=self.weight_mult)
-        out = F.linear(x, self.weight)
-        if self.weight_mult != 1.0:
-            out = out * self.weight_mult
-        if self.bias is not None:
-            out = out + (self.bias if self.bias_mult == 1.0 else self.bias_mult * self.bias)
-        return out
-
-    def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"bias={self.bias is not None}, weight_mult={self.weight_mult:.6g}, bias_mult={self.bias_mult:.6g}"
-        )
+from ntkcheck.networks._layers import ACTIVATIONS, INITS, PARAMETRIZATIONS, Linear
 
 
 class MLP(nn.Module):
@@ -189,6 +123,11 @@ class MLP(nn.Module):
         else:
             w_scale, b_scale = self.weight_std / math.sqrt(fan_in), self.bias_std
         return Linear(w * w_scale, None if b is None else b * b_scale)
+
+    @property
+    def in_shape(self) -> tuple[int]:
+        """The shape one input takes, without the batch dimension."""
+        return (self.in_features,)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 2 or x.shape[-1] != self.in_features:
