@@ -8,7 +8,7 @@ the claims of the seed papers by Hypothesis properties.
 from ntkcheck._layerwise import LayerwiseUnsupportedError
 from ntkcheck._tiling import KernelMemoryError
 from ntkcheck.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.empirical import ntk
+from ntkcheck.empirical import ntk, register_rule
 from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, mse_flow, mse_gd, ode_flow
 from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
@@ -85,6 +85,7 @@ __all__ = [
     "mse_gd",
     "ntk",
     "ode_flow",
+    "register_rule",
     "rnd",
     "sharpness",
     "train",

@@ -10,23 +10,31 @@ Both treat a row block of inputs at a time (see :mod:`ntkcheck._tiling`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp, vjp, vmap
 
 
 class FunctionalModel:
-    """``model`` as a function of (its trainable parameters, a batch of inputs) -> (B, O)."""
+    """``model`` as a function of (its trainable parameters, a batch of inputs) -> (B, O).
 
-    def __init__(self, model: nn.Module) -> None:
+    ``rows``: maps the model's output and the batch size to the (B, O) matrix of outputs
+    (default: ``out.reshape(B, -1)``).
+    """
+
+    def __init__(self, model: nn.Module, rows: Callable[[Any, int], torch.Tensor] | None = None) -> None:
         self.model = model
+        self.rows = rows if rows is not None else (lambda out, n: out.reshape(n, -1))
         self.params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
         self.frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
         self.buffers = dict(model.named_buffers())
 
     def __call__(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         out = functional_call(self.model, {**params, **self.frozen, **self.buffers}, (x,))
-        return out.reshape(x.shape[0], -1)
+        return self.rows(out, x.shape[0])
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.params.values())

@@ -67,6 +67,11 @@ def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's linear layers with their qualified names; raises if the layerwise formula does not apply."""
     _check_structure(model, "model")
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (Linear, nn.Linear))]
+    calls = [m for _, m in model.named_modules(remove_duplicate=False) if isinstance(m, (Linear, nn.Linear))]
+    tensors = [id(p) for m in calls for p in m.parameters(recurse=False)]
+    if len(calls) != len(layers) or len(set(tensors)) != len(tensors):
+        raise LayerwiseUnsupportedError("the linear-layer fast path needs every linear layer and parameter "
+                                        "used once; the layer-rule engine serves shared ones")
     owned = {id(p) for _, m in layers for p in m.parameters(recurse=False)}
     stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in owned]
     if stray:

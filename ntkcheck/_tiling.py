@@ -81,19 +81,22 @@ def tiled_kernel(
     budget: int,
     what: str,
     symmetric: bool = False,
+    dtype: torch.dtype | None = None,
 ) -> Tiles:
     """Assemble the kernel dict ``name -> (N1, N2, O, O)`` block by block within ``budget`` bytes.
 
     ``symmetric=True`` (x2 is x1 and both feature functions are the same) reuses
     a block's features for its diagonal tile and fills tiles below the diagonal
     by transposing those above it: K(x', x) = K(x, x')^T in both sample and output indices.
+    ``dtype``: of the result (default x1's; integer inputs give the parameters' dtype).
     """
-    n1, n2, itemsize = x1.shape[0], x2.shape[0], x1.element_size()
+    dtype = dtype or x1.dtype
+    n1, n2, itemsize = x1.shape[0], x2.shape[0], torch.empty((), dtype=dtype).element_size()
     out_bytes = len(names) * n1 * n2 * out_dim * out_dim * itemsize
     if out_bytes >= budget:
         raise KernelMemoryError(
             f"{what}: the result alone needs {gib(out_bytes)} ({len(names)} kernel(s) of shape "
-            f"({n1}, {n2}, {out_dim}, {out_dim}) in {x1.dtype}) but the memory budget is {gib(budget)}"
+            f"({n1}, {n2}, {out_dim}, {out_dim}) in {dtype}) but the memory budget is {gib(budget)}"
         )
     b1, b2, cache_x2 = plan_blocks(
         n1, n2, row_bytes=row_bytes, tile_bytes_per_pair=tile_bytes_per_pair,
@@ -101,7 +104,7 @@ def tiled_kernel(
     )
     if symmetric:
         b1 = b2 = min(b1, b2)
-    result = {name: torch.empty(n1, n2, out_dim, out_dim, dtype=x1.dtype, device=x1.device) for name in names}
+    result = {name: torch.empty(n1, n2, out_dim, out_dim, dtype=dtype, device=x1.device) for name in names}
     blocks2 = [(j, min(j + b2, n2)) for j in range(0, n2, b2)]
     cached: dict[int, Any] = {}
     for i in range(0, n1, b1):

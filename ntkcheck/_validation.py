@@ -167,3 +167,19 @@ def check_seed(value: object, name: str = "seed", *, maximum: int = 2**64 - 1) -
     if not 0 <= int(value) <= maximum:
         raise ValueError(f"{name} must be an int in [0, {maximum}], got {value}")
     return int(value)
+
+
+def check_batch(x: object, name: str) -> torch.Tensor:
+    """Check a batch (N, ...) of N >= 1 model inputs: finite floats of any row shape, or integer ids."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, ...), got {type(x).__name__}")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{name} must be a floating-point or integer tensor, got dtype {x.dtype}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{name} must have shape (N, ...) with N >= 1 rows, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite entries")
+    return x

@@ -12,7 +12,8 @@
 * :func:`min_norm_linearized` returns the linearization at
   ``theta_inf = theta_0 + J^T (J J^T)^{-1} (Y - f(X; theta_0))``: the solution of
   seed 000 problem (4), the limit of gradient flow for any loss of §4 (Thm 5)
-  (linear algebra by :func:`ntkcheck.solvers.min_norm_parameters`).
+  (linear algebra by :func:`ntkcheck.solvers.min_norm_parameters`, a QR factorisation
+  of J).
 
 Conventions:
 
@@ -30,6 +31,7 @@ Conventions:
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping
 
 import torch
@@ -37,7 +39,7 @@ from torch import nn
 from torch.func import functional_call, jacrev, jvp
 
 from ntkcheck._autodiff import FunctionalModel
-from ntkcheck._validation import check_inputs, check_same_device_dtype
+from ntkcheck._validation import check_batch, check_finite_result, check_inputs, check_same_device_dtype
 from ntkcheck.solvers import min_norm_parameters
 
 _THETA0 = "_theta0"
@@ -64,13 +66,29 @@ def _check_model(model: object, name: str = "model") -> nn.Module:
 
 
 def _check_x(model: nn.Module, x: object, name: str) -> torch.Tensor:
-    check_inputs(x, name, features=_in_features(model))
+    """A batch (N, ...) the model runs on (checked on two rows), floats of its dtype or integer ids."""
+    x = check_batch(x, name)
     p = next(p for p in model.parameters() if p.requires_grad)
-    if x.dtype != p.dtype:  # type: ignore[union-attr]
+    if x.is_floating_point() and x.dtype != p.dtype:
         raise TypeError(f"{name} must have the dtype of the model's parameters ({p.dtype}), got {x.dtype}")
-    if x.device != p.device:  # type: ignore[union-attr]
+    if x.device != p.device:
         raise ValueError(f"{name} must be on the device of the model's parameters ({p.device}), got {x.device}")
-    return x  # type: ignore[return-value]
+    try:
+        with torch.no_grad():
+            model(x[:2])
+    except Exception as err:  # the model's own complaint, whatever its type
+        features = _in_features(model)
+        if x.is_floating_point() and features is not None:  # the specific message, if the model takes (N, features)
+            try:
+                with torch.no_grad():
+                    model(x.new_zeros(1, features))
+            except Exception:  # noqa: BLE001 - not a (N, features) model: the generic message below
+                features = None
+        if features is not None:
+            check_inputs(x, name, features=features)
+        raise ValueError(f"{name} (rows of shape {tuple(x.shape[1:])}, {x.dtype}) does not fit the model: "
+                         f"running it on {min(2, x.shape[0])} row(s) raised {type(err).__name__}: {err}") from err
+    return x
 
 
 def _get(root: nn.Module, dotted: str) -> torch.Tensor:
@@ -285,6 +303,34 @@ def _align_targets(out: torch.Tensor, y: object, name: str, x: torch.Tensor) -> 
     return y.reshape(-1)
 
 
+_RANDOM_IN_TRAINING = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                       nn.FeatureAlphaDropout, nn.RReLU)
+
+
+def _unfit_modules(model: nn.Module) -> list[str]:
+    """The submodules that make ``model``'s output random or batch-coupled in its current mode.
+
+    Dropout and RReLU draw random numbers in training mode; BatchNorm normalises by the
+    statistics of the batch in training mode, and in every mode when it keeps no running
+    statistics.  The private copy inside a :class:`Linearized` is searched too.
+    """
+    found = []
+
+    def scan(root: nn.Module, prefix: str) -> None:
+        for name, m in root.named_modules(prefix=prefix):
+            label = f"{f'model.{name}' if name else 'model'} ({type(m).__name__}"
+            if isinstance(m, _RANDOM_IN_TRAINING) and m.training:
+                found.append(f"{label}, training mode: random)")
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None):
+                why = "training mode" if m.training else "no running statistics"
+                found.append(f"{label}, {why}: normalises by the batch)")
+            if isinstance(m, Linearized):
+                scan(m.base, f"{name}.base" if name else "base")
+
+    scan(model, "")
+    return found
+
+
 def min_norm_linearized(model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor) -> Linearized:
     """The linearized model at ``theta_inf``, the minimum-norm interpolant (seed 000 problem (4), Thm 5).
 
@@ -297,17 +343,32 @@ def min_norm_linearized(model: nn.Module, x_train: torch.Tensor, y_train: torch.
         x_train: (n, d) training inputs.
         y_train: (n,) or (n, O) targets, dtype and device of ``x_train``.
 
-    The linear algebra is :func:`ntkcheck.solvers.min_norm_parameters` (Cholesky on J J^T).
+    The linear algebra is :func:`ntkcheck.solvers.min_norm_parameters` (QR of J, never J J^T).
 
     Raises:
         ValueError: P <= n*O (J cannot have full row rank, Thm 5 does not apply);
+            ``model`` random or batch-coupled in its current mode (Dropout or RReLU in
+            training mode, BatchNorm in training mode or without running statistics, or
+            two forward passes on ``x_train`` that differ): f is then no function of
+            ``theta`` alone and has no interpolating ``theta`` — call ``model.eval()``;
             :class:`ntkcheck.solvers.SingularKernelError` (a ValueError) when J J^T is
             numerically singular (e.g. repeated inputs).
     """
     _check_model(model)
     x_train = _check_x(model, x_train, "x_train")
+    unfit = _unfit_modules(model)
+    if unfit:
+        raise ValueError(f"model is random or batch-coupled in its current mode: {'; '.join(unfit)}. Its output at "
+                         f"x_train is not a function of the parameters, so no parameters interpolate y_train: call "
+                         f"model.eval() (BatchNorm also needs running statistics)")
     with torch.no_grad():
-        out = model(x_train)
+        out = check_finite_result(model(x_train), "model(x_train)")
+        again = model(x_train)
+    gap = float((again - out).abs().max())
+    if not gap <= math.sqrt(torch.finfo(out.dtype).eps) * float(out.abs().max()):
+        raise ValueError(f"model gives different outputs in two forward passes on x_train (max difference "
+                         f"{gap:.3e}): it is random in its current mode (e.g. functional dropout or injected noise); call "
+                         f"model.eval() or make its forward deterministic")
     out = out.reshape(x_train.shape[0], -1)
     y = _align_targets(out, y_train, "y_train", x_train)
     n_data = out.numel()

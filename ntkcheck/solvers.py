@@ -10,12 +10,20 @@ The functions take kernel *matrices*, so they serve empirical NTKs
   :func:`ntkcheck.ntk` returns them) are exact too: the kernel is reshaped to the
   (n*O, n*O) matrix with row index ``i*O + a`` and ``y_train`` (n, O) is flattened
   row-major to match; ``k_test_train`` is then (m, n, O, O).
-* Computation happens in the inputs' dtype and on their device.  float32 works, but
-  the library's claims are checked in float64 (the default of the tests).
+* Computation happens in the inputs' dtype and on their device.  Kernels, targets and
+  Jacobians must be dense float32 or float64 tensors with values (``TypeError`` for
+  another dtype or layout: torch's eigensolvers and factorisations have no half-precision
+  kernels; ``ValueError`` for the meta device).  float32 works, but the library's claims
+  are checked in float64 (the default of the tests).
+* Kernels are checked to be kernels: symmetric, with relative asymmetry
+  ``max|K - K^T| / max|K| <= sqrt(eps)``, and positive semi-definite up to rounding,
+  ``lambda_min >= -tol * lambda_max`` with ``tol = 100 N eps`` (see :func:`_psd_tolerance`);
+  otherwise ``ValueError`` naming the argument, with the measured numbers.
 * Every solve is guarded: a kernel whose condition number exceeds
   ``1 / (N * eps)`` (N the matrix size, eps of the dtype) raises
   :class:`SingularKernelError` unless the caller names a pseudo-inverse with an
-  explicit cutoff (``pinv_rcond``).
+  explicit cutoff (``pinv_rcond``, at least eps) or another bound (``max_cond``, at
+  most ``1 / eps``; see :func:`_threshold`).
 """
 
 from __future__ import annotations
@@ -47,11 +55,20 @@ class SingularKernelError(ValueError):
 # private helpers shared with ntkcheck.flows
 
 
+_DTYPES = (torch.float32, torch.float64)
+_PSD_SLACK = 100.0
+
+
 def _check_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{name} must have dtype torch.float32 or torch.float64 (the dtypes the solvers support), "
+                        f"got {x.dtype}")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
     if x.ndim not in ndims:
         raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}")
     if x.numel() == 0:
@@ -61,29 +78,88 @@ def _check_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc: str) 
     return x
 
 
-def _check_rcond(pinv_rcond: object) -> float | None:
+def _check_rcond(pinv_rcond: object, dtype: torch.dtype) -> float | None:
+    """``pinv_rcond`` as a float in ``[eps, 1)`` of ``dtype``, or None.
+
+    A cutoff below eps keeps eigenvalues under ``eps * lambda_max``: those are rounding
+    noise of the kernel's entries, and dividing by them amplifies that noise.
+    """
     if pinv_rcond is None:
         return None
     if isinstance(pinv_rcond, bool) or not isinstance(pinv_rcond, (int, float)):
         raise TypeError(f"pinv_rcond must be None or a float in (0, 1), got {type(pinv_rcond).__name__}")
     if not (0 < pinv_rcond < 1):
         raise ValueError(f"pinv_rcond must lie in (0, 1) (cutoff relative to the largest eigenvalue), got {pinv_rcond}")
+    eps = torch.finfo(dtype).eps
+    if pinv_rcond < eps:
+        raise ValueError(f"pinv_rcond={pinv_rcond:.3g} is below the machine epsilon of the kernel's dtype {dtype} "
+                         f"(eps = {eps:.3g}): eigenvalues under eps * lambda_max are rounding noise; "
+                         f"use pinv_rcond >= {eps:.3g}")
     return float(pinv_rcond)
 
 
+def _psd_tolerance(size: int, dtype: torch.dtype) -> float:
+    """``tol = 100 N eps``: a kernel passes as positive semi-definite iff ``lambda_min >= -tol * lambda_max``.
+
+    A backward-stable symmetric eigensolver returns the exact eigenvalues of ``K + E``
+    with ``||E|| <= p(N) eps ||K||`` (p(N) ~ N in the standard bound), and a kernel
+    formed in floating point carries entry rounding of the same order, so a positive
+    semi-definite kernel can show eigenvalues down to about ``-N eps lambda_max``.
+    Measured on Gram matrices of random features and empirical NTKs with N up to 400
+    (float32 and float64): never below ``-0.2 N eps lambda_max``.  The factor 100 is
+    the margin; an indefinite kernel such as ``A + A^T`` has ``lambda_min / lambda_max``
+    of order -1.
+    """
+    return _PSD_SLACK * size * torch.finfo(dtype).eps
+
+
+def _check_psd(K: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` naming ``name`` if the symmetric ``K`` has ``lambda_min < -tol * lambda_max``.
+
+    Cholesky succeeding on ``K + tol * max_i K_ii * I`` accepts ``K`` at the price of one
+    factorisation (``max_i K_ii <= lambda_max``, so the shift is at most ``tol * lambda_max``);
+    otherwise the eigenvalues decide and are reported.
+    """
+    n = K.shape[0]
+    tol = _psd_tolerance(n, K.dtype)
+    shift = tol * max(float(K.diagonal().max()), 0.0)
+    _, info = torch.linalg.cholesky_ex(K + shift * torch.eye(n, dtype=K.dtype, device=K.device))
+    if int(info) == 0:
+        return
+    evals = torch.linalg.eigvalsh(K)
+    lo, hi = float(evals[0]), float(evals[-1])
+    if lo < -tol * max(hi, 0.0):
+        raise ValueError(
+            f"{name} is not positive semi-definite: smallest eigenvalue {lo:.4g} (largest {hi:.4g}); a kernel "
+            f"matrix dips below 0 only by rounding, lambda_min >= -tol * lambda_max with "
+            f"tol = {_PSD_SLACK:g} N eps = {tol:.2g} (N={n}, {K.dtype})"
+        )
+
+
 def _kernel_matrix(k: object, name: str = "k_train") -> torch.Tensor:
-    """Validate an (n, n) or (n, n, O, O) kernel; return the symmetrised (N, N) matrix."""
+    """Validate an (n, n) or (n, n, O, O) kernel; return the symmetrised (N, N) matrix.
+
+    Refused with ``ValueError`` naming ``name``: a relative asymmetry
+    ``max|K - K^T| / max|K|`` above ``sqrt(eps)`` and an indefinite kernel (:func:`_check_psd`).
+    """
     k = _check_tensor(k, name, (2, 4), "(n, n) or (n, n, O, O)")
     if k.shape[0] != k.shape[1] or (k.ndim == 4 and k.shape[2] != k.shape[3]):
         raise ValueError(f"{name} must be square, (n, n) or (n, n, O, O), got shape {tuple(k.shape)}")
     if k.ndim == 4:
         n, o = k.shape[0], k.shape[2]
         k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
-    asym = float((k - k.T).abs().max())
-    scale = float(k.abs().max())
-    if asym > math.sqrt(torch.finfo(k.dtype).eps) * max(scale, torch.finfo(k.dtype).tiny):
-        raise ValueError(f"{name} must be symmetric: max |K - K^T| = {asym:.3e} (max |K| = {scale:.3e})")
-    return (k + k.T) / 2
+    finfo = torch.finfo(k.dtype)
+    kd = k.detach()  # the checks read numbers; the returned matrix keeps k's autograd history
+    asym = float((kd - kd.T).abs().max())
+    scale = float(kd.abs().max())
+    ratio = asym / max(scale, finfo.tiny)
+    if ratio > math.sqrt(finfo.eps):
+        raise ValueError(f"{name} must be symmetric: relative asymmetry max|K - K^T| / max|K| = {ratio:.3e} "
+                         f"(max|K - K^T| = {asym:.3e}, max|K| = {scale:.3e}) exceeds sqrt(eps) = "
+                         f"{math.sqrt(finfo.eps):.3e} ({k.dtype})")
+    K = (k + k.T) / 2
+    _check_psd(K.detach(), name)
+    return K
 
 
 class _Problem(NamedTuple):
@@ -154,12 +230,32 @@ def _problem(
     return _Problem(K, Kx, mat(y), H0, H0x, n, tuple(y.shape), test_shape)
 
 
-def _threshold(size: int, dtype: torch.dtype, max_cond: float | None) -> float:
-    if max_cond is not None:
-        if isinstance(max_cond, bool) or not isinstance(max_cond, (int, float)) or not max_cond > 1:
-            raise ValueError(f"max_cond must be None or a float > 1, got {max_cond!r}")
-        return float(max_cond)
-    return 1.0 / (size * torch.finfo(dtype).eps)
+def _threshold(size: int, dtype: torch.dtype, max_cond: object, *, squared: bool = False) -> float:
+    """The condition-number bound of a solve: ``max_cond``, by default ``1 / (N eps)``.
+
+    A backward-stable solve (Cholesky, Higham Thm 10.4) returns the exact solution for
+    ``K + E``, ``||E|| <= c N eps ||K||``, so its relative error is up to
+    ``cond * N eps`` (Higham Thm 7.2): the default ``1 / (N eps)`` is the condition
+    number at which that bound reaches 1.  ``max_cond`` may tighten it, or loosen it up
+    to ``1 / eps``: there even the kernel's own entry rounding ``eps ||K||`` reaches its
+    smallest eigenvalue, so no digit of a solution is determined; larger values are
+    refused.  With ``squared`` the bound is on ``cond(J J^T) = cond(J)^2`` for a solve
+    that factorises J itself (:func:`min_norm_parameters`): its error is ``cond(J) eps``
+    and the ceiling is ``1 / eps^2``.
+    """
+    eps = torch.finfo(dtype).eps
+    if max_cond is None:
+        return 1.0 / (size * eps)
+    if isinstance(max_cond, bool) or not isinstance(max_cond, (int, float)):
+        raise TypeError(f"max_cond must be None or a float > 1, got {type(max_cond).__name__} {max_cond!r}")
+    if not max_cond > 1:
+        raise ValueError(f"max_cond must be None or a float > 1, got {max_cond!r}")
+    ceiling = 1.0 / eps**2 if squared else 1.0 / eps
+    if max_cond > ceiling:
+        what = "1 / eps^2 (cond(J) = 1 / eps)" if squared else "1 / eps"
+        raise ValueError(f"max_cond={max_cond:.3g} exceeds what {dtype} can honour, {what} = {ceiling:.3g} "
+                         f"(eps = {eps:.3g}): a solve at that condition number has no correct digit")
+    return float(max_cond)
 
 
 def _cond(lam_min: float, lam_max: float) -> float:
@@ -184,11 +280,12 @@ class _Inverse:
         self.pinv = None
         self.chol = None
         self.evals: torch.Tensor | None = None
+        threshold = _threshold(K.shape[0], K.dtype, max_cond)  # checked even where pinv_rcond replaces the guard
         if pinv_rcond is not None:
             self.pinv = torch.linalg.pinv(K, rtol=pinv_rcond, hermitian=True)
             return
-        self.evals = torch.linalg.eigvalsh(K)
-        _raise_singular(self.evals, _threshold(K.shape[0], K.dtype, max_cond), name)
+        self.evals = torch.linalg.eigvalsh(K.detach())
+        _raise_singular(self.evals, threshold, name)
         L, info = torch.linalg.cholesky_ex(K)
         if int(info) != 0:
             raise SingularKernelError(f"{name} is not positive definite: Cholesky failed at column {int(info)}")
@@ -212,10 +309,11 @@ def _out(x: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
 def condition_number(k: torch.Tensor) -> float:
     """``lambda_max / lambda_min`` of a symmetric PSD kernel (inf when ``lambda_min <= 0``).
 
-    Accepts (n, n) or (n, n, O, O) (reshaped to (n*O, n*O)).  The solvers refuse
+    Accepts (n, n) or (n, n, O, O) (reshaped to (n*O, n*O)); an asymmetric or
+    indefinite ``k`` raises ``ValueError`` (module docstring).  The solvers refuse
     kernels above ``1 / (N * eps)`` (seed 000 eq (5) needs ``K^{-1}``).
     """
-    evals = torch.linalg.eigvalsh(_kernel_matrix(k, "k"))
+    evals = torch.linalg.eigvalsh(_kernel_matrix(k, "k").detach())
     return _cond(float(evals[0]), float(evals[-1]))
 
 
@@ -236,15 +334,16 @@ def interpolate(
     when ``k_test_train`` is None, at the training points.  ``h_ini_*`` default to 0.
 
     ``K^{-1}`` is applied by a Cholesky solve after a condition-number check: above
-    ``max_cond`` (default ``1 / (N * eps)``) :class:`SingularKernelError` is raised,
-    unless ``pinv_rcond`` is given, in which case ``torch.linalg.pinv(K,
-    rtol=pinv_rcond, hermitian=True)`` (eigenvalues below ``pinv_rcond *
-    lambda_max`` dropped) replaces the inverse.
+    ``max_cond`` (default ``1 / (N * eps)``, at most ``1 / eps``) :class:`SingularKernelError`
+    is raised, unless ``pinv_rcond`` (in ``[eps, 1)``) is given, in which case
+    ``torch.linalg.pinv(K, rtol=pinv_rcond, hermitian=True)`` (eigenvalues below
+    ``pinv_rcond * lambda_max`` dropped) replaces the inverse.  An asymmetric or
+    indefinite ``k_train`` raises ``ValueError`` (module docstring).
 
     Returns a tensor with the shape of ``y_train`` (or (m,) + its trailing shape).
     """
-    rcond = _check_rcond(pinv_rcond)
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
+    rcond = _check_rcond(pinv_rcond, P.K.dtype)
     alpha = _Inverse(P.K, rcond, max_cond).solve(P.Y - P.H0)
     if P.Kx is None:
         return _out(P.H0 + P.K @ alpha, P.train_shape, "interpolate")
@@ -281,8 +380,8 @@ def decompose(
     """
     if h_ini_train is None:
         raise ValueError("h_ini_train is required: decompose splits off the effect of the initial output")
-    rcond = _check_rcond(pinv_rcond)
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
+    rcond = _check_rcond(pinv_rcond, P.K.dtype)
     c = P.Y.shape[1]
     sol = _Inverse(P.K, rcond, max_cond).solve(torch.cat([P.Y - P.H0, P.Y, P.H0], dim=1))
     kx, h0, shape = (P.K, P.H0, P.train_shape) if P.Kx is None else (P.Kx, P.H0x, P.test_shape)
@@ -308,6 +407,8 @@ def check_consistent(x_train: torch.Tensor, y_train: torch.Tensor) -> None:
     """
     x = check_inputs(x_train, "x_train")
     y = _check_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
+    if y.device != x.device:
+        raise ValueError(f"y_train must be on the device of x_train ({x.device}), got {y.device}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y_train rows must match x_train (n={x.shape[0]}), got shape {tuple(y.shape)}")
     _, inverse = torch.unique(x, dim=0, return_inverse=True)
@@ -328,10 +429,23 @@ def min_norm_parameters(
     """``theta_inf - theta_0 = J^T (J J^T)^{-1} (Y - h(X; theta_0))``, seed 000 eq (4) / Thm 5.
 
     ``jacobian`` is ``J = grad_theta h(X; theta_0)^T`` of shape (n, P) (or (n, O, P),
-    flattened to (n*O, P) with ``residual`` (n, O) flattened row-major); ``residual``
-    is ``Y - h(X; theta_0)``.  Thm 5 needs J of full row rank n with P > n: P <= n is
-    refused with ``ValueError``, a singular ``J J^T`` with :class:`SingularKernelError`.
-    Returns the (P,) parameter displacement, the minimiser of eq (4) / eq (9).
+    flattened to (N, P) = (n*O, P) with ``residual`` (n, O) flattened row-major); ``residual``
+    is ``Y - h(X; theta_0)``.  Returns the (P,) parameter displacement, the minimiser of
+    eq (4) / eq (9): the minimum-norm solution of ``J delta = residual``.
+
+    Computed on J itself, never on ``J J^T`` (which squares the condition number): with
+    the reduced QR factorisation ``J^T = Q R`` (Q (P, N) with orthonormal columns, R (N, N)
+    upper triangular), ``J = R^T Q^T`` and ``delta = Q R^{-T} residual``.  This is
+    backward stable (Higham, *Accuracy and Stability of Numerical Algorithms*, ch. 21):
+    its relative error is of order ``cond(J) eps``, not ``cond(J)^2 eps``.  QR and
+    triangular solves exist on every device torch supports.
+
+    Thm 5 needs J of full row rank with P > N: P <= N is refused with ``ValueError``.
+    Rank is judged on ``cond(J J^T) = cond(J)^2`` (the singular values of R are J's), the
+    condition number of the NTK ``J J^T`` that :func:`interpolate` would solve with: above
+    ``max_cond`` (default ``1 / (N eps)``, the kernel solvers' bound) it raises
+    :class:`SingularKernelError`.  ``max_cond`` may be raised up to ``1 / eps^2``
+    (``cond(J) = 1 / eps``, where the solve on J keeps no digit).
     """
     J = _check_tensor(jacobian, "jacobian", (2, 3), "(n, P) or (n, O, P)")
     r = _check_tensor(residual, "residual", (1, 2), "(n,) or (n, O)")
@@ -345,8 +459,20 @@ def min_norm_parameters(
             f"jacobian has P={params} parameters for {rows} constraints: Thm 5 (seed 000) needs P > n "
             f"(J is not full row rank with more parameters than equations); Thm 5 does not apply"
         )
-    alpha = _Inverse(J @ J.T, None, max_cond, name="J J^T (jacobian)").solve(r.reshape(-1, 1))
-    return check_finite_result((J.T @ alpha).flatten(), "min_norm_parameters")
+    threshold = _threshold(rows, J.dtype, max_cond, squared=True)
+    Q, R = torch.linalg.qr(J.T)
+    sv = torch.linalg.svdvals(R.detach())  # descending
+    s_hi, s_lo = float(sv[0]), float(sv[-1])
+    cond = (s_hi / s_lo) * (s_hi / s_lo) if s_lo > 0 else math.inf
+    if cond > threshold:
+        raise SingularKernelError(
+            f"J J^T (jacobian) is singular or numerically rank-deficient: condition number {cond:.3e} > threshold "
+            f"{threshold:.3e} (cond(J)^2, singular values of J from {s_lo:.3e} to {s_hi:.3e}); Thm 5 needs J of "
+            f"full row rank, which duplicated inputs break. Pass max_cond=... (at most 1 / eps^2) to accept a "
+            f"worse-conditioned J."
+        )
+    z = torch.linalg.solve_triangular(R.mT, r.reshape(-1, 1), upper=False)
+    return check_finite_result((Q @ z).flatten(), "min_norm_parameters")
 
 
 def max_stable_lr(k_train: torch.Tensor) -> float:
@@ -358,9 +484,11 @@ def max_stable_lr(k_train: torch.Tensor) -> float:
     ``lr < 2 / lambda_max(H)`` with ``H = (2/n) K`` (the nonzero spectrum of the
     parameter Hessian ``(2/n) J^T J``), i.e. ``lr < n / lambda_max(K)``; at equality
     the top mode oscillates forever.  n is the number of samples (k_train.shape[0]).
+    An indefinite ``k_train`` (a negative eigenvalue beyond rounding, module docstring) is
+    refused with ``ValueError``: along a negative eigenvalue every step grows the error.
     """
     K = _kernel_matrix(k_train)
-    lam_max = float(torch.linalg.eigvalsh(K)[-1])
+    lam_max = float(torch.linalg.eigvalsh(K.detach())[-1])
     if not lam_max > 0:
         raise ValueError(f"k_train must have a positive eigenvalue, got lambda_max = {lam_max:.3e}")
     return k_train.shape[0] / lam_max

@@ -246,3 +246,53 @@ def test_bad_arguments_name_the_argument(device):
     y[0] = float("inf")
     with pytest.raises(ValueError, match="y_train contains"):
         min_norm_linearized(model, x, y)
+
+
+class _NoisyTanh(nn.Module):
+    """tanh with functional dropout: random in training mode, invisible to a module scan."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.dropout(torch.tanh(x), p=0.5, training=self.training)
+
+
+def _net(*middle: nn.Module) -> nn.Module:
+    torch.manual_seed(12)
+    return nn.Sequential(nn.Linear(2, 16), *middle, nn.Linear(16, 1)).to(F64)
+
+
+@pytest.mark.parametrize("build, names, fits_in_eval", [
+    (lambda: _net(nn.Tanh(), nn.Dropout(0.5)), r"model\.2 \(Dropout, training mode: random\)", True),
+    (lambda: _net(nn.Tanh(), nn.AlphaDropout(0.2)), r"model\.2 \(AlphaDropout, training mode", True),
+    (lambda: _net(nn.RReLU()), r"model\.1 \(RReLU, training mode: random\)", False),
+    (lambda: _net(nn.BatchNorm1d(16), nn.Tanh()), r"model\.1 \(BatchNorm1d, training mode: normalises by the batch\)",
+     True),
+    (lambda: _net(nn.BatchNorm1d(16, track_running_stats=False), nn.Tanh()).eval(),
+     r"model\.1 \(BatchNorm1d, no running statistics: normalises by the batch\)", False),
+    (lambda: linearize(_net(nn.Tanh(), nn.Dropout(0.5))), r"model\.base\.2 \(Dropout, training mode", True),
+    (lambda: _net(_NoisyTanh()), r"two forward passes", True),
+], ids=["dropout", "alpha-dropout", "rrelu", "batchnorm-train", "batchnorm-no-running-stats", "linearized-dropout",
+        "functional-dropout"])
+def test_min_norm_linearized_refuses_random_or_batch_coupled_models(build, names, fits_in_eval):
+    model = build()
+    x, y = data(6, 2), data(6, 1, seed=13)
+    with pytest.raises(ValueError, match=rf"model .*{names}.*model\.eval\(\)"):
+        min_norm_linearized(model, x, y)
+    if fits_in_eval:  # in eval mode the net is a function of theta, and the solve fits Y
+        lin = min_norm_linearized(model.eval(), x, y)
+        with torch.no_grad():
+            assert rel(lin.eval()(x), y) <= 1e-10
+
+
+def test_min_norm_linearized_accuracy_on_an_ill_conditioned_jacobian():
+    # f(x) = w . x has J = X: rows with singular values 1 ... 1e-6, cond(J J^T) = 1e12
+    g = torch.Generator().manual_seed(14)
+    U = torch.linalg.qr(torch.randn(8, 8, generator=g, dtype=F64))[0]
+    V = torch.linalg.qr(torch.randn(30, 8, generator=g, dtype=F64))[0]
+    x = U @ torch.diag(torch.logspace(0, -6, 8, dtype=F64)) @ V.T
+    model = nn.Linear(30, 1, bias=False).to(F64)
+    y = torch.randn(8, 1, generator=g, dtype=F64)
+    with torch.no_grad():
+        residual = (y - model(x)).flatten()
+    ref = torch.linalg.lstsq(x, residual[:, None], driver="gelsd").solution.flatten()  # float64, SVD-based
+    lin = min_norm_linearized(model, x, y)
+    assert rel(lin.delta(), ref) <= 1e-9

@@ -12,9 +12,9 @@ uses: the velocity -J^T g lies in the row space of J, so theta(t) - theta_0 does
 gradient written there, in orthonormal coordinates of that row space (from the SVD of J; P can be
 thousands), until ``|f_lin(X) - Y| <= 1e-10 |h_0 - Y|``.
 
-:func:`ntkcheck.solvers.min_norm_parameters` (Cholesky on J J^T) is checked against that limit, against
-``torch.linalg.lstsq``'s minimum-norm solution of ``J delta = Y - h_0`` (an orthogonal factorisation of J,
-no J J^T), and on its defining properties: it fits, ``J delta = Y - h_0``, and it has no component in
+:func:`ntkcheck.solvers.min_norm_parameters` (a reduced QR of J^T, never forming J J^T) is checked against
+that limit, against ``torch.linalg.lstsq``'s minimum-norm solution of ``J delta = Y - h_0`` (an orthogonal
+factorisation of J, no J J^T), and on its defining properties: it fits, ``J delta = Y - h_0``, and it has no component in
 null(J) (so every other interpolant ``delta + z``, z in null(J), is longer).  Draws: 1-3 outputs, biases in
 half of them, frozen layers in a quarter, widths up to 128.
 """
