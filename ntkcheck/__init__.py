@@ -9,7 +9,7 @@ from ntkcheck._layerwise import LayerwiseUnsupportedError
 from ntkcheck._tiling import KernelMemoryError
 from ntkcheck.analytic import analytic_nngp, analytic_ntk
 from ntkcheck.empirical import ntk, register_rule
-from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, mse_flow, mse_gd, ode_flow
+from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
 from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
 from ntkcheck.networks import (
@@ -35,7 +35,7 @@ from ntkcheck.solvers import (
     max_stable_lr,
     min_norm_parameters,
 )
-from ntkcheck.training import TrainingDivergedError, TrainResult, sharpness, train
+from ntkcheck.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
 from ntkcheck.transforms import AntiSymmetric, asi, double_last_layer, merge_branches, rnd
 
 __all__ = [
@@ -46,10 +46,12 @@ __all__ = [
     "Conv2d",
     "ConvergenceWarning",
     "CrossEntropy",
+    "CurvatureError",
     "Decomposition",
     "DistLoss",
     "DivergenceWarning",
     "Embedding",
+    "FlowLimitError",
     "KernelMemoryError",
     "LayerNorm",
     "LayerwiseUnsupportedError",

@@ -206,12 +206,145 @@ def test_l4_sharpness_is_the_top_eigenvalue_of_the_gauss_newton_matrix(device):
     assert math.isclose(sharpness(model, x, y, L4), top_eig(gauss_newton), rel_tol=1e-9)
 
 
-def test_power_iteration_agrees_with_the_dense_computation(device, monkeypatch):
-    x, y = problem(device=device)
-    model = mlp(device=device)
-    dense = sharpness(model, x, y, L4)
-    monkeypatch.setattr(training_module, "DENSE_LIMIT", 0)
-    assert math.isclose(sharpness(model, x, y, L4), dense, rel_tol=1e-5)
+def exact_lambda_max(model, x, y, loss) -> tuple[float, float]:
+    """(largest, smallest) eigenvalue of J^T H J, dense: J by autograd over a flat parameter vector (the model
+    in its current mode, its buffers left as they were), H = the loss Hessian at the current outputs."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    flat0 = torch.cat([p.detach().reshape(-1) for n, p in model.named_parameters() if p.requires_grad])
+    shapes = [p.shape for n, p in model.named_parameters() if p.requires_grad]
+    saved = {n: b.clone() for n, b in model.named_buffers()}
+
+    def f(flat):
+        parts, i = {}, 0
+        for n, shape in zip(names, shapes):
+            parts[n], i = flat[i:i + shape.numel()].reshape(shape), i + shape.numel()
+        return torch.func.functional_call(model, {**parts, **{k: v.clone() for k, v in saved.items()}}, (x,))
+
+    h0 = f(flat0).detach().reshape(y.shape)
+    j = torch.autograd.functional.jacobian(lambda flat: f(flat).reshape(-1), flat0)
+    hess = torch.autograd.functional.hessian(lambda h: loss(h.reshape(y.shape), y), h0.reshape(-1))
+    w = torch.linalg.eigvalsh(j.T @ (0.5 * (hess + hess.T)) @ j)
+    return float(w[-1]), float(w[0])
+
+
+def bn_net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(3, 16), nn.BatchNorm1d(16), nn.Tanh(), nn.Linear(16, 1)).double()
+
+
+CHECK_MODELS = {
+    "tanh": lambda: mlp(widths=(32,)),
+    "relu-2-layers": lambda: mlp(widths=(24, 24), activation="relu"),
+    "two-outputs": lambda: mlp(o=2),
+    "batchnorm-train-mode": bn_net,
+}
+
+
+@pytest.mark.parametrize("loss", [MSE, L4], ids=["mse", "l4"])
+@pytest.mark.parametrize("name", list(CHECK_MODELS))
+def test_the_checks_estimate_is_within_its_margin_of_the_exact_lambda_max(name, loss):
+    """train()'s Lanczos estimate theta: a lower bound of lambda_max within CHECK_RTOL of it (its stated margin)."""
+    x, y = problem(16)
+    model = CHECK_MODELS[name]()
+    if name == "two-outputs":
+        y = torch.stack([y, -y], dim=1)
+    exact, _ = exact_lambda_max(model, x, y, loss)
+    params = [p for p in model.parameters() if p.requires_grad]
+    estimate = training_module._measure(model, x, y, loss, params, training_module.CHECK_RTOL,
+                                        training_module._CHECK_NCV)
+    assert estimate <= exact * (1 + 1e-12) and exact <= estimate * (1 + training_module.CHECK_RTOL), (estimate, exact)
+    result = train(model, x, y, loss, lr=1e-3, steps=1)
+    assert result.sharpness == estimate and result.lr_check_skipped is None
+
+
+def test_sharpness_agrees_with_the_dense_eigenvalue_in_train_mode_batchnorm():
+    x, y = problem(16)
+    model = bn_net()
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    exact, _ = exact_lambda_max(model, x, y, MSE)
+    assert math.isclose(sharpness(model, x, y, MSE), exact, rel_tol=1e-10)
+    for n, b in model.named_buffers():  # the running statistics are left as they were
+        assert torch.equal(b, before[n]), n
+
+
+def cosine_loss(h, t):
+    """1 - cos(h - y), averaged: curvature cos(r) / n, negative where |r| > pi / 2."""
+    return (1 - torch.cos(h - t)).mean()
+
+
+def test_indefinite_curvature_gives_the_largest_algebraic_eigenvalue():
+    """A loss with negative curvature at most outputs: sharpness is the largest eigenvalue of J^T H J, not the
+    one of largest magnitude (negative here), for more than 2048 outputs as for few."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2100, 3, generator=g, dtype=F64)
+    model = mlp(widths=(6,))
+    with torch.no_grad():
+        h = model(x).reshape(-1)
+    y = h - torch.where(x[:, 0] > 0, 0.0, math.pi)  # r = 0 (curvature +1/n) or pi (-1/n) by input region
+    largest, smallest = exact_lambda_max(model, x, y, cosine_loss)
+    assert largest > 0.05 and -smallest > 2.5 * largest  # indefinite, and the negative side dominates in magnitude
+    assert math.isclose(sharpness(model, x, y, cosine_loss), largest, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("loss", [LpLoss(1.5), MSE + LpLoss(1.2),
+                                  lambda h, t: (h - t).abs().pow(1.5).mean()], ids=["lp1.5", "mixture", "callable"])
+def test_sharpness_refuses_curvature_unbounded_at_a_zero_residual(loss):
+    x, y = problem()
+    model = mlp()
+    with torch.no_grad():
+        y[3] = model(x)[3, 0]  # a zero residual: p (p-1) |r|^(p-2) is unbounded there
+    with pytest.raises(training_module.CurvatureError, match=r"loss .* curvature .*smallest \|h_i - y_i\| at the "
+                       r"current outputs is 0\.000e\+00 \(entry 3\)") as info:
+        sharpness(model, x, y, loss)
+    assert isinstance(info.value, ValueError) and str(info.value).startswith("loss ")
+    # train() skips its step-size check and says why (no NaN anywhere)
+    result = train(model, x, y, loss, lr=1e-3, steps=2)
+    assert result.sharpness is None and "curvature" in result.lr_check_skipped
+
+
+def test_sharpness_of_lp_below_2_is_finite_and_exact_away_from_zero_residuals():
+    x, y = problem()
+    model = mlp()
+    exact, _ = exact_lambda_max(model, x, y, LpLoss(1.5))
+    assert math.isclose(sharpness(model, x, y, LpLoss(1.5)), exact, rel_tol=1e-9)
+
+
+class DropoutNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(5)
+        self.l1, self.l2 = nn.Linear(3, 32).double(), nn.Linear(32, 1).double()
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(0.5 * torch.randn(p.shape, generator=g, dtype=F64))
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.l2(self.drop(torch.tanh(self.l1(x))))
+
+
+def manual_gd(model, x, y, lr, steps):
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    for _ in range(steps):
+        opt.zero_grad()
+        MSE(model(x).reshape(-1), y).backward()
+        opt.step()
+
+
+@pytest.mark.parametrize("make", [DropoutNet, bn_net], ids=["dropout", "batchnorm"])
+def test_train_mode_dropout_and_batchnorm_train_with_the_check(make):
+    """The check runs on the model as it trains (batch statistics, the first step's dropout mask); checks,
+    the lr check and the test loss leave no trace: the run equals plain gradient descent step for step."""
+    x, y = problem(12)
+    xt, yt = problem(5, seed=4)
+    model, twin = make(), make()
+    torch.manual_seed(11)
+    result = train(model, x, y, MSE, lr=0.05, steps=7, x_test=xt, y_test=yt)
+    torch.manual_seed(11)
+    manual_gd(twin, x, y, 0.05, 7)
+    assert result.sharpness is not None and result.sharpness > 0 and result.lr_check_skipped is None
+    for (n, a), b in zip(model.state_dict().items(), twin.state_dict().values()):
+        assert torch.equal(a, b), n  # parameters, running statistics, num_batches_tracked
 
 
 def test_divergence_warning_at_the_stability_limit_and_real_divergence_beyond(device):
