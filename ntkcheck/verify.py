@@ -122,7 +122,7 @@ def _reproduction_lines(done: list[tuple[Reproduction, Path]]) -> list[str]:
         if result.skipped:
             verdicts = f"skipped: {result.skipped}"
         else:
-            verdicts = "; ".join(f"{v.claim}: {'holds' if v.holds else 'DID NOT HOLD'}" for v in result.verdicts)
+            verdicts = "; ".join(f"{v.claim}: {'DID NOT HOLD' if not v.passes else v.status}" for v in result.verdicts)
         lines.append(f"| {result.title} | {result.reference} | {verdicts} | {result.seconds:.0f} | [{path.name}]({path.name}) |")
     return lines
 

@@ -14,7 +14,7 @@ from ntkcheck.reproduce import experiment, mode_of, write_report
 from ntkcheck.reproduce import frequency as freq
 from ntkcheck.reproduce import init_rates as rates
 
-TINY_RATES = dict(dims=(3,), ns=(16, 32, 64), seeds=3, n_test=60, h_ini="gp", times=(-2.0, 5.0, 8),
+TINY_RATES = dict(dims=(3,), info_dims=(), ns=(16, 32, 64), seeds=3, n_test=60, h_ini="gp", times=(-2.0, 5.0, 8),
                   bootstrap=20, degrees=30)
 TINY_FREQ = dict(seeds=2, width=64, n_train=8, grid=64, sphere_dim=3, sphere_train=24, sphere_test=60)
 
@@ -141,6 +141,24 @@ def test_init_rates_slopes_are_finite_and_negative(tiny_rates):
         assert row["finite-n predicted slope"] < 0
     assert len(tiny_rates.verdicts) == 4
     assert all(math.isfinite(v.measured) and math.isfinite(v.threshold) for v in tiny_rates.verdicts)
+    assert all(len(v.values) == TINY_RATES["seeds"] for v in tiny_rates.verdicts)
+    # the population formula is reported, not scored; seed 003's claims are scored for d in config.dims
+    assert [v.status == "information" for v in tiny_rates.verdicts] == [False, False, False, True]
+
+
+def test_init_rates_verdicts_are_on_per_seed_slopes_at_the_common_best_time(tiny_rates):
+    band = [v for v in tiny_rates.verdicts if "within the band" in v.claim][0]
+    steeper = [v for v in tiny_rates.verdicts if "mirrored slope steeper" in v.claim][0]
+    assert band.measured == pytest.approx(np.mean(band.values)) and all(v >= 0 for v in band.values)
+    assert len(steeper.values) == 3 and all(math.isfinite(v) for v in steeper.values)
+    scale = tiny_rates.tables["Initial output scale (NTK parametrization: width-independent)"][0]
+    assert scale["d"] == 3 and scale["infinite width: sqrt(NNGP(x, x))"] > 0
+
+
+def test_init_rates_reports_dimensions_it_does_not_score():
+    result = rates.run(rates.Config(**{**TINY_RATES, "dims": (2,), "info_dims": (3,)}), device="cpu")
+    assert [v.status == "information" for v in result.verdicts] == [False, False, False, True] + [True] * 4
+    assert all(v.claim.startswith("d=3") for v in result.verdicts[4:])
 
 
 def test_init_rates_flow_at_infinity_is_decompose_total(tiny_rates):
@@ -159,7 +177,7 @@ def test_init_rates_report_is_written(tiny_rates, tmp_path):
 
 
 def test_init_rates_with_real_networks_is_reproducible_from_its_seed():
-    config = rates.Config(**{**TINY_RATES, "ns": (8, 16, 32), "n_test": 20, "seeds": 2, "h_ini": "network",
+    config = rates.Config(**{**TINY_RATES, "ns": (8, 16, 32), "n_test": 20, "seeds": 3, "h_ini": "network",
                              "width": 16, "bootstrap": 10})
     a, b = rates.run(config, device="cpu"), rates.run(config, device="cpu")
     key = "Error at the best stopping time (seed-averaged)"
@@ -174,14 +192,27 @@ def test_frequency_tiny_run_measures_real_properties(tiny_freq, tmp_path):
     # the init-induced term vanishes at the training points (seed 000 eq (6): h_k interpolates h_ini(X))
     assert q["circle: max abs(init-induced term) at the training points / max abs(h_ini)"] < 1e-8
     assert q["circle, equispaced control: max abs(init-induced term) at the training points / max abs(h_ini)"] < 1e-8
-    centroid_term = q["circle: spectral centroid of the init-induced term (k >= 1)"]
-    assert centroid_term > q["circle: spectral centroid of h_ini (k >= 1)"]
-    assert 0 <= q["S^3: high-frequency energy fraction, h_ini"] <= 1
-    assert len(result.verdicts) == 5
+    centroid_term = q["circle: spectral centroid of the init-induced term (k >= 1), seed-averaged spectrum"]
+    assert centroid_term > q["circle: spectral centroid of h_ini (k >= 1), seed-averaged spectrum"]
+    assert len(result.verdicts) == 5 and all(len(v.values) == TINY_FREQ["seeds"] for v in result.verdicts)
+    literal = [v for v in result.verdicts if "constrained band" in v.claim][0]
+    assert literal.threshold == 0.5 and all(0 <= v <= 1 for v in literal.values)
+    high = [v for v in result.verdicts if "two-sided" in v.claim][0]
+    assert high.status == "information" and "rougher" in high.information
+    sphere = [v for v in result.verdicts if v.claim.startswith("S^3")][0]
+    assert all(v > 0 for v in sphere.values)
     bands = result.tables["Seed-averaged energy by frequency band (circle)"]
     assert bands[0]["share left"] < bands[-1]["share left"]  # low frequencies fitted away, high ones kept
     path = write_report(result, tmp_path)
     assert "## Verdicts" in path.read_text() and (tmp_path / "reproduce-frequency-circle.png").exists()
+
+
+def test_gap_cutoff_is_pi_over_the_largest_gap_around_the_circle():
+    n = 16
+    equi = 2 * math.pi * (np.arange(n) + 0.3) / n
+    assert freq.gap_cutoff(equi) == pytest.approx(n / 2)  # equispaced: the Nyquist frequency
+    # three points; the largest gap wraps around from 5 to 2 pi + 0.5
+    assert freq.gap_cutoff(np.array([5.0, 0.5, 2.0])) == pytest.approx(math.pi / 3.0)
 
 
 def test_frequency_without_the_sphere_view():

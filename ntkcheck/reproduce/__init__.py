@@ -1,9 +1,12 @@
 """Reproductions of the seed papers' experiments: real networks, real data, figures and verdicts.
 
 Each experiment is a module here with a ``Config`` dataclass (``Config.quick()``
-sized for 2 CPU cores, ``Config.full()`` the paper's sizes, meant for a GPU) and
-``run(config, *, device) -> Reproduction``.  :func:`reproduce` runs one by name;
-``ntkcheck reproduce`` runs several and writes their reports.
+sized for 2 CPU cores, ``Config.full()`` larger, at the paper's sizes where the paper
+gives them and runs on a GPU in minutes) and ``run(config, *, device) -> Reproduction``.
+Verdicts are on the mean over several seeds (:func:`verdict`), large-width claims carry
+their width sweep (:class:`WidthTrend`).  :func:`reproduce` runs one by name;
+``ntkcheck reproduce`` runs several and writes their reports (:func:`write_report`, all
+or nothing).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ntkcheck.reproduce._result import Mode, Reproduction, Stopwatch, Verdict, mode_of, write_report
+from ntkcheck.reproduce._result import Mode, Reproduction, Stopwatch, Verdict, WidthTrend, mode_of, verdict, write_report
 
 EXPERIMENTS: dict[str, str] = {
     "loss-invariance": "loss_invariance",
@@ -23,8 +26,8 @@ EXPERIMENTS: dict[str, str] = {
     "frequency": "frequency",
 }
 
-__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "experiment", "mode_of", "reproduce",
-           "write_report"]
+__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "WidthTrend", "experiment", "mode_of",
+           "reproduce", "verdict", "write_report"]
 
 
 def experiment(name: str) -> ModuleType:

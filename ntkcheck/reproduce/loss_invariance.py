@@ -20,6 +20,12 @@ solution is reached for any schedule of stable steps.
 Measured: ``max |h_L2 - h_L4| / range(h_L2)`` over the test points (the claim), each run's
 training residual (the premise "well trained"), and each run's distance to the eq (5)
 prediction (how far the real network is from its linearization).
+
+Scale and seeds.  Fig 1's network (1-500-500-1, v_std = 5) is small enough to run as
+it is, so the initial output has the paper's scale (for two hidden layers
+``h_ini ∝ v_std^3 / sqrt(m)``, :mod:`ntkcheck.reproduce._scale`); the report prints it
+next to the target's.  Every verdict is on the mean over ``seeds`` independent draws of
+the data and the initialization, with the spread.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ from torch import nn
 from ntkcheck.empirical import ntk
 from ntkcheck.losses import LpLoss
 from ntkcheck.networks import MLP
-from ntkcheck.reproduce._result import Reproduction, Stopwatch, Verdict, mode_of
+from ntkcheck.reproduce._result import Reproduction, Stopwatch, mode_of, seed_list, spread_text, verdict
+from ntkcheck.reproduce._scale import output_rms, predicted_scale_ratio, rms, scale_rows
 from ntkcheck.solvers import interpolate
 from ntkcheck.training import train
 
@@ -45,6 +52,8 @@ TITLE = "Loss invariance of the trained network: L2 vs L4 (seed 000, Fig 1)"
 REFERENCE = "seed 000 (000_4d798787af19209b.txt), §4 Thm 5 / Thm 6 / Cor 1, §7.1 Fig 1"
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+PAPER_WIDTH, PAPER_V_STD = 500, 5.0
+"""Fig 1's network: 1-500-500-1 at v_std = 5."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +74,8 @@ class Config:
         max_steps: step budget per loss.
         fit_tol: training stops once max_i |h(x_i) - y_i| <= fit_tol * range(Y).
         dtype: dtype the networks are trained in (kernels are always float64).
-        seed: seeds the data and the initialization.
+        seed: the first seed; seed i draws the data and the initialization.
+        seeds: independent draws (data and initialization); verdicts are on their mean.
         cpu_threads: intra-op threads torch may use on CPU during the run (None: torch's
             setting); the networks' products are too small for threads to pay, and on a
             shared machine extra threads mostly wait.
@@ -84,18 +94,19 @@ class Config:
     fit_tol: float = 1e-4
     dtype: str = "float32"
     seed: int = 0
+    seeds: int = 3
     cpu_threads: int | None = 1
     progress: bool = True
 
     @classmethod
     def quick(cls, seed: int = 0) -> "Config":
-        """The paper's network (1-500-500-1) trained in float32: seconds on 2 CPU cores."""
+        """The paper's network (1-500-500-1, v_std 5) trained in float32, 3 seeds: seconds on 2 CPU cores."""
         return cls(seed=seed)
 
     @classmethod
     def full(cls, seed: int = 0) -> "Config":
-        """The paper's network trained in float64 to a 10x tighter fit."""
-        return cls(seed=seed, dtype="float64", fit_tol=1e-5, max_steps=20000, cpu_threads=None)
+        """The paper's network trained in float64 to a 10x tighter fit, 5 seeds."""
+        return cls(seed=seed, seeds=5, dtype="float64", fit_tol=1e-5, max_steps=20000, cpu_threads=None)
 
 
 @contextlib.contextmanager
@@ -194,99 +205,126 @@ def train_adaptive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, *, 
 
 
 
+def _run_seed(config: Config, seed: int, device: str) -> dict:
+    """One initialization and data draw: train it on every loss; compare with eq (5) of its initial NTK."""
+    dtype = DTYPES[config.dtype]
+    gen = torch.Generator().manual_seed(seed)
+    x64, y64 = sin_data(config.n_train, gen, min_gap=config.min_gap)
+    x64, y64 = x64.to(device), y64.to(device)
+    xt64 = torch.linspace(-1, 1, config.n_test, dtype=torch.float64, device=device).unsqueeze(1)
+    net64 = seed000_mlp(config.width, config.v_std, gen, device)
+
+    # the kernel-regime prediction, eq (5), from the empirical NTK at init (float64)
+    k_train, k_test = ntk(net64, x64), ntk(net64, xt64, x64)
+    h_ini, h_ini_test = outputs(net64, x64), outputs(net64, xt64)
+    predicted = interpolate(k_train, y64, k_test, h_ini_train=h_ini, h_ini_test=h_ini_test)
+
+    x, y = x64.to(dtype), y64.to(dtype)
+    trained: dict[float, torch.Tensor] = {}
+    curves: dict[float, tuple[list[int], list[float]]] = {}
+    rows = []
+    for p in config.powers:
+        model = copy.deepcopy(net64).to(dtype)
+        with Stopwatch() as sw:
+            steps, losses, lrs = train_adaptive(
+                model, x, y, LpLoss(p), lr_fraction=config.lr_fraction, chunk=config.chunk,
+                max_steps=config.max_steps, fit_tol=config.fit_tol, progress=config.progress,
+                desc=f"{NAME} seed {seed} L{p:g}")
+        trained[p] = outputs(model, xt64)
+        curves[p] = (steps, losses)
+        residual = float((outputs(model, x64) - y64).abs().max())
+        gap = trained[p] - predicted
+        rows.append({
+            "seed": seed, "loss": f"L{p:g}", "GD steps": steps[-1] if steps else 0,
+            "final loss": losses[-1] if losses else math.nan,
+            "max train residual / range(Y)": residual / float(y64.max() - y64.min()),
+            "max abs(h - eq (5)) / range(eq (5))": float(gap.abs().max() / (predicted.max() - predicted.min())),
+            "‖h - eq (5)‖ / ‖eq (5) - h_ini‖": float(gap.norm() / (predicted - h_ini_test).norm()),
+            "first lr": lrs[0] if lrs else math.nan, "last lr": lrs[-1] if lrs else math.nan,
+            "seconds": sw.seconds,
+        })
+    ref, other = config.powers[0], config.powers[1]
+    out_range = float(trained[ref].max() - trained[ref].min())
+    return {
+        "seed": seed, "rows": rows, "x": x64, "y": y64, "xt": xt64, "trained": trained, "predicted": predicted,
+        "curves": curves, "diff": float((trained[ref] - trained[other]).abs().max()) / out_range,
+        "fit": max(r["max train residual / range(Y)"] for r in rows), "out_range": out_range,
+        "h_ini_rms": rms(h_ini_test), "h_ini_max": float(h_ini_test.abs().max()),
+        "target_rms": rms(torch.sin(4 * xt64)), "cond": float(torch.linalg.cond(k_train)),
+    }
+
+
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
-    """Train one initialization on each loss of ``config.powers``; compare the outputs (Fig 1)."""
+    """Train one initialization per seed on each loss of ``config.powers``; compare the outputs (Fig 1)."""
     if config.dtype not in DTYPES:
         raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
     if len(config.powers) < 2:
         raise ValueError(f"config.powers must name at least two losses to compare, got {config.powers}")
-    dtype = DTYPES[config.dtype]
+    seeds = seed_list(config.seed, config.seeds)
     result = Reproduction(
         name=NAME, title=TITLE, reference=REFERENCE, mode=mode_of(config), device=device,
         settings={**{k: v for k, v in asdict(config).items() if k != "progress"},
                   "architecture": f"1-{config.width}-{config.width}-1 ReLU, standard parametrization, "
                                   f"N(0, (v_std sqrt(2/(fan_in+fan_out)))^2) for weights and biases",
-                  "optimizer": "full-batch gradient descent, step re-set every chunk to lr_fraction * 2/lambda_max"},
+                  "optimizer": "full-batch gradient descent, step re-set every chunk to lr_fraction * 2/lambda_max",
+                  "seeds run": ", ".join(map(str, seeds))},
     )
     with cpu_threads(config.cpu_threads), Stopwatch() as total:
         result.settings["torch CPU threads during the run"] = torch.get_num_threads()
-        gen = torch.Generator().manual_seed(config.seed)
-        x64, y64 = sin_data(config.n_train, gen, min_gap=config.min_gap)
-        x64, y64 = x64.to(device), y64.to(device)
-        xt64 = torch.linspace(-1, 1, config.n_test, dtype=torch.float64, device=device).unsqueeze(1)
-        net64 = seed000_mlp(config.width, config.v_std, gen, device)
-
-        # the kernel-regime prediction, eq (5), from the empirical NTK at init (float64)
-        k_train, k_test = ntk(net64, x64), ntk(net64, xt64, x64)
-        h_ini, h_ini_test = outputs(net64, x64), outputs(net64, xt64)
-        predicted = interpolate(k_train, y64, k_test, h_ini_train=h_ini, h_ini_test=h_ini_test)
-        cond = float(torch.linalg.cond(k_train))
-
-        x, y = x64.to(dtype), y64.to(dtype)
-        trained: dict[float, torch.Tensor] = {}
-        curves: dict[float, tuple[list[int], list[float]]] = {}
-        rows = []
-        for p in config.powers:
-            loss = LpLoss(p)
-            model = copy.deepcopy(net64).to(dtype)
-            with Stopwatch() as sw:
-                steps, losses, lrs = train_adaptive(
-                    model, x, y, loss, lr_fraction=config.lr_fraction, chunk=config.chunk,
-                    max_steps=config.max_steps, fit_tol=config.fit_tol, progress=config.progress,
-                    desc=f"{NAME} L{p:g}")
-            trained[p] = outputs(model, xt64)
-            curves[p] = (steps, losses)
-            residual = float((outputs(model, x64) - y64).abs().max())
-            gap = trained[p] - predicted
-            rows.append({
-                "loss": f"L{p:g}", "GD steps": steps[-1] if steps else 0,
-                "final loss": losses[-1] if losses else math.nan,
-                "max train residual / range(Y)": residual / float(y64.max() - y64.min()),
-                "max abs(h - eq (5)) / range(eq (5))": float(gap.abs().max() / (predicted.max() - predicted.min())),
-                "‖h - eq (5)‖ / ‖eq (5) - h_ini‖": float(gap.norm() / (predicted - h_ini_test).norm()),
-                "first lr": lrs[0] if lrs else math.nan, "last lr": lrs[-1] if lrs else math.nan,
-                "seconds": sw.seconds,
-            })
+        runs = [_run_seed(config, s, device) for s in seeds]
 
     ref, other = config.powers[0], config.powers[1]
-    out_range = float(trained[ref].max() - trained[ref].min())
-    diff = float((trained[ref] - trained[other]).abs().max()) / out_range
-    worst_fit = max(r["max train residual / range(Y)"] for r in rows)
     m = config.width
     result.verdicts = [
-        Verdict(
-            claim=f"L{ref:g}- and L{other:g}-trained outputs overlap: max abs(h_L{ref:g} - h_L{other:g}) / "
-                  f"range(h_L{ref:g}) on {config.n_test} test points",
-            measured=diff, threshold=1.0 / math.sqrt(m), comparison="<=",
-            justification=f"Thm 6 makes the limit loss-free for the linearized network; what a finite width adds "
-                          f"vanishes like m^-1/2 (Lee et al. 2019), so a gap below 1/sqrt(m) = {1 / math.sqrt(m):.3g} "
-                          f"(unit constant) is within the finite-width scale, an O(1) gap would contradict Thm 6",
+        verdict(
+            f"L{ref:g}- and L{other:g}-trained outputs overlap: max abs(h_L{ref:g} - h_L{other:g}) / "
+            f"range(h_L{ref:g}) on {config.n_test} test points",
+            [r["diff"] for r in runs], 1.0 / math.sqrt(m), "<=",
+            f"Thm 6 makes the limit loss-free for the linearized network; what a finite width adds vanishes like "
+            f"m^-1/2 (Lee et al. 2019), so a gap below 1/sqrt(m) = {1 / math.sqrt(m):.3g} (unit constant) is within "
+            f"the finite-width scale, an O(1) gap would contradict Thm 6",
         ),
-        Verdict(
-            claim="both runs are well trained: max training residual / range(Y)",
-            measured=worst_fit, threshold=config.fit_tol, comparison="<=",
-            justification="the claim is about trained networks; a run stopped short of the fit tolerance would "
-                          "make the comparison meaningless",
+        verdict(
+            "both runs are well trained: max training residual / range(Y)",
+            [r["fit"] for r in runs], config.fit_tol, "<=",
+            "the claim is about trained networks; a run stopped short of the fit tolerance would make the "
+            "comparison meaningless",
         ),
     ]
-    result.tables["Per-loss training and distance to the kernel prediction"] = rows
-    result.tables["Summary"] = [{
-        f"max abs(h_L{ref:g} - h_L{other:g}) / range": diff, "1/sqrt(m)": 1 / math.sqrt(m), "output range": out_range,
-        "max abs(h_ini) on test points": float(h_ini_test.abs().max()), "cond(K) at init": cond,
-    }]
-    devs = [r["max abs(h - eq (5)) / range(eq (5))"] for r in rows]
-    moved = [r["‖h - eq (5)‖ / ‖eq (5) - h_ini‖"] for r in rows]
+    at_paper = (m, config.v_std) == (PAPER_WIDTH, PAPER_V_STD)
+    result.tables["Initial output scale (seed 000 §7 init)"] = scale_rows(
+        [r["h_ini_rms"] for r in runs], None if at_paper else [_paper_h_ini(s, config, device) for s in seeds],
+        runs[0]["target_rms"], run_label=f"this run: width {m}, v_std {config.v_std:g}",
+        paper_label=f"paper: width {PAPER_WIDTH}, v_std {PAPER_V_STD:g}",
+        predicted=predicted_scale_ratio(config.v_std, m, PAPER_V_STD, PAPER_WIDTH, 2))
+    result.tables["Per-loss training and distance to the kernel prediction"] = [row for r in runs for row in r["rows"]]
+    result.tables["Per seed"] = [{
+        "seed": r["seed"], f"max abs(h_L{ref:g} - h_L{other:g}) / range": r["diff"], "1/sqrt(m)": 1 / math.sqrt(m),
+        "output range": r["out_range"], "max abs(h_ini) on test points": r["h_ini_max"], "cond(K) at init": r["cond"],
+    } for r in runs]
+    devs = [row["max abs(h - eq (5)) / range(eq (5))"] for r in runs for row in r["rows"]]
+    moved = [row["‖h - eq (5)‖ / ‖eq (5) - h_ini‖"] for r in runs for row in r["rows"]]
     result.notes += [
-        f"Training points: {config.n_train} uniform draws on [-1, 1] (redrawn until neighbours are at least "
+        f"Training points: {config.n_train} uniform draws on [-1, 1] per seed (redrawn until neighbours are at least "
         f"{config.min_gap:g} x 2/n apart); test points: an even grid of {config.n_test} on [-1, 1].",
-        f"Distance of the trained networks to the eq (5) prediction of their initial NTK: max "
-        f"{', '.join(f'{d:.3g}' for d in devs)} of the range, i.e. {', '.join(f'{d:.3g}' for d in moved)} of the "
-        f"distance training moved the function (Euclidean norms over the test points): the networks are not "
-        f"exactly in the kernel regime, yet the two losses end {diff:.3g} of the range apart.",
+        f"Distance of the trained networks to the eq (5) prediction of their initial NTK: {min(devs):.3g} to "
+        f"{max(devs):.3g} of the range, i.e. {min(moved):.3g} to {max(moved):.3g} of the distance training moved "
+        f"the function (Euclidean norms over the test points): the networks are not exactly in the kernel regime, "
+        f"yet the two losses end {spread_text([r['diff'] for r in runs])} of the range apart.",
+        "The figures show the first seed.",
     ]
-    result.figures = _figures(config, x64, y64, xt64, trained, predicted, curves)
+    first = runs[0]
+    result.figures = _figures(config, first["x"], first["y"], first["xt"], first["trained"], first["predicted"],
+                              first["curves"])
     result.seconds = total.seconds
     return result
+
+
+def _paper_h_ini(seed: int, config: Config, device: str) -> float:
+    """RMS of h_ini on the test grid of the paper's 1-500-500-1 network at v_std 5, seed ``seed``."""
+    gen = torch.Generator().manual_seed(seed)
+    xt = torch.linspace(-1, 1, config.n_test, dtype=torch.float64, device=device).unsqueeze(1)
+    return output_rms(seed000_mlp(PAPER_WIDTH, PAPER_V_STD, gen, device), xt)
 
 
 def _figures(config, x, y, xt, trained, predicted, curves):
@@ -304,8 +342,8 @@ def _figures(config, x, y, xt, trained, predicted, curves):
     ax.plot(xt_, predicted.cpu().numpy(), color="tab:red", ls=":", lw=1.2, label="eq (5), initial NTK")
     ax.plot(xs, y.cpu().numpy(), "k*", ms=10, label="training data")
     ax.set_xlabel("x")
-    ax.set_ylabel("output")
-    ax.set_title(f"1-{config.width}-{config.width}-1, v_std={config.v_std:g}")
+    ax.set_ylabel("output after training")
+    ax.set_title(f"Fig 1: 1-{config.width}-{config.width}-1, v_std={config.v_std:g}, seed {config.seed}")
     ax.legend(fontsize=8)
     fig.tight_layout()
 
@@ -314,6 +352,7 @@ def _figures(config, x, y, xt, trained, predicted, curves):
         ax2.semilogy(steps, losses, label=f"L{p:g} loss")
     ax2.set_xlabel("gradient-descent step")
     ax2.set_ylabel("training loss")
+    ax2.set_title("training losses (not in the paper)")
     ax2.legend(fontsize=8)
     fig2.tight_layout()
     return {"outputs": fig, "loss": fig2}
