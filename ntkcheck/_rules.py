@@ -40,6 +40,8 @@ from torch import nn
 from ntkcheck.networks import Conv1d, Conv2d, Embedding, LayerNorm, Linear
 
 KINDS = ("outer", "diag", "index")
+CONV_ROWS = 32
+"""Rows per call of the batch-grouped convolution backward that forms per-sample convolution gradients."""
 
 
 @dataclass
@@ -162,8 +164,9 @@ def _same_padding(kernel: tuple[int, ...], dilation: tuple[int, ...]) -> list[in
 def _conv_rule(module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Tensor,
                batch: int) -> list[Piece] | None:
     """``nn.Conv1d/2d`` / ntkcheck ``Conv1d/2d``: ``a`` are the input patches (``F.unfold``), positions the
-    output pixels, one piece per group; per-sample gradients by one convolution backward with the batch
-    as groups (no patches formed)."""
+    output pixels, one piece per group.  Per-sample gradients, per chunk of ``CONV_ROWS`` rows: for up to two
+    cotangents one convolution backward with the chunk's rows as groups (no patches formed), for more one
+    batched matmul of the chunk's patches with the signals of all cotangents (patches shared by them)."""
     if not inputs or not _batched(batch, inputs[0], output):
         return None
     x = inputs[0].detach()
@@ -189,12 +192,12 @@ def _conv_rule(module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Ten
     out_size = tuple(output.shape[2:])
     weight_grad = torch.nn.grad.conv1d_weight if dims == 1 else torch.nn.grad.conv2d_weight
 
-    def patches() -> torch.Tensor:  # (B, groups, S, k)
-        x2, k2, s2, d2, p2 = x, kernel, stride, dilation, padding
+    def patches(lo: int = 0, hi: int = batch) -> torch.Tensor:  # (hi - lo, groups, S, k) of rows lo:hi
+        x2, k2, s2, d2, p2 = x[lo:hi], kernel, stride, dilation, padding
         if dims == 1:
-            x2, k2, s2, d2, p2 = x.unsqueeze(2), (1, *kernel), (1, *stride), (1, *dilation), (0, *padding)
-        cols = F.unfold(x2, k2, dilation=d2, padding=p2, stride=s2)  # (B, C*prod(kernel), S)
-        return cols.view(batch, groups, -1, cols.shape[-1]).transpose(2, 3)
+            x2, k2, s2, d2, p2 = x2.unsqueeze(2), (1, *kernel), (1, *stride), (1, *dilation), (0, *padding)
+        cols = F.unfold(x2, k2, dilation=d2, padding=p2, stride=s2)  # (rows, C*prod(kernel), S)
+        return cols.view(hi - lo, groups, -1, cols.shape[-1]).transpose(2, 3)
 
     cache: list[torch.Tensor] = []
 
@@ -205,12 +208,22 @@ def _conv_rule(module: nn.Module, inputs: tuple, kwargs: dict, output: torch.Ten
 
     def per_sample(g: torch.Tensor, j: int) -> torch.Tensor:
         k_cot = g.shape[0]
+        width = m * c_in * math.prod(kernel)
         if k_cot > 2:  # measured on CPU: the batch-grouped backward's cost grows with K faster than patches'
-            return torch.einsum("kbsm,bsn->kbmn", g, group_patches(j)).reshape(k_cot, batch, -1)
-        inp = x[:, j * c_in:(j + 1) * c_in].reshape(1, batch * c_in, *x.shape[2:])
-        grad = g.permute(1, 0, 3, 2).reshape(1, batch * k_cot * m, *out_size)
-        w = weight_grad(inp, (batch * k_cot * m, c_in, *kernel), grad, stride, padding, dilation, batch)
-        return w.view(batch, k_cot, -1).transpose(0, 1)
+            out = torch.empty(k_cot, batch, m, width // m, dtype=g.dtype, device=g.device)
+            for lo in range(0, batch, CONV_ROWS):  # row chunks: the patches of a chunk stay in cache
+                hi = min(lo + CONV_ROWS, batch)
+                part = patches(lo, hi)[:, j] if groups == 1 else group_patches(j)[lo:hi]
+                out[:, lo:hi] = torch.einsum("kbsm,bsn->kbmn", g[:, lo:hi], part)
+            return out.view(k_cot, batch, width)
+        out = torch.empty(batch, k_cot, width, dtype=g.dtype, device=g.device)
+        for lo in range(0, batch, CONV_ROWS):  # row chunks: measured faster on CPU than one call of B groups
+            hi = min(lo + CONV_ROWS, batch)
+            inp = x[lo:hi, j * c_in:(j + 1) * c_in].reshape(1, (hi - lo) * c_in, *x.shape[2:])
+            grad = g[:, lo:hi].permute(1, 0, 3, 2).reshape(1, (hi - lo) * k_cot * m, *out_size)
+            w = weight_grad(inp, ((hi - lo) * k_cot * m, c_in, *kernel), grad, stride, padding, dilation, hi - lo)
+            out[lo:hi] = w.view(hi - lo, k_cot, -1)
+        return out.transpose(0, 1)
 
     w_mult, b_mult = _mults(module)
     bias = _trainable(module.bias)

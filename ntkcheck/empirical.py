@@ -15,11 +15,19 @@ torch.func gradients of just those parameters.  Only parameters with
 ``requires_grad=True`` count: freezing all but the last layer gives the last-layer
 kernel Psi of seed 001 Thm 1.  The kernel is the per-sample one (each row's output
 depends on that row alone); models that couple the rows of a batch are refused.
+
+The probes (a forward pass of the first rows, the coupling check, the rules' check
+against autograd) run once per model state: their verdicts are kept, per model, for
+the next call with the same method, output mode, ``output_fn``, input row shapes and
+dtypes, and the same parameters, buffers (their in-place version counters) and
+train/eval modes.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -37,6 +45,37 @@ __all__ = ["METHODS", "OUTPUTS", "Piece", "ntk", "register_rule"]
 METHODS = ("auto", "layerwise", "jacobian", "ntvp")
 OUTPUTS = ("full", "trace", "sum")
 COUPLING_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
+
+
+@dataclass
+class _Verdict:
+    """What the probes found for one model state: output count and, for the rules, the parameters
+    torch.func serves and the bytes per row / per pair of the features."""
+
+    n_out: int
+    uncovered: dict[str, str] | None = None
+    sizes: tuple[int, int] | None = None
+
+
+_VERDICTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Verdict]] = weakref.WeakKeyDictionary()
+KEPT_VERDICTS = 8
+"""Verdicts kept per model (the most recent ones)."""
+
+
+def _state_key(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool, method: str, output: str,
+               output_fn: Any) -> tuple:
+    """Everything the probes' verdicts depend on, short of the parameter values themselves."""
+    rows = tuple((tuple(x.shape[1:]), x.dtype, x.device) for x in (x1, x2))
+    params = tuple((id(p), p._version, p.requires_grad, p.dtype) for p in model.parameters())
+    buffers = tuple((id(b), b._version) for b in model.buffers())
+    modes = tuple(m.training for m in model.modules())
+    sizes = (min(x1.shape[0], 3), _block(x1, x2))
+    return (method, output, output_fn, symmetric, sizes, rows, params, buffers, modes)
+
+
+def _block(x1: torch.Tensor, x2: torch.Tensor) -> int:
+    """Rows per block the rules' cost model assumes."""
+    return min(max(x1.shape[0], x2.shape[0]), 256)
 
 
 def _rows(out: Any, n: int, output_fn: Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
@@ -173,13 +212,22 @@ def ntk(
 
     with torch.inference_mode(False), torch.enable_grad():
         x1, x2 = _usable(x1), _usable(x2)
-        n_out = _run(model, x1[:2], "x1", output_fn).shape[1]
-        if not symmetric:
-            _run(model, x2[:2], "x2", output_fn)
-        probe = torch.cat([x1[:3], x2[: max(0, 3 - x1.shape[0])]]) if not symmetric else x1[:3]
-        if probe.shape[0] > 1:
-            _check_independent_rows(model, probe, output_fn)
-        kernels = _compute(model, x1, x2, method, per_layer, n_out, memory_budget, symmetric, output, output_fn)
+        key = _state_key(model, x1, x2, symmetric, method, output, output_fn)
+        kept = _VERDICTS.setdefault(model, {})
+        verdict = kept.get(key)
+        if verdict is None:
+            n_out = _run(model, x1[:2], "x1", output_fn).shape[1]
+            if not symmetric:
+                _run(model, x2[:2], "x2", output_fn)
+            probe = torch.cat([x1[:3], x2[: max(0, 3 - x1.shape[0])]]) if not symmetric else x1[:3]
+            if probe.shape[0] > 1:
+                _check_independent_rows(model, probe, output_fn)
+            verdict = _Verdict(n_out)
+        kernels = _compute(model, x1, x2, method, per_layer, verdict, memory_budget, symmetric, output, output_fn)
+        kept.pop(key, None)
+        kept[key] = verdict
+        while len(kept) > KEPT_VERDICTS:
+            del kept[next(iter(kept))]
     for name, k in kernels.items():
         check_finite_result(k, f"ntk(method={method!r}) for {name}")
     return kernels if per_layer else kernels["total"]
@@ -202,12 +250,13 @@ def _compute(
     x2: torch.Tensor,
     method: str,
     per_layer: bool,
-    n_out: int,
+    verdict: _Verdict,
     budget: int,
     symmetric: bool,
     output: str,
     output_fn: Any,
 ) -> dict[str, torch.Tensor]:
+    n_out = verdict.n_out
     dtype = next(p for p in model.parameters() if p.requires_grad).dtype
     itemsize = torch.empty((), dtype=dtype).element_size()
     names = [n for n, p in model.named_parameters() if p.requires_grad] if per_layer else ["total"]
@@ -230,16 +279,21 @@ def _compute(
             return {n: _reduce(k, output, n_out) for n, k in kernels.items()}
     forward = partial(_forward, output_fn=output_fn)
     if method in ("auto", "layerwise"):
-        block = min(max(x1.shape[0], x2.shape[0]), 256)
-        engine = Engine(model, forward, n_out, sum_outputs=output == "sum", block=block)
-        engine.prepare(x1[:2])
+        engine = Engine(model, forward, n_out, sum_outputs=output == "sum", block=_block(x1, x2))
+        if verdict.uncovered is None:
+            engine.prepare(x1[:2])
+        else:
+            engine.uncovered.update(verdict.uncovered)
         if method == "layerwise" and engine.uncovered:
             why = "; ".join(f"{n}: {w}" for n, w in engine.uncovered.items())
             raise _layerwise.LayerwiseUnsupportedError(
                 f"method='layerwise' needs a layer rule for every trainable parameter, but not for {why}; use "
                 "method='auto' (torch.func for those parameters), or ntkcheck.register_rule for the layer type"
             )
-        feats, pair = row_bytes(engine.features(x1[:1]))
+        if verdict.uncovered is None:
+            verdict.uncovered = dict(engine.uncovered)
+            verdict.sizes = row_bytes(engine.features(x1[:1]))
+        feats, pair = verdict.sizes  # type: ignore[misc]
         out_dim = 1 if output in ("trace", "sum") else n_out
         kernels = tiled_kernel(
             x1, x2, features1=engine.features, features2=engine.features,

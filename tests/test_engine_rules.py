@@ -274,11 +274,10 @@ def families():
 
 @pytest.mark.parametrize("family", list(families()))
 def test_model_families(family):
-    """Position embeddings (called on arange(T), no batch axis) go to torch.func; everything else by rules."""
+    """Every parameter of every family by rules, learned position embeddings included."""
     model, x = families()[family]
     assert_exact(model, x, method="auto")
-    if "Transformer" not in family:
-        assert_exact(model, x, method="layerwise")
+    assert_exact(model, x, method="layerwise")
 
 
 def torch_models():
@@ -359,3 +358,48 @@ class FrozenWeightRawBias(nn.Module):
 
 def test_weight_served_by_torch_func_keeps_its_bias_served_by_the_rule():
     assert_exact(FrozenWeightRawBias().to(D), xs(4, 3), method="auto")
+
+
+# ---- speed paths: row chunks of convolutions, symmetric Gram slabs, reused probe verdicts ---------------------
+
+
+def test_convolution_row_chunks_and_symmetric_slabs_are_exact():
+    """70 rows cross the convolution's row chunks (32) and, with 3 outputs, the symmetric Gram's slabs."""
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2, stride=2), nn.Tanh(), nn.Conv2d(6, 4, 2),
+                          nn.Tanh(), Pool(), nn.Linear(4, 3)).to(D)
+    x = torch.randn(70, 4, 7, 7, generator=gen(3), dtype=D)
+    assert_exact(model, x)
+    assert_exact(model, x[:40], x[40:] + 0.5)
+
+
+class Counting(nn.Module):
+    """``inner`` counting its forward passes."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.inner(x)
+
+
+def test_probe_verdicts_are_reused_until_the_model_changes():
+    model = Counting(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.Tanh(), Pool(), nn.Linear(3, 2))).to(D)
+    model.eval()
+    x = torch.randn(6, 2, 5, 5, generator=gen(4), dtype=D)
+    first = nk.ntk(model, x)
+    model.calls = 0
+    again = nk.ntk(model, x)
+    assert model.calls == 1  # one forward pass of the rows, no probes
+    assert torch.equal(first, again)
+    with torch.no_grad():
+        model.inner[0].weight.mul_(2.0)  # in place: a new parameter version, probed again
+    model.calls = 0
+    changed = nk.ntk(model, x)
+    assert model.calls > 1
+    assert rel(changed, nk.ntk(model, x, method="jacobian")) <= TOL
+    model.train()  # BatchNorm now couples the rows: the cached eval-mode verdict must not serve it
+    with pytest.raises(ValueError, match="couples the rows"):
+        nk.ntk(model, x)

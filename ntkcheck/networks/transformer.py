@@ -163,7 +163,8 @@ class Transformer(Family):
         self._check_tokens(x)
         h = self.embed(x)
         if self.position is not None:
-            h = h + self.position(torch.arange(x.shape[1], device=x.device))
+            # looked up per row (ids (N, T)), so the table's per-row gradients have a batch axis
+            h = h + self.position(torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1))
         for block in self.blocks:
             h = block(h)
         if self.final_norm is not None:
