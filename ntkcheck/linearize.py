@@ -292,7 +292,9 @@ def _align_targets(out: torch.Tensor, y: object, name: str, x: torch.Tensor) -> 
     """``y`` as a flat, sample-major vector matching ``out`` (N, O); raise naming ``name``."""
     if not isinstance(y, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
-    check_same_device_dtype(x, y, "x_train", name)
+    # targets carry the model's float dtype; integer token ids as x_train have none to match
+    ref, ref_name = (x, "x_train") if x.is_floating_point() else (out, "model(x_train)")
+    check_same_device_dtype(ref, y, ref_name, name)
     n = out.shape[0]
     if y.ndim == 0 or y.shape[0] != n or y.numel() != out.numel():
         raise ValueError(
@@ -341,7 +343,8 @@ def min_norm_linearized(model: nn.Module, x_train: torch.Tensor, y_train: torch.
     Args:
         model: the network f at ``theta_0`` (its current parameters).
         x_train: (n, d) training inputs.
-        y_train: (n,) or (n, O) targets, dtype and device of ``x_train``.
+        y_train: (n,) or (n, O) targets, dtype and device of ``x_train`` (of the model's output when
+            ``x_train`` holds integer token ids).
 
     The linear algebra is :func:`ntkcheck.solvers.min_norm_parameters` (QR of J, never J J^T).
 

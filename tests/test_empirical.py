@@ -36,7 +36,7 @@ def transform(kind: str, model: nk.MLP, seed: int) -> nn.Module:
 
 @settings(deadline=None)
 @given(
-    arch=architectures(max_depth=4, max_width=64),
+    arch=architectures(families=("mlp",), max_depth=4, max_width=64),
     kind=st.sampled_from(["plain", "asi", "rnd", "double"]),
     n1=st.integers(1, 6),
     n2=st.integers(1, 5),
@@ -55,7 +55,8 @@ def test_methods_agree_on_random_architectures(arch, kind, n1, n2, data_seed):
 
 
 @settings(deadline=None)
-@given(arch=architectures(max_depth=3, max_width=32), method=st.sampled_from(METHODS), data_seed=seeds())
+@given(arch=architectures(families=("mlp",), max_depth=3, max_width=32), method=st.sampled_from(METHODS),
+       data_seed=seeds())
 def test_per_layer_kernels_sum_to_total_and_match(arch, method, data_seed):
     """per_layer=True returns one kernel per named parameter; they sum to the total."""
     model = arch.build()
@@ -71,7 +72,7 @@ def test_per_layer_kernels_sum_to_total_and_match(arch, method, data_seed):
 
 
 @settings(deadline=None)
-@given(arch=architectures(max_depth=3, max_width=32), data_seed=seeds())
+@given(arch=architectures(families=("mlp",), max_depth=3, max_width=32), data_seed=seeds())
 def test_kernel_is_symmetric_psd(arch, data_seed):
     """Theta(X, X) is a Gram matrix: symmetric (in samples and outputs) and PSD."""
     model = arch.build()

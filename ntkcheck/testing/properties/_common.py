@@ -14,8 +14,9 @@ DTYPE = backend().dtype
 
 
 def reproduce(arch: Arch | None = None, **data: object) -> str:
-    """Python lines that rebuild an example: the model from its Arch, the data from their seeds."""
-    lines = ["import torch, ntkcheck as nk", "from ntkcheck.strategies import Arch, inputs"]
+    """Python lines that rebuild an example: the model from its Arch (any family), the data from their seeds
+    (``inputs(...)`` rows, or ``Dataset(...).x()`` for images, sequences and token ids)."""
+    lines = ["import torch, ntkcheck as nk", "from ntkcheck.strategies import Arch, Dataset, inputs"]
     if arch is not None:
         lines.append(f"model = {arch!r}.build(dtype={DTYPE}, device={str(DEVICE)!r})")
     lines += [f"{name} = {value}" for name, value in data.items()]

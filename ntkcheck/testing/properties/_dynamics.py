@@ -333,6 +333,7 @@ def wide_architectures(min_width: int, *, min_in: int = 2, **kwargs: object) -> 
         return dataclasses.replace(arch, widths=tuple(max(w, min_width) for w in arch.widths),
                                    in_features=max(arch.in_features, min_in))
 
+    kwargs.setdefault("families", ("mlp",))  # widths/in_features are an MLP's
     return architectures(**kwargs).map(widen)  # type: ignore[arg-type]
 
 

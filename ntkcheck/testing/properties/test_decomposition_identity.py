@@ -18,7 +18,9 @@ Nothing on the expected side goes through :mod:`ntkcheck.solvers`:
   (h_ini = its own output) and of its ASI twin (same kernel, output 0: seed 000 Thm 4), each moved to
   its lstsq minimum-norm parameters and evaluated by its own forward pass (a Jacobian-vector product).
 
-Draws: every activation, 1-3 outputs (block kernels (n, n, O, O), sample-major), biases, frozen
+Draws: every family of :func:`ntkcheck.strategies.architectures` (MLPs, CNNs on images, dense and
+convolutional ResNets, Transformers on sequences and token ids; eq (6) and Lemma 3 hold for any
+differentiable model), every activation, 1-3 outputs (block kernels (n, n, O, O), sample-major), biases, frozen
 layers, seed 000's glorot init, widths up to 256 (widths below 16 are raised to 16).  The training set
 is cut to its largest prefix whose kernel has cond(K) <= ``max_condition_solve`` (a linear network's
 NTK, of rank <= (d + 1) O, keeps at most d + 1 points); only a draw singular on its first point is
@@ -28,6 +30,7 @@ reasons of ``interpolant_fit`` and ``interpolant_forward``).
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -94,14 +97,14 @@ def test_interpolant_fits_and_eq6_terms_match_lstsq_on_empirical_ntk(arch, data)
     total = unbiased + init_bias (seed 000, Thm 2 eq (6), h_k of problem (5))."""
     arch = roomy(arch)
     ds = data.draw(datasets(arch, max_n=8))
-    h_fn = data.draw(initial_functions(arch.in_features, arch.out_features))
+    h_fn = data.draw(initial_functions(math.prod(arch.in_shape), arch.out_features))
     ex = network_example(arch, ds)
     model, x, y, xt, k, kt, ref = ex.model, ex.x, ex.y, ex.xt, ex.k, ex.kt, ex.ref
     ctx = reproduce(arch, ds=ex.data(), h_fn=f"nk.strategies.{h_fn!r}",
                     check="decompose(nk.ntk(model, x), y, nk.ntk(model, xt, x), h_ini(x), h_ini(xt)) vs "
                           "h_ini(xt) + J(xt) lstsq(J(x), y - h_ini(x))")
     check_interpolant(k, y, kt, outputs(model, x, y), outputs(model, xt, y), ref, ctx, "h_ini = network output")
-    check_interpolant(k, y, kt, h_fn(x), h_fn(xt), ref, ctx, "h_ini = random function")
+    check_interpolant(k, y, kt, h_fn(x).to(y.dtype), h_fn(xt).to(y.dtype), ref, ctx, "h_ini = random function")
 
 
 @given(arch=architectures(max_depth=2, max_width=256, max_out=3, frozen=None), data=st.data())

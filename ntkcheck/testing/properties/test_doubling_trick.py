@@ -22,7 +22,8 @@ CLAIM = "doubling_trick"
 pytestmark = pytest.mark.claim(CLAIM)
 
 
-@given(arch=architectures(min_depth=1, max_depth=4, max_width=32, frozen=None).map(with_trainable_room),
+@given(arch=architectures(families=("mlp",), min_depth=1, max_depth=4, max_width=32,
+                          frozen=None).map(with_trainable_room),
        data_seed=seeds(), n=st.integers(1, 6))
 def test_doubled_per_layer_kernels(arch, data_seed, n):
     """For m <= L-2: k_W'[m] = k_b'[m] = 0; k_W'[L-1] = 2 k_W[L-1], k_b'[L-1] = 2 k_b[L-1], k_W'[L] = 2 k_W[L];

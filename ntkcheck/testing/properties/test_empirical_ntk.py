@@ -15,6 +15,11 @@ on a float64 copy of the model whatever the dtype under test.  Every method of :
 compared with it; the kernel of x1 with itself must also be symmetric (k(x, x')[o, q] =
 k(x', x)[q, o]) and positive semi-definite as an (N O, N O) Gram matrix.
 
+Draws: every family of :func:`ntkcheck.strategies.architectures` (MLPs up to width 256; small CNNs with
+strides, padding, average-pooling and flatten readouts on images; dense and convolutional ResNets;
+Transformers on feature sequences and on integer token ids), 1-3 outputs, biases, frozen units, both
+parametrizations and inits; the inputs of each family from ``dataset_for``.
+
 Tolerances: ``kernel_methods_agree`` (same sums of products in another order; relative to the norm
 of the total oracle kernel, also for per-layer kernels), ``symmetry``, ``psd``.  x1 has at least two
 rows, and a draw whose oracle k(x1, x1) is exactly zero (every ReLU path dead at every x1: width-1
@@ -34,7 +39,7 @@ from hypothesis import assume, example, given, strategies as st
 from torch.func import functional_call, jacrev
 
 import ntkcheck as nk
-from ntkcheck.strategies import Arch, architectures, inputs, seeds, stream
+from ntkcheck.strategies import Arch, architectures, dataset_for, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.tolerances import tolerance
 
@@ -53,7 +58,7 @@ def oracle_jacobians(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch
     twin = copy.deepcopy(model).to(torch.float64)
     params = {n: p.detach() for n, p in twin.named_parameters() if p.requires_grad}
     fixed = {n: p.detach() for n, p in twin.named_parameters() if not p.requires_grad}
-    xd = x.detach().to(torch.float64)
+    xd = x.detach().to(torch.float64) if x.is_floating_point() else x.detach()  # token ids stay integers
 
     def outputs(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return functional_call(twin, {**p, **fixed}, (xd,)).reshape(-1)
@@ -88,8 +93,8 @@ def _draw(arch, data_seed, n1, n2):
     """The model, inputs and oracle kernels of a draw.  A draw whose k(x1, x1) is exactly zero (every ReLU
     path dead at every x1: width-1 relu layers) would let any method pass; its parameters are redrawn from
     the next seeds of the stream instead (the returned arch names the seed used)."""
-    x1 = inputs(data_seed, n1, arch.in_features, dtype=DTYPE, device=DEVICE)
-    x2 = inputs(stream(data_seed, 1), n2, arch.in_features, dtype=DTYPE, device=DEVICE)
+    d1, d2 = dataset_for(arch, data_seed, n1), dataset_for(arch, stream(data_seed, 1), n2)
+    x1, x2 = d1.x(dtype=DTYPE, device=DEVICE), d2.x(dtype=DTYPE, device=DEVICE)
     for attempt in range(16):
         model = arch.build(dtype=DTYPE, device=DEVICE)
         j1 = oracle_jacobians(model, x1)
@@ -103,8 +108,7 @@ def _draw(arch, data_seed, n1, n2):
     # k(x1, x2) may vanish when every x2 is dead; its errors are measured against
     # ||k(x1, x1)|| + ||k(x2, x2)||, which bounds it (Cauchy-Schwarz) and is never 0 here
     scale = float(own["total"].norm() + oracle_kernels(j2, j2)["total"].norm())
-    ctx = reproduce(arch, x1=f"inputs({data_seed}, {n1}, {arch.in_features})",
-                    x2=f"inputs(nk.strategies.stream({data_seed}, 1), {n2}, {arch.in_features})")
+    ctx = reproduce(arch, x1=f"{d1!r}.x(dtype={DTYPE})", x2=f"{d2!r}.x(dtype={DTYPE})")
     return arch, model, x1, x2, cross, own, scale, ctx
 
 
@@ -150,12 +154,23 @@ EXPLICIT = Arch(in_features=3, widths=(16, 12), out_features=2, activation="tanh
                 weight_std=1.5, bias_std=0.5, seed=7, frozen=(1,))
 
 
+EXPLICIT_CNN = Arch(in_features=2, widths=(3, 4), out_features=2, activation="relu", bias=True,
+                    parametrization="standard", weight_std=1.0, bias_std=0.5, seed=5, init="glorot", frozen=(0,),
+                    family="cnn", image_size=5, stride=2, padding=1, readout="flatten")
+EXPLICIT_TOKENS = Arch(in_features=1, widths=(4,), out_features=3, activation="gelu", bias=True, parametrization="ntk",
+                       weight_std=1.0, bias_std=0.5, seed=9, family="transformer", d_model=4, heads=2, seq_len=3,
+                       vocab=5, norm="post")
+
+
 @example(arch=EXPLICIT, data_seed=11, n1=3, n2=2)
+@example(arch=EXPLICIT_CNN, data_seed=12, n1=3, n2=2)
+@example(arch=EXPLICIT_TOKENS, data_seed=13, n1=3, n2=2)
 @given(arch=architectures(max_depth=3, max_width=256, max_out=3, frozen=None),
        data_seed=seeds(), n1=st.integers(2, 5), n2=st.integers(1, 4))
 def test_layerwise_ntk_is_jacobian_gram(arch, data_seed, n1, n2):
     """k = sum_p grad_{theta_p} h(x1)^T grad_{theta_p} h(x2) (seed 000 §3.2, §12): ntk(method="layerwise"),
-    total and per layer, for x2 != x1 and x2 = x1, equals the jacrev oracle; k(x1, x1) is symmetric and PSD."""
+    total and per layer, for x2 != x1 and x2 = x1, equals the jacrev oracle on MLPs, CNNs, ResNets and
+    Transformers (images, sequences, token ids); k(x1, x1) is symmetric and PSD."""
     arch, model, x1, x2, cross, own, scale, ctx = _draw(arch, data_seed, n1, n2)
     _check_against_oracle(model, x1, x2, cross, "layerwise", ctx, arch, "(x1, x2)", scale)
     _check_against_oracle(model, x1, None, own, "layerwise", ctx, arch, "(x1, x1)", float(own["total"].norm()))

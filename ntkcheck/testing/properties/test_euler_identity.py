@@ -10,6 +10,16 @@ theta_inf = theta_0 + Phi(X)^T (Phi Phi^T)^{-1} (Y - f(X; theta_0)) (seed 000 Th
 P = Phi(X)^T (Phi Phi^T)^{-1} Phi(X) the projection onto the row space of Phi(X).
 Inputs are drawn from the unit ball B_1^d(0) (seed 001 §1.2); 1-3 outputs (each output is
 a bias-free ReLU net of its own).
+
+Lemma 2's hypothesis is f(x; c theta) = c^L f(x; theta) for c > 0.  Among the families of
+:func:`ntkcheck.strategies.architectures` it holds for bias-free ReLU MLPs and bias-free ReLU CNNs:
+a convolution is linear in its weight, zero padding and strides keep it so, ReLU is positively
+1-homogeneous, and average pooling and flattening are linear, so scaling every weight tensor by c
+scales the output by c^L with L = convolutions + head layers.  It fails for the other families:
+a ResNet block h + s W2 relu(W1 h) mixes degrees (the skip path is degree k, the branch k + 2, so
+f(c theta) is a polynomial in c, not c^L), and a Transformer's LayerNorm (invariant to scaling its
+input) and softmax attention are not homogeneous at all.  The CNN identity holds for any input;
+images are standard normal.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 from ntkcheck.linearize import jacobian
-from ntkcheck.strategies import datasets, inputs, seeds
+from ntkcheck.strategies import architectures, dataset_for, datasets, inputs, seeds
 from ntkcheck.testing.claims import check_close
 from ntkcheck.tolerances import tolerance
 
@@ -67,3 +77,24 @@ def test_trained_linearization_is_interpolant_plus_init_term(arch, data):
     scale_train = float(terms.euler_train.norm() + y.norm())
     check_close(terms.init_term_train, torch.zeros_like(terms.init_term_train), tol=tol, scale=scale_train,
                 claim=CLAIM, what="(1/L) Phi(X)(I - P) theta_0 on the training inputs", context=ctx)
+
+
+@given(arch=architectures(families=("cnn",), max_out=3, activations=("relu",), bias=False), data_seed=seeds(),
+       n=st.integers(1, 6))
+def test_cnn_output_is_inner_product_with_gradient(arch, data_seed, n):
+    """f(x; theta) = (1/L) <theta, grad_theta f(x; theta)> for bias-free ReLU CNNs with average-pooling or
+    flatten readouts, L = convolutions + head layers (seed 001, Lemma 2: f is positively homogeneous of
+    degree L in theta)."""
+    model = arch.build(dtype=DTYPE, device=DEVICE)
+    ds = dataset_for(arch, data_seed, n)
+    x = ds.x(dtype=DTYPE, device=DEVICE)
+    degree = len(model.convs) + len(model.head.layers)
+    jac, theta = jacobian(model, x), flat_params(model)
+    euler = jac @ theta / degree
+    with torch.no_grad():
+        out = model(x).reshape(-1)
+    magnitude = float((jac.abs() @ theta.abs()).norm()) / degree
+    assume(magnitude > 0)  # every path dead at every x: f = 0 = grad f, nothing to compare
+    check_close(euler, out, tol=tolerance("kernel_methods_agree", DTYPE), claim=CLAIM, scale=magnitude,
+                what="(1/L) <theta, grad f(x)> vs f(x) (bias-free ReLU CNN)",
+                context=reproduce(arch, x=f"{ds!r}.x(dtype={DTYPE})"))

@@ -113,7 +113,7 @@ def _ctx(arch, data_seed, n, **extra):
                      delta=f"test_linearization.direction(model, nk.strategies.stream({data_seed}, 1))", **extra)
 
 
-@given(arch=architectures(max_depth=3, max_width=128, max_out=3, frozen=None), data_seed=seeds(),
+@given(arch=architectures(families=("mlp",), max_depth=3, max_width=128, max_out=3, frozen=None), data_seed=seeds(),
        n=st.integers(1, 5), a=st.sampled_from(COEFFICIENTS), b=st.sampled_from(COEFFICIENTS))
 def test_linearized_network_is_first_order_taylor_and_affine(arch, data_seed, n, a, b):
     """h_lin(x, theta_0 + delta) = h(x, theta_0) + J(x) delta with J the jacrev oracle (seed 000 eq (1)), and
@@ -144,7 +144,7 @@ def test_linearized_network_is_first_order_taylor_and_affine(arch, data_seed, n,
     check_close(h0_lib, h0, tol=tol, claim=CLAIM, what="h_lin(x, theta_0) vs h(x, theta_0)", context=ctx)
 
 
-@given(arch=architectures(max_depth=2, max_width=64, max_out=3, frozen=None), data_seed=seeds(),
+@given(arch=architectures(families=("mlp",), max_depth=2, max_width=64, max_out=3, frozen=None), data_seed=seeds(),
        n1=st.integers(2, 4), n2=st.integers(1, 3), method=st.sampled_from(["jacobian", "ntvp"]))
 def test_linearized_kernel_is_network_kernel_at_init(arch, data_seed, n1, n2, method):
     """The NTK of h_lin at theta = theta_0 + delta is J(x1) J(x2)^T with J the network's Jacobian at theta_0
@@ -193,7 +193,7 @@ def _not_affine(arch):
     return dataclasses.replace(arch, frozen=tuple(i for i in arch.frozen if i not in (0, n_layers - 1)))
 
 
-@given(arch=architectures(min_depth=1, max_depth=3, max_width=128, max_out=3, activations=SMOOTH,
+@given(arch=architectures(families=("mlp",), min_depth=1, max_depth=3, max_width=128, max_out=3, activations=SMOOTH,
                          frozen=None).map(_not_affine),
        data_seed=seeds(), n=st.integers(1, 5))
 def test_linearization_differs_from_network_at_second_order(arch, data_seed, n):

@@ -70,7 +70,7 @@ def _check(mean: torch.Tensor, se: torch.Tensor, exact: torch.Tensor, sigma: flo
 
 
 @settings(max_examples=10)
-@given(arch=architectures(max_depth=3, max_width=32, max_in=5, activations=("relu",), bias=False,
+@given(arch=architectures(families=("mlp",), max_depth=3, max_width=32, max_in=5, activations=("relu",), bias=False,
                           parametrizations=("ntk", "standard")),
        sigma=st.one_of(st.floats(0.3, 0.8), st.floats(1.25, 3.0)), data_seed=seeds())
 def test_second_moment_at_init_is_sigma_2L_over_2_L1_d(arch, sigma, data_seed):

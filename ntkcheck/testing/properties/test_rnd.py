@@ -33,7 +33,7 @@ from .test_asi import frozen_mismatches, with_trainable_room
 CLAIM = "rnd"
 pytestmark = pytest.mark.claim(CLAIM)
 
-ARCHS = architectures(max_depth=3, max_width=32, frozen=None).map(with_trainable_room)
+ARCHS = architectures(families=("mlp",), max_depth=3, max_width=32, frozen=None).map(with_trainable_room)
 
 
 def _rnd_and_rebuild(arch, data_seed):
