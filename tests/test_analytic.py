@@ -1,4 +1,4 @@
-"""Tests of ntkcheck.analytic: the infinite-width NNGP / NTK of an MLP (NTK parametrization).
+"""Tests of ntkcheck.analytic: the infinite-width NNGP / NTK of MLP, CNN and ResNet, both parametrizations.
 
 Everything runs in float64 with explicit torch.Generator seeds, so the statistical
 tests are deterministic; their tolerances are derived in the comments.
@@ -14,8 +14,9 @@ from scipy import integrate
 from torch.func import functional_call, jacrev
 
 import ntkcheck.analytic as analytic
-from ntkcheck.analytic import QUADRATURE_NODES, analytic_nngp, analytic_ntk
-from ntkcheck.networks import ACTIVATIONS, MLP
+from ntkcheck.analytic import ANGULAR_NODES, RADIAL_NODES, analytic_nngp, analytic_ntk
+import ntkcheck as nk
+from ntkcheck.networks import ACTIVATIONS, CNN, MLP, ResNet, Transformer
 
 DTYPE = torch.float64
 ACTS = sorted(ACTIVATIONS)
@@ -89,20 +90,25 @@ def _grid(q_max: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return q1, q2, r * torch.sqrt(q1 * q2)
 
 
-@pytest.mark.parametrize("activation", ["erf", "sin", "identity"])
+@pytest.mark.parametrize("activation", ["relu", "erf", "sin", "identity", "abs", "leaky_relu", "sign"])
 def test_closed_forms_match_quadrature(activation: str) -> None:
+    # The polar rule puts relu's (abs', sign's) kink or jump at 0 on its arcs' ends: it is exact up to
+    # rounding for positively homogeneous activations, and erf / sin are smooth.  1e-12 absolute, except the
+    # derivative of a jump at |rho| = 1 (leaky relu': rho rounded by 1e-16 moves an arc by 1e-8): 1e-9.
     q1, q2, s = _grid(2.0)
-    for closed, f in zip(analytic._EXPECTATIONS[activation], analytic._PHI[activation]):
-        assert torch.allclose(closed(q1, q2, s), analytic._gauss_hermite(f, q1, q2, s), rtol=0, atol=1e-8)
-    model, x = make_mlp([5, 5], activation, weight_std=1.0), make_inputs(5)  # variances q <= 2.4
-    for closed, quad in zip(analytic._infinite_width(model, x, None), analytic._infinite_width(model, x, None, quadrature=True)):
-        assert (closed - quad).abs().max() <= 1e-8 * closed.abs().max()
+    for k, (closed, f) in enumerate(zip(analytic._EXPECTATIONS[activation], analytic._PHI[activation])):
+        tol = 1e-9 if (activation, k) == ("leaky_relu", 1) else 1e-12
+        assert torch.allclose(closed(q1, q2, s), analytic._polar_quadrature(f, q1, q2, s), rtol=0, atol=tol)
+    if activation in ACTIVATIONS:
+        model, x = make_mlp([5, 5], activation, weight_std=1.0), make_inputs(5)  # variances q <= 2.4
+        for closed, quad in zip(analytic._infinite_width(model, x, None),
+                                analytic._infinite_width(model, x, None, quadrature=True)):
+            assert (closed - quad).abs().max() <= 1e-12 * closed.abs().max()
 
 
 @pytest.mark.parametrize("q1,q2,rho", [(1.0, 1.0, 0.5), (0.3, 2.0, -0.7), (1.5, 0.4, 0.9), (2.0, 1.0, 0.0)])
 def test_relu_closed_form_matches_adaptive_quadrature(q1: float, q2: float, rho: float) -> None:
-    # Gauss-Hermite converges only algebraically across relu's kink (see the next test), so the
-    # arc-cosine formulas are checked against scipy's adaptive quadrature over u, v > 0.
+    # The arc-cosine formulas against scipy's adaptive quadrature over u, v > 0 (independent of the polar rule).
     c = math.sqrt(1 - rho * rho)
 
     def density(z2: float, z1: float) -> float:
@@ -121,24 +127,18 @@ def test_relu_closed_form_matches_adaptive_quadrature(q1: float, q2: float, rho:
     assert analytic._relu_dot(*args).item() == pytest.approx(e_dphi, abs=1e-8)
 
 
-def test_relu_through_quadrature_is_close() -> None:
-    # The quadrature path for relu: error ~1e-2 relative (kink), so only a coarse check.
-    model, x = make_mlp([5, 5], "relu"), make_inputs(5)
-    for closed, quad in zip(analytic._infinite_width(model, x, None), analytic._infinite_width(model, x, None, quadrature=True)):
-        assert torch.allclose(closed, quad, rtol=2e-2, atol=0)
-
-
 @pytest.mark.parametrize("activation", QUADRATURE_ACTS + ("erf",))
 def test_quadrature_accuracy_at_typical_variances(activation: str) -> None:
-    # QUADRATURE_NODES against a 250-node rule (and erf's closed form) for variances q <= 1:
-    # error relative to sqrt(E[f(u)^2] E[f(v)^2]) (odd f: E[f(u) f(v)] = 0 at rho = 0) < 1e-10.
-    assert QUADRATURE_NODES == 128
+    # The 4 x 32 x 64 polar rule against a 4 x 64 x 160 one (and erf's closed form) for variances q <= 1:
+    # error relative to sqrt(E[f(u)^2] E[f(v)^2]) (odd f: E[f(u) f(v)] = 0 at rho = 0) < 1e-12.
+    assert (ANGULAR_NODES, RADIAL_NODES) == (32, 64)
     q1, q2, s = _grid(1.0)
     for k, f in enumerate(analytic._PHI[activation]):
-        got = analytic._gauss_hermite(f, q1, q2, s)
-        ref = analytic._EXPECTATIONS["erf"][k](q1, q2, s) if activation == "erf" else analytic._gauss_hermite(f, q1, q2, s, 250)
-        scale = torch.sqrt(analytic._gauss_hermite(f, q1, q1, q1, 250) * analytic._gauss_hermite(f, q2, q2, q2, 250))
-        assert ((got - ref).abs() <= 1e-10 * scale.clamp_min(1e-300)).all()
+        got = analytic._polar_quadrature(f, q1, q2, s)
+        fine = lambda a, b, c: analytic._polar_quadrature(f, a, b, c, radial=160, angular=64)
+        ref = analytic._EXPECTATIONS["erf"][k](q1, q2, s) if activation == "erf" else fine(q1, q2, s)
+        scale = torch.sqrt(fine(q1, q1, q1) * fine(q2, q2, q2))
+        assert ((got - ref).abs() <= 1e-12 * scale.clamp_min(1e-300)).all()
 
 
 @pytest.mark.parametrize("activation", ACTS)
@@ -157,7 +157,7 @@ def test_expectations_safe_where_rho_rounds_past_one(activation: str) -> None:
 def test_quadrature_chunks_agree(monkeypatch: pytest.MonkeyPatch) -> None:
     model, x1, x2 = make_mlp([4, 4], "tanh"), make_inputs(5), make_inputs(4, seed=1)
     whole = analytic_ntk(model, x1, x2)
-    monkeypatch.setattr(analytic, "_CHUNK_ELEMENTS", 3 * QUADRATURE_NODES**2)  # chunks of 3 pairs
+    monkeypatch.setattr(analytic, "_CHUNK_ELEMENTS", 3 * 4 * ANGULAR_NODES * RADIAL_NODES)  # chunks of 3 pairs
     assert torch.allclose(analytic_ntk(model, x1, x2), whole, rtol=1e-14, atol=0)
 
 
@@ -247,9 +247,9 @@ def test_dtype_follows_x1() -> None:
 @pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
 def test_bad_arguments_are_refused(kernel) -> None:
     model, x = make_mlp([8], "relu"), make_inputs(4)
-    standard = MLP(3, [8], parametrization="standard", dtype=DTYPE)
-    with pytest.raises(ValueError, match="parametrization"):
-        kernel(standard, x)
+    glorot = MLP(3, [8], parametrization="standard", init="glorot", dtype=DTYPE)
+    with pytest.raises(ValueError, match="model.init 'glorot' has no infinite-width limit"):
+        kernel(glorot, x)
     with pytest.raises(TypeError, match="model"):
         kernel(torch.nn.Linear(3, 1), x)
     bad = x.clone()
@@ -271,18 +271,295 @@ def test_bad_arguments_are_refused(kernel) -> None:
 
 
 @pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
-def test_activation_without_a_kernel_is_named(kernel, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An activation added to ACTIVATIONS that has no Gaussian expectations here is refused by name."""
-    monkeypatch.setitem(ACTIVATIONS, "silu", torch.nn.functional.silu)
-    model = make_mlp([8], "silu")
-    with pytest.raises(ValueError, match=r"'silu' has no infinite-width kernel.*\['erf', 'gelu'"):
-        kernel(model, make_inputs(3))
-
-
-@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
 @pytest.mark.parametrize("which", ["x1", "x2"])
 def test_meta_inputs_refused(kernel, which: str) -> None:
     x = make_inputs(3)
     args = {"x1": x, "x2": x, which: torch.empty(3, 3, dtype=DTYPE, device="meta")}
     with pytest.raises(ValueError, match=f"{which} is on the meta device: it holds no values"):
         kernel(make_mlp([8], "relu"), args["x1"], args["x2"])
+
+
+# ---------------------------------------------------------------- Monte Carlo helpers
+
+
+def within_standard_errors(samples: torch.Tensor, exact: torch.Tensor, bias: float = 0.0, k: float = 4.0) -> None:
+    """The mean of independent ``samples`` lies within ``k`` standard errors (+ ``bias``) of ``exact``, per entry."""
+    mean, se = samples.mean(0), samples.std(0) / math.sqrt(samples.shape[0])
+    excess = (mean - exact).abs() - k * se - bias
+    assert (excess <= 0).all(), (mean, exact, se, bias)
+
+
+def output_covariances(models: list[torch.nn.Module], x: torch.Tensor) -> torch.Tensor:
+    """f(X) f(X)^T / O for each network (O outputs, mean 0 at init): unbiased estimates of its NNGP."""
+    with torch.no_grad():
+        return torch.stack([(f := m(x)) @ f.T / f.shape[1] for m in models])
+
+
+def images(n: int, channels: int = 2, size: int = 6, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, channels, size, size, generator=g, dtype=DTYPE)
+
+
+# ---------------------------------------------------------------- standard parametrization
+
+
+def test_standard_parametrization_one_hidden_layer_by_hand() -> None:
+    # W1 ~ N(0, 1.2^2 / 3), b ~ N(0, 0.3^2): q = 1.2^2 |x|^2 / 3 + 0.3^2 (the NTK-parametrization NNGP).
+    # Gradients w.r.t. the raw parameters: Theta = m E[relu relu] + 1 + 1.2^2 E[relu' relu'] (<x, x> + 1),
+    # on the diagonal m q / 2 + 1 + 1.2^2 (|x|^2 + 1) / 2 (neural-tangents' parameterization="standard").
+    m, x = 50, make_inputs(4)
+    model = make_mlp([m], "relu", parametrization="standard")
+    q = 1.2**2 * (x * x).sum(1) / 3 + 0.3**2
+    expected = m * q / 2 + 1 + 1.2**2 * ((x * x).sum(1) + 1) / 2
+    assert torch.allclose(analytic_ntk(model, x).diagonal(), expected, rtol=1e-14, atol=0)
+    assert torch.allclose(analytic_nngp(model, x), analytic_nngp(make_mlp([m], "relu"), x), rtol=1e-14, atol=0)
+
+
+@pytest.mark.parametrize("depth,width,nets", [(1, 128, 48), (2, 256, 24)])
+def test_standard_parametrization_ntk_matches_monte_carlo(depth: int, width: int, nets: int) -> None:
+    # The standard-parametrization kernel is the expectation of the empirical NTK of standard-parametrised
+    # nets (fan_in init): one hidden layer, exactly at any width (4 standard errors); two, + O(1/m): allow
+    # 2 max|Theta| / m.
+    x = torch.cat([make_inputs(3), torch.zeros(1, 3, dtype=DTYPE)])
+    models = [make_mlp([width] * depth, "erf", seed=s, parametrization="standard") for s in range(nets)]
+    theta = analytic_ntk(models[0], x)
+    samples = torch.stack([empirical_ntk(m, x) for m in models])
+    within_standard_errors(samples, theta, (depth - 1) * 2 * float(theta.abs().max()) / width)
+
+
+def test_glorot_and_attention_are_refused_by_name() -> None:
+    x = make_inputs(2)
+    with pytest.raises(ValueError, match="glorot"):
+        analytic_ntk(MLP(3, [8], parametrization="standard", init="glorot", dtype=DTYPE), x)
+    model = Transformer(d_model=8, n_heads=2, n_blocks=1, mlp_width=8, in_features=3, positional="none", dtype=DTYPE)
+    with pytest.raises(ValueError, match="no infinite-width limit implemented for SelfAttention"):
+        analytic_ntk(model, x[:, None, :])
+
+
+# ---------------------------------------------------------------- frozen parameters
+
+
+def _frozen(model: MLP, names: tuple[str, ...]) -> MLP:
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in names)
+    return model
+
+
+def test_frozen_first_layer_gives_the_empirical_limit() -> None:
+    # Width 4096, first layer frozen: only the readout trains, so the NTK is the NNGP exactly in the limit;
+    # the mean of 3 nets is within 10 max|Theta| / sqrt(m S) (>= 5 standard deviations) of it.
+    x, frozen = make_inputs(4), ("layers.0.weight", "layers.0.bias")
+    theta = analytic_ntk(_frozen(make_mlp([4096], "relu"), frozen), x)
+    assert torch.allclose(theta, analytic_nngp(make_mlp([4096], "relu"), x), rtol=1e-14, atol=0)
+    mean = torch.stack([nk.ntk(_frozen(make_mlp([4096], "relu", seed=s), frozen), x) for s in range(3)]).mean(0)
+    tol = 10 * theta.abs().max() / math.sqrt(4096 * 3)
+    assert (mean - theta).abs().max() <= tol
+    assert (analytic_ntk(make_mlp([4096], "relu"), x) - mean).abs().max() > 10 * tol  # the full kernel is not it
+
+
+@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
+def test_kernel_is_the_sum_of_each_trainable_parameters_term(kernel) -> None:
+    # Theta = sum over parameters of its own term: training one parameter at a time and summing gives the
+    # full NTK; the NNGP does not depend on what is trainable.
+    x = make_inputs(5)
+    names = [n for n, _ in make_mlp([6, 6], "tanh").named_parameters()]
+    full = kernel(make_mlp([6, 6], "tanh"), x)
+    parts = [kernel(_frozen(make_mlp([6, 6], "tanh"), tuple(n for n in names if n != keep)), x) for keep in names]
+    if kernel is analytic_ntk:
+        assert torch.allclose(sum(parts), full, rtol=1e-12, atol=0)
+        assert all((p - full).abs().max() > 1e-3 * full.abs().max() for p in parts)
+    else:
+        assert all(torch.equal(p, full) for p in parts)
+
+
+def test_frozen_middle_weight_matches_monte_carlo() -> None:
+    # Only layers.1.weight trains (2 hidden layers, width 1024, 6 nets): 4 standard errors + 2 max|Theta| / m.
+    x, keep = make_inputs(3), "layers.1.weight"
+    names = tuple(n for n, _ in make_mlp([4, 4], "relu").named_parameters() if n != keep)
+    models = [_frozen(make_mlp([1024, 1024], "relu", seed=s), names) for s in range(6)]
+    theta = analytic_ntk(models[0], x)
+    within_standard_errors(torch.stack([nk.ntk(m, x) for m in models]), theta, 2 * float(theta.abs().max()) / 1024)
+
+
+# ---------------------------------------------------------------- activations
+
+
+def _gaussian_expectation(f, g, q1: float, q2: float, rho: float) -> float:
+    """E[f(u) g(v)] by scipy's adaptive quadrature on the four regions cut by u = 0 and v = 0 (kinks, jumps)."""
+    c = math.sqrt(1 - rho * rho)
+    line = lambda z1: -rho * z1 / c  # v > 0  <=>  z2 > line(z1)
+    opts = {"epsabs": 1e-12, "epsrel": 1e-12}
+
+    def integrand(z2: float, z1: float) -> float:
+        u, v = math.sqrt(q1) * z1, math.sqrt(q2) * (rho * z1 + c * z2)
+        return f(u) * g(v) * math.exp(-(z1 * z1 + z2 * z2) / 2) / (2 * math.pi)
+
+    total = 0.0
+    for a, b in ((0, math.inf), (-math.inf, 0)):
+        total += integrate.dblquad(integrand, a, b, line, math.inf, **opts)[0]
+        total += integrate.dblquad(integrand, a, b, -math.inf, line, **opts)[0]
+    return total
+
+
+_SCALAR = {
+    "abs": (abs, lambda t: math.copysign(1.0, t) if t else 0.0),
+    "leaky_relu": (lambda t: t if t > 0 else 0.01 * t, lambda t: 1.0 if t > 0 else 0.01),
+    "sign": (lambda t: math.copysign(1.0, t) if t else 0.0, lambda t: 0.0),
+}
+
+
+@pytest.mark.parametrize("q1,q2,rho", [(1.0, 1.0, 0.5), (0.3, 2.0, -0.7)])
+@pytest.mark.parametrize("activation", sorted(_SCALAR))
+def test_kinked_closed_forms_match_adaptive_quadrature(activation: str, q1: float, q2: float, rho: float) -> None:
+    t = lambda v: torch.tensor([v], dtype=DTYPE)
+    args = (t(q1), t(q2), t(rho * math.sqrt(q1 * q2)))
+    f, df = _SCALAR[activation]
+    for closed, g in zip(analytic._EXPECTATIONS[activation], (f, df)):
+        assert closed(*args).item() == pytest.approx(_gaussian_expectation(g, g, q1, q2, rho), abs=1e-8)
+
+
+@pytest.mark.parametrize("activation", ["abs", "leaky_relu", "sign"])
+def test_registered_kinked_activation_matches_wide_network(activation: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Registered under its name, the activation gets its closed form; vs 3 nets of width 4096 (10 max|Theta| /
+    # sqrt(m S) >= 5 standard deviations, as above).
+    monkeypatch.setitem(ACTIVATIONS, activation, analytic._PHI[activation][0])
+    x = make_inputs(4)
+    theta = analytic_ntk(make_mlp([4096], activation), x)
+    mean = torch.stack([nk.ntk(make_mlp([4096], activation, seed=s), x) for s in range(3)]).mean(0)
+    assert (mean - theta).abs().max() <= 10 * theta.abs().max() / math.sqrt(4096 * 3)
+    closed = analytic._expectations(activation, quadrature=False)
+    assert closed == analytic._EXPECTATIONS[activation]
+
+
+def _silu_dot(x: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(x)
+    return s * (1 + x * (1 - s))
+
+
+@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
+def test_unknown_activation_goes_to_quadrature(kernel, monkeypatch: pytest.MonkeyPatch) -> None:
+    # silu, registered by a user: the polar rule on phi and on phi' (by autograd), equal to the rule on the
+    # exact derivative to 1e-13; a callable given as activation= gives the same kernel.
+    silu = torch.nn.functional.silu
+    monkeypatch.setitem(ACTIVATIONS, "silu", silu)
+    x = torch.cat([make_inputs(4), torch.zeros(1, 3, dtype=DTYPE)])
+    k = kernel(make_mlp([8, 8], "silu"), x)
+    assert torch.isfinite(k).all()
+    assert torch.allclose(kernel(make_mlp([8, 8], "relu"), x, activation=lambda t: silu(t)), k, rtol=1e-14, atol=0)
+    q1, q2, s = _grid(2.0)
+    e_dphi = analytic._expectations("silu", quadrature=False)[1]
+    assert torch.allclose(e_dphi(q1, q2, s), analytic._polar_quadrature(_silu_dot, q1, q2, s), rtol=0, atol=1e-13)
+
+
+def test_unknown_activation_matches_wide_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(ACTIVATIONS, "silu", torch.nn.functional.silu)
+    x = make_inputs(4)
+    theta = analytic_ntk(make_mlp([4096], "silu"), x)
+    mean = torch.stack([nk.ntk(make_mlp([4096], "silu", seed=s), x) for s in range(3)]).mean(0)
+    assert (mean - theta).abs().max() <= 10 * theta.abs().max() / math.sqrt(4096 * 3)
+
+
+@pytest.mark.parametrize("kernel", [analytic_ntk, analytic_nngp])
+def test_activation_argument_is_checked(kernel) -> None:
+    model, x = make_mlp([8], "relu"), make_inputs(3)
+    with pytest.raises(ValueError, match="activation 'swish' is unknown"):
+        kernel(model, x, activation="swish")
+    with pytest.raises(TypeError, match="activation must be a name or a callable"):
+        kernel(model, x, activation=3)
+
+
+# ---------------------------------------------------------------- convolutions and residual networks
+
+CNN_CONFIGS = {
+    "same-gap-1conv": dict(channels=1, kernel_size=3, padding="same"),
+    "valid-stride2-gap-2conv": dict(channels=2, kernel_size=2, stride=2, padding="valid"),
+    "dilated-pad1-flatten-1conv": dict(channels=1, kernel_size=3, padding=1, dilation=2, readout="flatten",
+                                       image_size=6),
+    "stride2-pad1-flatten-2conv": dict(channels=2, kernel_size=3, stride=2, padding=1, readout="flatten",
+                                       image_size=6),
+    "standard-same-gap-1conv": dict(channels=1, kernel_size=3, padding="same", parametrization="standard"),
+}
+
+
+def make_cnn(config: str, width: int, out: int = 1, seed: int = 0) -> CNN:
+    kw = dict(CNN_CONFIGS[config])
+    return CNN(2, [width] * kw.pop("channels"), out, weight_std=1.3, bias_std=0.2, dtype=DTYPE,
+               generator=torch.Generator().manual_seed(seed), **kw)
+
+
+@pytest.mark.parametrize("config", sorted(CNN_CONFIGS))
+def test_cnn_nngp_matches_monte_carlo(config: str) -> None:
+    # 150 nets of 64 channels, O = 32 outputs each: one convolution is exact at any width (4 standard errors),
+    # two have an O(1/m) bias: allow 2 max|Sigma| / m.
+    x, m = images(4), 64
+    depth = CNN_CONFIGS[config]["channels"]
+    sigma = analytic_nngp(make_cnn(config, m), x)
+    samples = output_covariances([make_cnn(config, m, 32, seed=s) for s in range(150)], x)
+    within_standard_errors(samples, sigma, (depth - 1) * 2 * float(sigma.abs().max()) / m)
+
+
+@pytest.mark.parametrize("config", sorted(CNN_CONFIGS))
+def test_cnn_ntk_matches_monte_carlo(config: str) -> None:
+    # 24 nets of 128 channels: 4 standard errors (+ 2 max|Theta| / m with two convolutions).
+    x, m = images(3), 128
+    depth = CNN_CONFIGS[config]["channels"]
+    theta = analytic_ntk(make_cnn(config, m), x)
+    samples = torch.stack([nk.ntk(make_cnn(config, m, seed=s), x) for s in range(24)])
+    within_standard_errors(samples, theta, (depth - 1) * 2 * float(theta.abs().max()) / m)
+
+
+def test_cnn_one_pixel_is_the_mlp() -> None:
+    # 1x1 images through 1x1 convolutions are dense layers: the CNN's kernels are the MLP's exactly.
+    x = make_inputs(4)
+    cnn = CNN(3, [7, 7], kernel_size=1, activation="erf", weight_std=1.2, bias_std=0.3, dtype=DTYPE)
+    mlp = make_mlp([7, 7], "erf")
+    for kernel in (analytic_ntk, analytic_nngp):
+        assert torch.allclose(kernel(cnn, x[:, :, None, None]), kernel(mlp, x), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("convolutional", [False, True])
+def test_resnet_matches_monte_carlo(convolutional: bool) -> None:
+    # Two residual blocks (branch_scale 1/sqrt(2)): NNGP from 100 nets of width 128 with O = 32 outputs,
+    # NTK from 12 nets of width 256 (convolutional: 8 of width 128, 3x3 images); O(1/m) bias: allow 2 max|K| / m.
+    kw = dict(in_channels=2) if convolutional else dict(in_features=3)
+    x = images(3, size=3) if convolutional else make_inputs(4)
+
+    def make(width: int, out: int = 1, seed: int = 0) -> ResNet:
+        return ResNet(width, 2, out, weight_std=1.2, bias_std=0.2, dtype=DTYPE,
+                      generator=torch.Generator().manual_seed(seed), **kw)
+
+    sigma, theta = analytic_nngp(make(8), x), analytic_ntk(make(8), x)
+    within_standard_errors(output_covariances([make(128, 32, s) for s in range(100)], x), sigma,
+                           2 * float(sigma.abs().max()) / 128)
+    nets, m = (8, 128) if convolutional else (12, 256)
+    within_standard_errors(torch.stack([nk.ntk(make(m, seed=s), x) for s in range(nets)]), theta,
+                           2 * float(theta.abs().max()) / m)
+
+
+def test_family_inputs_are_checked() -> None:
+    cnn = make_cnn("valid-stride2-gap-2conv", 4)
+    with pytest.raises(ValueError, match="x1 has images of size"):
+        analytic_ntk(cnn, images(2, size=2))
+    with pytest.raises(ValueError, match="x2 must have shape"):
+        analytic_ntk(cnn, images(2), torch.zeros(2, 3, 6, 6, dtype=DTYPE))
+    with pytest.raises(TypeError, match="x1"):
+        analytic_nngp(cnn, images(2).long())
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_row_blocks_agree(same: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Blocks of 2 rows (2 N2 P^2 entries) give the one-block kernels to rounding; x2 = None stays symmetric.
+    model, x1, x2 = make_cnn("stride2-pad1-flatten-2conv", 4), images(5), images(3, seed=1)
+    other = None if same else x2
+    whole = [kernel(model, x1, other) for kernel in (analytic_ntk, analytic_nngp)]
+    monkeypatch.setattr(analytic, "_ROW_ELEMENTS", 2 * (5 if same else 3) * 36**2)
+    calls = []
+    propagate = analytic._propagate
+    monkeypatch.setattr(analytic, "_propagate", lambda *args: calls.append(1) or propagate(*args))
+    for kernel, expected in zip((analytic_ntk, analytic_nngp), whole):
+        calls.clear()
+        got = kernel(model, x1, other)
+        assert len(calls) == 3  # rows 0-1, 2-3, 4
+        assert torch.allclose(got, expected, rtol=1e-13, atol=0)
+        if same:
+            assert torch.equal(got, got.T)

@@ -12,7 +12,6 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import ntkcheck as nk
@@ -86,15 +85,8 @@ def _antisymmetric_forward(plus: nn.Module, minus: nn.Module) -> torch.Tensor:
     return nk.AntiSymmetric(plus, minus)(_x())
 
 
-def _unknown_activation(kernel: Callable[..., torch.Tensor]) -> Callable[[], object]:
-    def call() -> object:
-        nk.ACTIVATIONS["silu"] = F.silu
-        try:
-            return kernel(_mlp(activation="silu", dtype=F64), _x())
-        finally:
-            del nk.ACTIVATIONS["silu"]
-
-    return call
+def _transformer() -> nn.Module:
+    return nk.Transformer(4, 1, 1, 4, 1, vocab_size=5, max_len=3, dtype=F64)
 
 
 def _case(case_id: str, call: Callable[[], object], error: type[Exception], fragment: str):
@@ -214,10 +206,12 @@ def _kernel_cases(kernel: Callable[..., torch.Tensor]) -> list:
         _case(f"{name}(x2=float32)", lambda: kernel(model(), _x(), _x().float()), TypeError, "x2 must have the dtype"),
         _case(f"{name}(model=Linear)", lambda: kernel(nn.Linear(3, 1), _x()), TypeError, "model must be an ntkcheck"),
         _case(f"{name}(model=asi)", lambda: kernel(nk.asi(_net()), _x()), TypeError, "model must be an ntkcheck"),
-        _case(f"{name}(model=standard)", lambda: kernel(_mlp(parametrization="standard"), _x()), ValueError,
-              "model.parametrization must be 'ntk'"),
-        _case(f"{name}(activation=silu)", _unknown_activation(kernel), ValueError,
-              "model.activation 'silu' has no infinite-width kernel"),
+        _case(f"{name}(model=standard-glorot)",
+              lambda: kernel(_mlp(parametrization="standard", init="glorot"), _x()), ValueError, "model.init 'glorot'"),
+        _case(f"{name}(model=Transformer)", lambda: kernel(_transformer(), torch.zeros(2, 3, dtype=torch.long)),
+              ValueError, "no infinite-width limit implemented for SelfAttention"),
+        _case(f"{name}(activation=3)", lambda: kernel(_mlp(dtype=F64), _x(), activation=3), TypeError,
+              "activation must be a name or a callable"),
     ]
 
 

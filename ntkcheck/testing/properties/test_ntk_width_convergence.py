@@ -2,10 +2,12 @@
 
 Statistical statements, checked on fixed, stated seeds (plain pytest parametrize, no Hypothesis).
 Setting: NTK parametrization, sigma_w = 1.5, sigma_b = 0.3, N = 6 inputs in R^5 drawn from seed 1234.
-``analytic_ntk`` refuses standard parametrization (by design: its NTK grows linearly with the width and
-has no finite limit), so the NTK claims are checked in NTK parametrization only; the forward pass at
-init, hence the NNGP, is also checked for a standard-parametrization net with seed 000 §7's Glorot
-init, against ``analytic_nngp`` of an NTK-parametrization net with the same per-layer scales.
+In standard parametrization the NTK grows linearly with the width and has no finite limit
+(``analytic_ntk`` gives neural-tangents' width-scaled convention there, and refuses seed 000 §7's Glorot
+init, whose limit no longer depends on the inputs), so the NTK claims are checked in NTK parametrization;
+the forward pass at init, hence the NNGP, is also checked for a standard-parametrization net with
+seed 000 §7's Glorot init, against ``analytic_nngp`` of an NTK-parametrization net with the same
+per-layer scales.
 
 (a) A bound at EVERY width m in 64..1024: the RMS over 8 seeds of the relative error
     ||Theta_m - Theta_inf||_F / ||Theta_inf||_F is at most C_ntk m^(-1/2) (tolerance
