@@ -61,6 +61,16 @@ def _times(flow: ParameterFlow) -> list[float]:
     return np.unique([0.5 * fast, 2 * fast, 0.3 * slow, slow, 3 * slow]).tolist()
 
 
+def _check_against_parameter_flow(res, h0, h0t, J, Jt, delta, ctx: str, name: str, setting: str) -> None:
+    """The library's flow ``res`` (train and test outputs) against the parameter flow's displacements ``delta``
+    mapped through the oracle's Jacobians, at the training and test points (tolerance ``finite_time_flow``)."""
+    tol = tolerance("finite_time_flow", DTYPE)
+    check_close(res.train, predict(h0, J, delta), tol=tol, claim=CLAIM, context=ctx,
+                what=f"{name} vs parameter flow (2) at the training points, {setting}")
+    check_close(res.test, predict(h0t, Jt, delta), tol=tol, claim=CLAIM, context=ctx,
+                what=f"{name} vs parameter flow (2) at test points, {setting}")
+
+
 @given(arch=wide_architectures(6, max_depth=2, max_width=48, max_in=3, max_out=3, frozen=None),
        data=st.data(), loss=section4_losses(), lr=LRS)
 def test_ode_flow_is_parameter_flow_at_finite_times(arch, data, loss, lr):
@@ -84,11 +94,7 @@ def test_ode_flow_is_parameter_flow_at_finite_times(arch, data, loss, lr):
     ctx = reproduce(arch, ds=repr(ds), loss=repr(loss), lr=lr, times=times,
                     check="ode_flow(nk.ntk(model, x), y, loss, times, k_test_train=nk.ntk(model, xt, x), "
                           "h_ini_train=model(x), h_ini_test=model(xt), lr=lr) vs the parameter flow (2)")
-    tol = tolerance("finite_time_flow", DTYPE)
-    check_close(res.train, predict(h0, J, delta), tol=tol, claim=CLAIM, context=ctx,
-                what=f"ode_flow vs parameter flow (2) at the training points, finite t ({loss!r}, lr={lr})")
-    check_close(res.test, predict(h0t, Jt, delta), tol=tol, claim=CLAIM, context=ctx,
-                what=f"ode_flow vs parameter flow (2) at test points, finite t ({loss!r}, lr={lr})")
+    _check_against_parameter_flow(res, h0, h0t, J, Jt, delta, ctx, "ode_flow", f"finite t ({loss!r}, lr={lr})")
 
 
 @given(arch=wide_architectures(8, max_depth=2, max_width=256, max_in=4, max_out=3, frozen=None),
@@ -114,11 +120,7 @@ def test_mse_flow_is_parameter_flow(arch, data, lr):
     ctx = reproduce(arch, ds=repr(ds), lr=lr, times=times,
                     check="mse_flow(nk.ntk(model, x), y, times, k_test_train=nk.ntk(model, xt, x), "
                           "h_ini_train=model(x), h_ini_test=model(xt), lr=lr) vs the parameter flow (2)")
-    tol = tolerance("finite_time_flow", DTYPE)
-    check_close(res.train, predict(h0, J, delta), tol=tol, claim=CLAIM, context=ctx,
-                what=f"mse_flow vs parameter flow (2) at the training points (lr={lr})")
-    check_close(res.test, predict(h0t, Jt, delta), tol=tol, claim=CLAIM, context=ctx,
-                what=f"mse_flow vs parameter flow (2) at test points (lr={lr})")
+    _check_against_parameter_flow(res, h0, h0t, J, Jt, delta, ctx, "mse_flow", f"lr={lr}")
 
 
 @given(arch=wide_architectures(8, max_depth=2, max_width=128, max_in=4, max_out=3, frozen=None),
