@@ -1,5 +1,6 @@
 """Infinite-width NNGP and NTK of the :class:`~ntkcheck.networks.MLP`, :class:`~ntkcheck.networks.CNN` and
-:class:`~ntkcheck.networks.ResNet` families, in NTK and standard parametrization.
+:class:`~ntkcheck.networks.ResNet` families (images or sequences, with or without LayerNorm), in NTK and
+standard parametrization.
 
 Every affine layer computes ``z = weight_mult * W a + bias_mult * b`` (a convolution: over a
 patch) with raw ``W ~ N(0, v_w)``, ``b ~ N(0, v_b)``: ``v_w = v_b = 1`` in NTK parametrization,
@@ -23,6 +24,13 @@ Sigma(x', p'; x', p')]]``.  ``A`` is the identity for a dense layer; for a convo
 pooling takes the mean over all (p, p'), flatten the mean over p of K(p, p) (its head has
 fan-in ``C P``).  A residual block ``h + s branch(h)`` adds ``s^2`` times the branch's
 kernels to those of ``h`` (the branch's last weights are independent of ``h``).
+
+Sequences (``dims=1``: Conv1d layers on (N, C, L)) are the same construction over the L
+positions.  A LayerNorm over the channels (ResNet ``norm="pre"`` / ``"post"``) of a Gaussian
+stream divides both kernels per pair of positions by ``sqrt((K(x,p;x,p) + eps)(K(x',p';x',p')
++ eps))`` (neural-tangents' ``stax.LayerNorm``), then adds its gain's term ``rho`` and its
+bias's ``1`` to the NTK where they are trainable (:func:`_layer_norm`); a LayerNorm of an
+activation's output (``post_activation=True``) is refused: its channel mean does not vanish.
 
 Only parameters with ``requires_grad`` contribute their gradient terms to the NTK (the
 bracketed terms); every parameter contributes to the NNGP.
@@ -53,6 +61,7 @@ is not known.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable
 
@@ -62,7 +71,7 @@ import numpy as np
 from torch import nn
 
 from ntkcheck._validation import check_batch, check_finite_result, check_inputs, check_same_device_dtype
-from ntkcheck.networks import ACTIVATIONS, CNN, MLP, Conv2d, Linear, ResNet, Transformer
+from ntkcheck.networks import ACTIVATIONS, CNN, MLP, Conv1d, Conv2d, LayerNorm, Linear, ResNet, Transformer
 
 RADIAL_NODES = 64
 """Gauss nodes in the radius r of the polar rule (weight ``r exp(-r^2 / 2)`` on [0, inf))."""
@@ -332,29 +341,31 @@ def _input_state(a: torch.Tensor, b: torch.Tensor | None) -> _State:
     return _State(cross, torch.zeros_like(cross), self1, self2, tuple(a.shape[2:]))
 
 
-def _patch_mean(t: torch.Tensor, conv: Conv2d, size: tuple[int, ...]) -> torch.Tensor:
-    """``A(K)(p, p') = mean over offsets d of K(s p + D d - pad, s p' + D d - pad)`` on t's trailing (P, P)."""
-    (h, w), lead = size, t.shape[:-2]
-    out_h, out_w = conv.output_size(size)
-    pads = []
-    for i in range(2):
+def _patch_mean(t: torch.Tensor, conv: Conv1d | Conv2d, size: tuple[int, ...]) -> torch.Tensor:
+    """``A(K)(p, p') = mean over offsets d of K(s p + D d - pad, s p' + D d - pad)`` on t's trailing (P, P).
+
+    The positions are those of ``size`` (one or two spatial dimensions) flattened; the same
+    offset ``d`` moves p and p' (the filter is shared across positions, independent across offsets).
+    """
+    lead, dims = t.shape[:-2], len(size)
+    out_size = conv.output_size(size)
+    pads: list[int] = []  # F.pad's order: last dimension first
+    for i in reversed(range(dims)):
         k, d = conv.kernel_size[i], conv.dilation[i]
         if conv.padding == "same":
             total = d * (k - 1)
-            pads.append((total // 2, total - total // 2))
+            pads += [total // 2, total - total // 2]
         else:
             p = 0 if conv.padding == "valid" else conv.padding[i]  # type: ignore[index]
-            pads.append((p, p))
-    (t0, b0), (l0, r0) = pads
-    grid = F.pad(t.reshape(-1, h, w, h, w), (l0, r0, t0, b0, l0, r0, t0, b0))
-    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
-    out = torch.zeros(grid.shape[0], out_h, out_w, out_h, out_w, dtype=t.dtype, device=t.device)
-    for i in range(kh):
-        rows = slice(i * dh, i * dh + sh * (out_h - 1) + 1, sh)
-        for j in range(kw):
-            cols = slice(j * dw, j * dw + sw * (out_w - 1) + 1, sw)
-            out += grid[:, rows, cols, rows, cols]
-    return (out / (kh * kw)).reshape(*lead, out_h * out_w, out_h * out_w)
+            pads += [p, p]
+    grid = F.pad(t.reshape(-1, *size, *size), pads + pads)
+    out = torch.zeros(grid.shape[0], *out_size, *out_size, dtype=t.dtype, device=t.device)
+    for offset in itertools.product(*(range(k) for k in conv.kernel_size)):
+        index = tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                      for o, d, s, n in zip(offset, conv.dilation, conv.stride, out_size))
+        out += grid[(slice(None), *index, *index)]
+    positions = math.prod(out_size)
+    return (out / math.prod(conv.kernel_size)).reshape(*lead, positions, positions)
 
 
 def _setting(model: nn.Module, key: str) -> object:
@@ -376,8 +387,8 @@ def _fan_in(layer: nn.Module) -> int:
 
 
 def _affine(state: _State, layer: nn.Module, model: nn.Module) -> _State:
-    """The kernels after ``layer`` (Linear or Conv2d), frozen parameters adding nothing to the NTK."""
-    if isinstance(layer, Conv2d):
+    """The kernels after ``layer`` (Linear, Conv1d or Conv2d), frozen parameters adding nothing to the NTK."""
+    if isinstance(layer, (Conv1d, Conv2d)):
         size = state.spatial
         spatial = layer.output_size(size)
         state = state.map(lambda t: _patch_mean(t, layer, size), spatial)
@@ -421,6 +432,33 @@ def _activation(state: _State, e_phi: Expectation, e_dphi: Expectation, same: bo
     return _State(cross, ntk, selves[0], selves[1] if len(selves) > 1 else None, state.spatial)
 
 
+def _layer_norm(state: _State, norm: LayerNorm) -> _State:
+    """The kernels after ``norm`` over the channels of a Gaussian stream, at its initial gain 1 and bias 0.
+
+    Per position the channels' mean tends to 0 and their variance to ``K(x, p; x, p)``, so the
+    normalised features are ``u / sqrt(K(x, p; x, p) + eps)`` and both kernels take the factor
+    ``1 / sqrt((K(x, p; x, p) + eps) (K(x', p'; x', p') + eps))`` (the Jacobian's projections on
+    the mean and on the normalised vector are rank two: their share of the NTK vanishes with
+    the width), neural-tangents' ``stax.LayerNorm`` rule.  The affine map ``weight_mult gamma
+    u_hat + bias_mult beta`` then scales both by ``weight_mult^2`` and adds to the NTK the
+    gain's term ``weight_mult^2 rho`` and the bias's ``bias_mult^2`` where they are trainable
+    (each acts on one channel: fan-in 1).
+    """
+    eps = norm.eps
+    v1 = _variances(state.self1) + eps
+    v2 = v1 if state.self2 is None else _variances(state.self2) + eps
+    scale = torch.sqrt(v1[:, None, :, None] * v2[None, :, None, :])
+    cross, ntk = state.cross / scale, state.ntk / scale
+    selves = [s / torch.sqrt(v[:, :, None] * v[:, None, :]) for s, v in zip(state.selves(), (v1, v2))]
+    g2 = norm.weight_mult**2
+    ntk = g2 * ntk
+    if norm.weight.requires_grad:
+        ntk = ntk + g2 * cross
+    if norm.bias is not None and norm.bias.requires_grad:
+        ntk = ntk + norm.bias_mult**2
+    return _State(g2 * cross, ntk, g2 * selves[0], g2 * selves[1] if len(selves) > 1 else None, state.spatial)
+
+
 def _readout(state: _State, readout: str) -> _State:
     """Global average pooling (mean over all (p, p')) or flatten (mean over p of K(p, p)) to dense features."""
     if readout == "gap":
@@ -445,13 +483,19 @@ def _propagate(model: nn.Module, state: _State, e_phi: Expectation, e_dphi: Expe
     else:  # ResNet
         state = _affine(state, model.stem, model)
         for block in model.residual:
-            branch = _affine(act(_affine(state, block.first, model)), block.second, model)
+            pre = block.norm is not None and block.norm_position == "pre"
+            branch = _affine(act(_affine(_layer_norm(state, block.norm) if pre else state, block.first, model)),
+                             block.second, model)
             s2 = block.scale**2
             state = _State(state.cross + s2 * branch.cross, state.ntk + s2 * branch.ntk,
                            state.self1 + s2 * branch.self1,
                            None if state.self2 is None else state.self2 + s2 * branch.self2, state.spatial)
+            if block.norm is not None and not pre:
+                state = _layer_norm(state, block.norm)
             if block.post_activation:
                 state = act(state)
+        if model.final_norm is not None:
+            state = _layer_norm(state, model.final_norm)
         if model.convolutional:
             state = _readout(state, "gap")
     for i, layer in enumerate(model.head.layers):
@@ -501,7 +545,8 @@ def _check_family_input(model: nn.Module, x: object, name: str) -> torch.Tensor:
     for conv in convs:
         size = conv.output_size(size)
         if min(size) < 1:
-            raise ValueError(f"{name} has images of size {tuple(shape[1:])}, too small for the convolutions")
+            what = "sequences" if len(size) == 1 else "images"
+            raise ValueError(f"{name} has {what} of size {tuple(shape[1:])}, too small for the convolutions")
     return x
 
 
@@ -516,6 +561,14 @@ def _checked(model: object, x1: object, x2: object) -> tuple[nn.Module, torch.Te
             "model.init 'glorot' has no infinite-width limit here: its first layer's variance 2 v^2 / (d + m) and "
             "every bias variance vanish as the width m grows (use init='fan_in', or parametrization='ntk' with "
             "the Glorot stds as multipliers for the Gaussian kernel at these widths)"
+        )
+    if isinstance(model, ResNet) and model.norm is not None and model.arch["post_activation"] and (
+            model.norm == "pre" or model.blocks > 1):
+        raise ValueError(
+            f"model has norm={model.norm!r} with post_activation=True: a LayerNorm then normalises an "
+            "activation's output, whose channel mean E[phi(u)] does not vanish; that limit (it needs the "
+            "per-position means) is not implemented, nor is it in neural-tangents (stax.LayerNorm needs a "
+            "Gaussian input): use post_activation=False"
         )
     if isinstance(model, MLP):
         x1 = check_inputs(x1, "x1", features=model.in_features)

@@ -201,3 +201,55 @@ def test_unavailable_device_refused_with_the_available_ones():
 def test_device_that_is_no_device_name_refused():
     with pytest.raises(ValueError, match="device 'gpu' is not a device name"):
         nk.MLP(3, [4], device="gpu")
+
+
+def test_sequence_cnn_computes_conv1d_stack():
+    """dims=1: Conv1d layers on (N, C, L), activation after each, then the readout and the head."""
+    gen = torch.Generator().manual_seed(3)
+    model = nk.CNN(2, [4], kernel_size=3, stride=2, padding="valid", readout="flatten", image_size=9, dims=1,
+                   activation="tanh", weight_std=1.2, bias_std=0.4, generator=gen, dtype=torch.float64)
+    x = torch.randn(3, 2, 9, generator=gen, dtype=torch.float64)
+    conv, head = model.convs[0], model.head.layers[0]
+    assert isinstance(conv, nk.networks.Conv1d) and model.in_shape == (2, 9)
+    h = torch.tanh(torch.nn.functional.conv1d(x, 1.2 / math.sqrt(6) * conv.weight, 0.4 * conv.bias, stride=2))
+    expected = 1.2 / math.sqrt(16) * h.flatten(1) @ head.weight.T + 0.4 * head.bias
+    torch.testing.assert_close(model(x), expected, rtol=1e-14, atol=1e-14)
+    rebuilt = eval(model.spec(), {"ntkcheck": nk})
+    assert rebuilt.in_shape == model.in_shape and isinstance(rebuilt.convs[0], nk.networks.Conv1d)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_resnet_layer_norm_placement(norm):
+    """norm='pre': h + s branch(LN(h)) and a final LN; 'post': LN(h + s branch(h)); LN over the channels."""
+    gen = torch.Generator().manual_seed(4)
+    model = nk.ResNet(6, 1, in_channels=2, dims=1, kernel_size=3, norm=norm, activation="erf",
+                      generator=gen, dtype=torch.float64)
+    for p in model.parameters():  # gains and biases away from 1 and 0, so their place shows
+        p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+    x = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64)
+    block = model.residual[0]
+
+    def ln(module, h):  # over the channels (dim 1) at each position
+        return torch.nn.functional.layer_norm(h.transpose(1, 2), (6,), module.weight, module.bias,
+                                              module.eps).transpose(1, 2)
+
+    h = model.stem(x)
+    if norm == "pre":
+        h = ln(model.final_norm, h + block.scale * block.second(torch.erf(block.first(ln(block.norm, h)))))
+    else:
+        h = ln(block.norm, h + block.scale * block.second(torch.erf(block.first(h))))
+    torch.testing.assert_close(model(x), model.head(h.mean(-1)), rtol=1e-14, atol=1e-14)
+    assert (model.final_norm is None) == (norm == "post")
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(cls="CNN", dims=3), ValueError, "dims must be 1"),
+    (dict(cls="ResNet", in_features=3, dims=1), ValueError, "dims applies to convolutional"),
+    (dict(cls="ResNet", in_features=3, norm="layer"), ValueError, "norm"),
+])
+def test_new_family_options_are_checked(kwargs, error, match):
+    kwargs = dict(kwargs)
+    cls = getattr(nk, kwargs.pop("cls"))
+    args = (2, [4]) if cls is nk.CNN else (4, 1)
+    with pytest.raises(error, match=match):
+        cls(*args, **kwargs)

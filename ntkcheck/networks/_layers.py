@@ -375,13 +375,19 @@ class LayerFactory:
         w, b, wm, bm = self._affine((fan_out, fan_in), fan_in, fan_out, bias)
         return Linear(w, b, weight_mult=wm, bias_mult=bm)
 
-    def conv2d(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], **kwargs: Any) -> Conv2d:
-        """A :class:`Conv2d`; ``kwargs`` (stride, padding, dilation, groups) go to its constructor."""
+    def conv(self, in_channels: int, out_channels: int, kernel_size: tuple[int, ...], **kwargs: Any) -> _ConvNd:
+        """A :class:`Conv1d` (one kernel size) or :class:`Conv2d` (two); ``kwargs`` (stride, padding,
+        dilation, groups) go to its constructor."""
         groups = kwargs.get("groups", 1)
         area = math.prod(kernel_size)
         w, b, wm, bm = self._affine((out_channels, in_channels // groups, *kernel_size),
                                     in_channels // groups * area, out_channels * area // groups, None)
-        return Conv2d(w, b, weight_mult=wm, bias_mult=bm, **kwargs)
+        cls = {1: Conv1d, 2: Conv2d}[len(kernel_size)]
+        return cls(w, b, weight_mult=wm, bias_mult=bm, **kwargs)
+
+    def conv2d(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int], **kwargs: Any) -> Conv2d:
+        """A :class:`Conv2d`; ``kwargs`` (stride, padding, dilation, groups) go to its constructor."""
+        return self.conv(in_channels, out_channels, kernel_size, **kwargs)  # type: ignore[return-value]
 
     def embedding(self, num: int, dim: int) -> Embedding:
         """An :class:`Embedding`: ntk raw N(0, 1) times ``weight_std``; standard N(0, weight_std^2)."""
