@@ -53,9 +53,11 @@ class Arch:
 
     ``family`` is ``"mlp"`` (:class:`~ntkcheck.MLP`: ``in_features``, hidden ``widths``),
     ``"cnn"`` (:class:`~ntkcheck.CNN`: ``in_features`` input channels, ``widths`` the channels of the
-    convolutions, images of ``image_size`` x ``image_size``), ``"resnet"`` (:class:`~ntkcheck.ResNet`:
-    ``widths = (width,)``, ``blocks`` residual blocks; dense on (N, in_features) when ``image_size``
-    is 0, convolutional on images of ``in_features`` channels otherwise) or ``"transformer"``
+    convolutions, images of ``image_size`` x ``image_size``, or sequences of ``image_size`` positions
+    when ``dims`` is 1), ``"resnet"`` (:class:`~ntkcheck.ResNet`: ``widths = (width,)``, ``blocks``
+    residual blocks, LayerNorm placed by ``layer_norm`` (None, "pre" or "post"); dense on
+    (N, in_features) when ``image_size`` is 0, convolutional on images (or sequences, ``dims`` 1) of
+    ``in_features`` channels otherwise) or ``"transformer"``
     (:class:`~ntkcheck.Transformer`: ``d_model``, ``heads``, ``blocks``, ``widths = (mlp_width,)``,
     sequences of ``seq_len`` positions: integer token ids below ``vocab`` when ``vocab`` > 0, else
     feature vectors of ``in_features``).  ``in_shape`` is the shape of one input.
@@ -90,6 +92,8 @@ class Arch:
     seq_len: int = 0
     vocab: int = 0
     norm: str = "pre"
+    dims: int = 2
+    layer_norm: str | None = None
 
     def build(self, *, dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The network this describes, parameters drawn from ``torch.Generator().manual_seed(seed)``."""
@@ -102,12 +106,12 @@ class Arch:
         elif self.family == "cnn":
             model = CNN(self.in_features, self.widths, self.out_features, kernel_size=self.kernel_size,
                         stride=self.stride, padding=self.padding, readout=self.readout,
-                        image_size=self.image_size, **common)
+                        image_size=self.image_size, dims=self.dims, **common)
         elif self.family == "resnet":
-            shape = (dict(in_channels=self.in_features, kernel_size=self.kernel_size, image_size=self.image_size)
-                     if self.image_size else dict(in_features=self.in_features))
+            shape = (dict(in_channels=self.in_features, kernel_size=self.kernel_size, image_size=self.image_size,
+                          dims=self.dims) if self.image_size else dict(in_features=self.in_features))
             model = ResNet(self.widths[0], self.blocks, self.out_features, branch_scale=self.branch_scale,
-                           **shape, **common)
+                           norm=self.layer_norm, **shape, **common)
         elif self.family == "transformer":
             source = dict(vocab_size=self.vocab) if self.vocab else dict(in_features=self.in_features)
             model = Transformer(self.d_model, self.heads, self.blocks, self.widths[0], self.out_features,
@@ -147,7 +151,7 @@ class Arch:
         if self.family == "transformer":
             return (self.seq_len,) if self.vocab else (self.seq_len, self.in_features)
         if self.family in ("cnn", "resnet") and self.image_size:
-            return (self.in_features, self.image_size, self.image_size)
+            return (self.in_features, *(self.image_size,) * self.dims)
         return (self.in_features,)
 
     def n_params(self) -> int:
@@ -212,9 +216,10 @@ def architectures(
     inputs.  The other families are kept small enough for exact Jacobians in a property test:
     CNNs of 1-2 convolutions with 2-8 channels (kernel 1-3, stride 1-2, ``"same"`` (odd kernels, stride 1)
     or 0/1 padding,
-    average-pooling or flatten readout) on 4x4 to 6x6 images of 1-3 channels; ResNets of 1-2 blocks
-    of width 2-16 (bounded by ``max_width``), dense on (N, d) or convolutional (kernel 1 or 3) on 4x4/5x5 images,
-    default or drawn branch scale; Transformers of 1 block, d_model 4 or 8, 1-2 heads, MLP width 2-8,
+    average-pooling or flatten readout) on 4x4 to 6x6 images or sequences of 4 to 6 positions, 1-3
+    channels; ResNets of 1-2 blocks of width 2-16 (bounded by ``max_width``), dense on (N, d) or
+    convolutional (kernel 1 or 3) on 4x4/5x5 images or sequences, default or drawn branch scale, without,
+    pre- or post-LayerNorm; Transformers of 1 block, d_model 4 or 8, 1-2 heads, MLP width 2-8,
     pre- or post-norm, on 2-4 positions of integer tokens (vocabulary 3-8) or feature vectors.
     Depth, width and input arguments other than ``max_width``/``max_in`` apply to MLPs only.
 
@@ -276,6 +281,8 @@ def architectures(
         vocab = draw(st.integers(3, 8))
         norm = draw(st.sampled_from(["pre", "post"]))
         wide_mask = draw(st.integers(0, 2**6 - 1))
+        dims = draw(st.sampled_from([2, 1]))
+        layer_norm = draw(st.sampled_from([None, "pre", "post"]))
         channels_in = min(fields["in_features"], 3)
         if family == "cnn":
             if padding == "same" and (stride > 1 or kernel % 2 == 0):  # "same": stride 1, odd kernels only
@@ -287,11 +294,12 @@ def architectures(
             if size < 1:  # too small for unpadded strided kernels: pad by 1 (keeps every size >= 1)
                 padding = 1
             fields.update(family="cnn", in_features=channels_in, widths=channels, kernel_size=kernel,
-                          stride=stride, padding=padding, image_size=image, readout=readout)
+                          stride=stride, padding=padding, image_size=image, readout=readout, dims=dims)
         elif family == "resnet":
-            fields.update(family="resnet", widths=(res_width,), blocks=res_blocks, branch_scale=branch_scale)
+            fields.update(family="resnet", widths=(res_width,), blocks=res_blocks, branch_scale=branch_scale,
+                          layer_norm=layer_norm)
             if res_conv:
-                fields.update(in_features=channels_in, image_size=min(image, 5), kernel_size=kernel | 1)
+                fields.update(in_features=channels_in, image_size=min(image, 5), kernel_size=kernel | 1, dims=dims)
         elif family == "transformer":
             fields.update(family="transformer", widths=(mlp_width,), d_model=d_model, heads=heads, blocks=1,
                           seq_len=seq_len, vocab=vocab if tokens else 0, norm=norm)

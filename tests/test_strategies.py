@@ -66,6 +66,22 @@ def test_each_family_is_drawn_and_selectable(family):
     assert first(architectures(), lambda a: a.family == family).family == family
 
 
+@pytest.mark.parametrize("family", ["cnn", "resnet"])
+def test_sequences_are_drawn_for_convolutional_families(family):
+    """``dims=1``: Conv1d networks on (N, C, L) sequences, with inputs of that shape."""
+    arch = first(architectures(families=(family,)), lambda a: a.dims == 1 and a.image_size > 0)
+    model = arch.build()
+    assert len(arch.in_shape) == 2 and any(isinstance(m, nk.networks.Conv1d) for m in model.modules())
+    x = dataset_for(arch, 0, 3).x()
+    assert tuple(x.shape) == (3, *arch.in_shape)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+def test_layer_norm_resnets_are_drawn(placement):
+    arch = first(architectures(families=("resnet",)), lambda a: a.layer_norm == placement)
+    assert arch.build().norm == placement
+
+
 def test_draws_shrink_toward_the_smallest_family_and_size():
     assert find(architectures(), lambda a: True).family == "mlp"
     smallest = find(architectures(families=("transformer",)), lambda a: True)
