@@ -29,7 +29,9 @@ from scipy.sparse.csgraph import connected_components
 
 from ntkcheck._validation import check_choice, check_finite_result, check_positive_int
 from ntkcheck.losses import Loss
-from ntkcheck.solvers import _check_rcond, _Inverse, _problem, _raise_singular, _threshold
+from ntkcheck.solvers import (
+    _check_diag_reg, _check_rcond, _Inverse, _problem, _raise_singular, _regularised, _ridge, _threshold,
+)
 
 __all__ = [
     "ConvergenceWarning", "DivergenceWarning", "FlowLimitError", "FlowResult", "ODEFlowResult", "mse_flow", "mse_gd",
@@ -129,6 +131,7 @@ def mse_flow(
     lr: float = 1.0,
     pinv_rcond: float | None = None,
     max_cond: float | None = None,
+    diag_reg: float = 0.0,
 ) -> FlowResult:
     """Closed-form kernel gradient flow (seed 000 eq (3)) for the MSE ``(1/n) sum |h - y|^2``.
 
@@ -144,20 +147,42 @@ def mse_flow(
     ``pinv_rcond * lambda_max`` are treated as zero (those modes do not move — exact
     for an NTK ``K = J J^T``, whose test kernel ``J_* J^T`` vanishes on null(K)),
     and ``t = inf`` equals ``interpolate(..., pinv_rcond=...)``.
+
+    **Ridge.**  With ``diag_reg > 0`` and ``mu = diag_reg * mean(diag K)`` this is the gradient
+    flow of the penalised loss ``(1/n) sum |h - y|^2 + (mu / n) |theta - theta_0|^2`` of the
+    linearised network (weight decay towards the initialisation) started at ``theta_0``: with
+    ``h = h0 + K a``, ``da/dt = -c ((K + mu I) a - (Y - h0))``, so
+
+        h_train(t) = h0 + K V diag((1 - exp(-c (lambda + mu) t)) / (lambda + mu)) V^T (Y - h0)
+        h_test(t)  = h_ini_test + k(x, X) V diag((1 - exp(-c (lambda + mu) t)) / (lambda + mu)) V^T (Y - h0)
+
+    and ``t = inf`` equals ``interpolate(..., diag_reg=diag_reg)`` at both point sets (kernel ridge
+    regression; the training outputs no longer reach Y).  The singular-kernel guard and ``pinv_rcond``
+    act on the eigenvalues ``lambda + mu``.  (neural-tangents' ``gradient_descent_mse`` instead runs the
+    training outputs with ``K + mu I`` itself; both share ``mu = diag_reg * trace(K) / N`` and the test
+    predictions.)
     """
     lr = _check_lr(lr)
+    reg = _check_diag_reg(diag_reg)
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
     rcond = _check_rcond(pinv_rcond, P.K.dtype)
     _threshold(P.K.shape[0], P.K.dtype, max_cond)  # max_cond is checked even where pinv_rcond replaces its guard
     t_np = _times(times)
     t = torch.as_tensor(t_np, dtype=P.K.dtype, device=P.K.device)
-    lam, V, keep = _eig(P.K, rcond, max_cond)
+    ridge = _ridge(P.K, reg)
+    lam, V, keep = _eig(_regularised(P.K, reg), rcond, max_cond)  # eigenvalues lambda + mu
     rate = torch.where(keep, (2 * lr / P.n) * lam, torch.zeros_like(lam))
     x = rate[None, :] * torch.where(torch.isinf(t), torch.zeros_like(t), t)[:, None]  # (T, N), finite
     x = torch.where(torch.isinf(t)[:, None] & keep[None, :], torch.full_like(x, math.inf), x)
     decay = torch.exp(-x)  # exp(-inf) = 0
     B = V.T @ (P.Y - P.H0)  # (N, C)
-    train = P.Y[None] - V @ (decay[:, :, None] * B[None])
+    if ridge == 0.0:
+        train = P.Y[None] - V @ (decay[:, :, None] * B[None])
+    else:
+        safe_r = torch.where(keep, lam, torch.ones_like(lam))
+        moved = torch.where(keep[None, :], (lam - ridge)[None, :] * -torch.expm1(-x) / safe_r[None, :],
+                            torch.zeros_like(x))  # lambda (1 - exp(-c (lambda + mu) t)) / (lambda + mu)
+        train = P.H0[None] + V @ (moved[:, :, None] * B[None])
     test = None
     if P.Kx is not None:
         assert P.H0x is not None and P.test_shape is not None

@@ -24,6 +24,12 @@ The functions take kernel *matrices*, so they serve empirical NTKs
   :class:`SingularKernelError` unless the caller names a pseudo-inverse with an
   explicit cutoff (``pinv_rcond``, at least eps) or another bound (``max_cond``, at
   most ``1 / eps``; see :func:`_threshold`).
+* Ridge: ``diag_reg`` (keyword-only, a finite float >= 0, default 0) solves with
+  ``K + diag_reg * mean(diag K) * I`` in place of ``K`` (the mean over the N diagonal entries
+  of the (N, N) matrix, i.e. ``trace(K) / N``: the relative scale neural-tangents uses).  Only
+  the inverted training kernel is regularised; predictions use the kernel itself,
+  ``h_ini(x) + k(x, X) (K + lambda I)^{-1} (Y - h_ini(X))`` (kernel ridge regression), at the
+  training points too.  The singular-kernel guard applies to the regularised matrix.
 """
 
 from __future__ import annotations
@@ -258,6 +264,29 @@ def _threshold(size: int, dtype: torch.dtype, max_cond: object, *, squared: bool
     return float(max_cond)
 
 
+def _check_diag_reg(diag_reg: object) -> float:
+    """``diag_reg`` as a finite float >= 0 (TypeError / ValueError naming it otherwise)."""
+    if isinstance(diag_reg, bool) or not isinstance(diag_reg, (int, float)):
+        raise TypeError(f"diag_reg must be a finite float >= 0 (ridge relative to mean(diag K)), "
+                        f"got {type(diag_reg).__name__} {diag_reg!r}")
+    if not (math.isfinite(diag_reg) and diag_reg >= 0):
+        raise ValueError(f"diag_reg must be a finite float >= 0 (ridge relative to mean(diag K)), got {diag_reg!r}")
+    return float(diag_reg)
+
+
+def _ridge(K: torch.Tensor, diag_reg: float) -> float:
+    """The absolute ridge ``diag_reg * mean(diag K)`` added to the (N, N) matrix ``K``."""
+    return diag_reg * float(K.detach().diagonal().mean()) if diag_reg > 0 else 0.0
+
+
+def _regularised(K: torch.Tensor, diag_reg: float) -> torch.Tensor:
+    """``K + diag_reg * mean(diag K) * I`` (``K`` itself when ``diag_reg == 0``)."""
+    ridge = _ridge(K, diag_reg)
+    if ridge == 0.0:
+        return K
+    return K + ridge * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
+
+
 def _cond(lam_min: float, lam_max: float) -> float:
     return lam_max / lam_min if lam_min > 0 and lam_max > 0 else math.inf
 
@@ -326,6 +355,7 @@ def interpolate(
     h_ini_test: torch.Tensor | None = None,
     pinv_rcond: float | None = None,
     max_cond: float | None = None,
+    diag_reg: float = 0.0,
 ) -> torch.Tensor:
     """``h_k(x; h_ini, X, Y) = h_ini(x) + k(x, X) K^{-1} (Y - h_ini(X))``, the solution of seed 000 eq (5).
 
@@ -340,11 +370,16 @@ def interpolate(
     ``pinv_rcond * lambda_max`` dropped) replaces the inverse.  An asymmetric or
     indefinite ``k_train`` raises ``ValueError`` (module docstring).
 
+    ``diag_reg`` (default 0) replaces ``K^{-1}`` by ``(K + diag_reg * mean(diag K) * I)^{-1}``:
+    kernel ridge regression, ``h_ini + k(x, X) (K + lambda I)^{-1} (Y - h_ini(X))``, evaluated
+    with the unregularised ``k(x, X)`` (and ``K`` at the training points).
+
     Returns a tensor with the shape of ``y_train`` (or (m,) + its trailing shape).
     """
+    reg = _check_diag_reg(diag_reg)
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
     rcond = _check_rcond(pinv_rcond, P.K.dtype)
-    alpha = _Inverse(P.K, rcond, max_cond).solve(P.Y - P.H0)
+    alpha = _Inverse(_regularised(P.K, reg), rcond, max_cond).solve(P.Y - P.H0)
     if P.Kx is None:
         return _out(P.H0 + P.K @ alpha, P.train_shape, "interpolate")
     assert P.H0x is not None and P.test_shape is not None
@@ -370,6 +405,7 @@ def decompose(
     *,
     pinv_rcond: float | None = None,
     max_cond: float | None = None,
+    diag_reg: float = 0.0,
 ) -> Decomposition:
     """The terms of seed 000 Thm 2, eq (6) (Thm 7, eq (17)), at the test points.
 
@@ -377,13 +413,16 @@ def decompose(
     ``total == unbiased + init_bias`` is a check of eq (6), not an identity of the
     code.  One factorisation of ``K`` serves all three solves.  With
     ``k_test_train=None`` (and ``h_ini_test=None``) the terms are at the training points.
+    ``diag_reg`` solves every term with ``K + diag_reg * mean(diag K) * I`` (as :func:`interpolate`);
+    eq (6) holds for the regularised solves too (each term is linear in its targets).
     """
+    reg = _check_diag_reg(diag_reg)
     if h_ini_train is None:
         raise ValueError("h_ini_train is required: decompose splits off the effect of the initial output")
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
     rcond = _check_rcond(pinv_rcond, P.K.dtype)
     c = P.Y.shape[1]
-    sol = _Inverse(P.K, rcond, max_cond).solve(torch.cat([P.Y - P.H0, P.Y, P.H0], dim=1))
+    sol = _Inverse(_regularised(P.K, reg), rcond, max_cond).solve(torch.cat([P.Y - P.H0, P.Y, P.H0], dim=1))
     kx, h0, shape = (P.K, P.H0, P.train_shape) if P.Kx is None else (P.Kx, P.H0x, P.test_shape)
     assert h0 is not None and shape is not None
     pred = kx @ sol
