@@ -3,7 +3,8 @@
 ``NTKCHECK_DEVICE`` (cpu|cuda, default cuda when available) chooses the device;
 ``NTKCHECK_BENCH_SIZES`` (smoke|cpu|gpu, default by device) the size set.  The
 ``smoke`` set is what CI runs (with ``--benchmark-disable``) to keep the files working;
-the ``cpu`` set runs the whole directory in under 3 minutes on 2 cores.
+the ``cpu`` set ran the whole directory in about 12 minutes on 2 shared cores (load ~3; the family
+kernels at N = 1024 and the CNTK of 32 images take most of it).
 
 ``NTKCHECK_BENCH_THREADS`` (a positive integer, unset by default) sets torch's
 intra-op thread count for the session (recorded as ``cpu_threads`` in the

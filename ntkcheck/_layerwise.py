@@ -135,7 +135,7 @@ def layer_features(model: nn.Module, layers: list[tuple[str, nn.Module]], x: tor
         c, b = _multipliers(layer)
         w_name = f"{name}.weight" if layer.weight.requires_grad else None
         b_name = f"{name}.bias" if layer.bias is not None and layer.bias.requires_grad else None
-        feats.append(LayerFeatures(w_name, b_name, c * c, b * b, inputs[name], torch.cat(g, dim=0)))
+        feats.append(LayerFeatures(w_name, b_name, c * c, b * b, inputs[name], g[0] if len(g) == 1 else torch.cat(g)))
     return feats
 
 
@@ -144,6 +144,8 @@ def layer_tiles(
 ) -> dict[str, torch.Tensor]:
     """Kernel tiles (B1, B2, O, O) from two blocks' features: per parameter, or their sum as ``"total"``."""
     b1, b2 = f1[0].a.shape[0], f2[0].a.shape[0]
+    if f1 is f2 and not per_layer and n_out == 1 and b1 >= 2 * SLAB_ROWS:
+        return {"total": _symmetric_total(f1).view(b1, b1, 1, 1)}
     tiles: dict[str, torch.Tensor] = {}
     total = None
     for l1, l2 in zip(f1, f2):
@@ -167,6 +169,44 @@ def layer_tiles(
     if not per_layer:
         tiles["total"] = total.permute(1, 3, 0, 2)
     return tiles
+
+
+SLAB_ROWS = 128
+"""Rows per slab of the symmetric scalar-output kernel (:func:`_symmetric_total`)."""
+
+
+def _symmetric_total(f: list[LayerFeatures]) -> torch.Tensor:
+    """The scalar-output kernel (B, B) of one block with itself: sum over layers of ``(G G^T) * (c^2 A A^T + b^2)``.
+
+    The kernel is symmetric, so it is formed slab by slab of rows, each slab only from its own rows on: for
+    rows ``lo:hi`` every layer's ``G[lo:hi] G[lo:]^T`` and ``A[lo:hi] A[lo:]^T`` are multiplied and the
+    products accumulated into rows ``lo:hi``, columns ``lo:`` of the result while they are in cache; the part
+    below the diagonal is the mirror image of the part above.  With q slabs this takes ``(q + 1) / (2 q)`` of
+    the Gram flops (9/16 with the 8 slabs of 1024 rows).
+    """
+    b = f[0].a.shape[0]
+    slabs = max(1, b // SLAB_ROWS)
+    edges = [b * i // slabs for i in range(slabs + 1)]
+    out = torch.empty(b, b, dtype=f[0].g.dtype, device=f[0].g.device)
+    acc = torch.empty(max(hi - lo for lo, hi in zip(edges, edges[1:])), b, dtype=out.dtype, device=out.device)
+    for lo, hi in zip(edges, edges[1:]):
+        part = acc[:hi - lo, :b - lo]
+        part.zero_()
+        for layer in f:
+            gg = layer.g[lo:hi] @ layer.g[lo:].T
+            if layer.weight_name is None:
+                part.add_(gg, alpha=layer.bias_mult2)
+                continue
+            shift = torch.tensor(layer.bias_mult2 if layer.bias_name is not None else 0.0, dtype=out.dtype,
+                                 device=out.device)
+            # c^2 A A^T + b^2 in one call, then one fused multiply-add into the slab
+            aa = torch.addmm(shift, layer.a[lo:hi], layer.a[lo:].T, beta=1.0, alpha=layer.weight_mult2)
+            part.addcmul_(gg, aa)
+        block = part[:, :hi - lo]  # the diagonal block: its upper triangle mirrored, so the result is symmetric
+        out[lo:hi, lo:hi] = block.triu() + block.triu(1).T
+        out[lo:hi, hi:] = part[:, hi - lo:]
+        out[hi:, lo:hi] = part[:, hi - lo:].T
+    return out
 
 
 def row_bytes(layers: list[tuple[str, nn.Module]], n_out: int, itemsize: int) -> int:

@@ -40,11 +40,19 @@ outside its band: the explicit ``band``, else ``baseline +- tol``, else
 ``baseline +- threshold * |baseline|``; a NaN or infinite value is outside every
 band.  Without a baseline only explicit bands are checked, and nothing fails.
 
-**Figures** use these ``extra_info`` keys when present: ``method``, ``n``,
+**Figures** use these ``extra_info`` keys when present: ``family``, ``method``, ``n``,
 ``width``, ``dtype`` and ``throughput`` / ``throughput_unit`` (throughput against
 n and against width, one line per method and fixed other parameters);
 ``peak_memory_bytes`` (memory per method); ``widths``, ``errors``, ``slope``,
 ``intercept`` (error against width, log-log, with the fitted line).
+
+**Side by side**: benchmarks that store ``case`` and ``library`` (ntkcheck, the torch.func
+recipe, neural-tangents; ``benchmarks/test_family_kernels.py``, ``test_analytic_kernels.py``,
+``test_neural_tangents.py``) get one table per case: each library's median, ntkcheck's speed-up
+over it, the effective rate (``throughput``, ``fraction_of_matmul``), the share of the matmul
+floor (``fraction_of_floor``), peak memory and ntkcheck's memory ratio; a benchmark's
+``layers`` list (per parameter: ``name``, ``choice``, ``features_s``, ``gram_s`` and the cost
+model's flops) becomes a per-layer table under its case.
 
 A warning is printed and written when the two runs' machine information differs
 (machine kind, device, size set, thread count, torch version, timer): such a
@@ -434,7 +442,7 @@ def _plt():
     return plt
 
 
-_PARAMS = ("method", "dtype", "n", "width", "d", "depth", "outputs")
+_PARAMS = ("family", "method", "dtype", "n", "width", "d", "depth", "outputs")
 
 
 def _series(benches: list[Benchmark], x: str) -> dict[str, list[tuple[float, float]]]:
@@ -448,7 +456,7 @@ def _series(benches: list[Benchmark], x: str) -> dict[str, list[tuple[float, flo
         e = b.extra
         if not (_number(e.get(x)) and _number(e.get("throughput"))):
             continue
-        label = " ".join(str(e.get(p)) if p in ("method", "dtype") else f"{p}={e.get(p)}" for p in varying)
+        label = " ".join(str(e.get(p)) if p in ("family", "method", "dtype") else f"{p}={e.get(p)}" for p in varying)
         groups.setdefault(label or b.test, []).append((float(e[x]), float(e["throughput"])))
     return {k: sorted(v) for k, v in groups.items() if len({p[0] for p in v}) > 1}
 
@@ -645,6 +653,68 @@ def _details_table(run: Run) -> list[str]:
     return lines
 
 
+def _side_by_side(run: Run) -> list[str]:
+    """Per case (``extra_info["case"]``): every library's timing, ntkcheck's speed-up over it, rates, memory."""
+    cases: dict[str, list[Benchmark]] = {}
+    for b in run.benchmarks.values():
+        if isinstance(b.extra.get("case"), str) and isinstance(b.extra.get("library"), str):
+            cases.setdefault(b.extra["case"], []).append(b)
+    if not cases:
+        return []
+    lines = ["## Side by side", "",
+             "Per case, every library's median on the same network and inputs in this run. \"speed-up\" is that "
+             "median over ntkcheck's (above 1: ntkcheck is faster); \"memory ratio\" is ntkcheck's peak memory over "
+             "that library's (below 1: ntkcheck uses less). \"rate\" is the benchmark's effective rate and, in "
+             "brackets, its share of the square-matmul rate measured in the same run; \"floor\" is (full-square "
+             "Gram flops / the measured rate of plain matmuls of the same shapes) / median: at or above 1 means at "
+             "the single-matmul floor.", ""]
+    order = {"ntkcheck": 0, "torch.func recipe": 1, "neural-tangents": 2}
+    for case in sorted(cases):
+        rows = sorted(cases[case], key=lambda b: (order.get(b.extra["library"], 3), str(b.extra.get("method"))))
+        ours = next((b for b in rows if b.extra["library"] == "ntkcheck"), None)
+        lines += [f"### `{case}`", "", "| library | method | rounds | median | speed-up of ntkcheck | rate | floor "
+                  "| peak memory | memory ratio |", "|---|---|---|---|---|---|---|---|---|"]
+        for b in rows:
+            e = b.extra
+            speed = "-" if ours is None or b is ours else f"{b.median / ours.median:.3g}x"
+            rate = "-"
+            if _number(e.get("throughput")):
+                rate = f"{e['throughput']:.4g} {e.get('throughput_unit', '')}".strip()
+                if _number(e.get("fraction_of_matmul")):
+                    rate += f" ({e['fraction_of_matmul']:.0%})"
+            floor = f"{e['fraction_of_floor']:.2f}" if _number(e.get("fraction_of_floor")) else "-"
+            mem = f"{e['peak_memory_bytes'] / 2**20:.1f} MiB" if _number(e.get("peak_memory_bytes")) else "-"
+            ratio = "-"
+            if ours is not None and b is not ours and _number(e.get("peak_memory_bytes")) \
+                    and _number(ours.extra.get("peak_memory_bytes")) and e["peak_memory_bytes"] > 0:
+                ratio = f"{ours.extra['peak_memory_bytes'] / e['peak_memory_bytes']:.3g}"
+            lines.append(f"| {e['library']} | {e.get('method', '-')} | {b.rounds} | {_t(b.median)} | {speed} | {rate} "
+                         f"| {floor} | {mem} | {ratio} |")
+        lines.append("")
+        for b in rows:
+            if isinstance(b.extra.get("layers"), list):
+                lines += _layer_table(b)
+    return lines
+
+
+def _layer_table(b: Benchmark) -> list[str]:
+    """The per-parameter rows a benchmark stored under ``extra_info["layers"]``."""
+    lines = [f"Per layer of `{b.name}` (one profiled call: CPU seconds forming each parameter's features the way "
+             "the cost model chose, and of its Gram; flops per pair of rows of the two contractions):", "",
+             "| parameter | choice | features | Gram | Gram-of-Grams flops | per-sample flops | positions S, m, k |",
+             "|---|---|---|---|---|---|---|"]
+    for row in b.extra["layers"]:
+        if not isinstance(row, dict):
+            continue
+        flops = [f"{row[k]:.3g}" if _number(row.get(k)) else "-" for k in ("gram_of_grams_flops", "per_sample_flops")]
+        shape = ", ".join(str(row[k]) for k in ("positions", "m", "k") if k in row) or "-"
+        feats = _t(row["features_s"]) if _number(row.get("features_s")) and row["features_s"] > 0 else "-"
+        gram = _t(row["gram_s"]) if _number(row.get("gram_s")) and row["gram_s"] > 0 else "-"
+        lines.append(f"| `{row.get('name')}` | {row.get('choice')} | {feats} | {gram} | {flops[0]} | {flops[1]} "
+                     f"| {shape} |")
+    return lines + [""]
+
+
 def _markdown(run: Run, name: str, base: Run | None, cmp: Comparison | None, threshold: float,
               figures: dict[str, str]) -> str:
     """The report's Markdown; ``figures`` maps each figure's caption to its file name."""
@@ -680,6 +750,7 @@ def _markdown(run: Run, name: str, base: Run | None, cmp: Comparison | None, thr
         lines += ["## New and missing benchmarks", "", "Not compared.", ""]
         lines += [f"- new (run only): `{n}`" for n in cmp.new] + [f"- missing (baseline only): `{n}`" for n in cmp.missing]
         lines += [""]
+    lines += _side_by_side(run)
     if figures:
         lines += ["## Figures", ""] + [f"![{k}]({v})\n" for k, v in figures.items()]
     lines += ["## Run details", "", "Medians and minima of the run's rounds; throughput and memory as the benchmark "
