@@ -8,10 +8,20 @@ the claims of the seed papers by Hypothesis properties.
 from ntkcheck._layerwise import LayerwiseUnsupportedError
 from ntkcheck._tiling import KernelMemoryError
 from ntkcheck.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.distributed import RankMismatchError, RowBlock, distributed_ntk
 from ntkcheck.empirical import ntk, register_rule
 from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
+from ntkcheck.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
+from ntkcheck.iterative import (
+    IterativeConvergenceError,
+    blocked_cholesky_solve,
+    cg_interpolate,
+    cg_solve,
+    krylov_mse_flow,
+)
 from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
+from ntkcheck.monte_carlo import monte_carlo_nngp, monte_carlo_ntk
 from ntkcheck.networks import (
     ACTIVATIONS,
     CNN,
@@ -25,6 +35,8 @@ from ntkcheck.networks import (
     SelfAttention,
     Transformer,
 )
+from ntkcheck.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
+from ntkcheck.out_of_core import KernelFile, ntk_to_file
 from ntkcheck.solvers import (
     Decomposition,
     SingularKernelError,
@@ -35,6 +47,7 @@ from ntkcheck.solvers import (
     max_stable_lr,
     min_norm_parameters,
 )
+from ntkcheck.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
 from ntkcheck.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
 from ntkcheck.transforms import AntiSymmetric, asi, double_last_layer, merge_branches, rnd
 
@@ -52,7 +65,11 @@ __all__ = [
     "DivergenceWarning",
     "Embedding",
     "FlowLimitError",
+    "GaussianPrediction",
+    "IterativeConvergenceError",
+    "KernelFile",
     "KernelMemoryError",
+    "KernelOperator",
     "LayerNorm",
     "LayerwiseUnsupportedError",
     "Linear",
@@ -62,34 +79,54 @@ __all__ = [
     "MLP",
     "MSE",
     "Mixture",
+    "NTKOperator",
+    "RankMismatchError",
     "ResNet",
+    "RowBlock",
     "SelfAttention",
     "SingularKernelError",
+    "SpectralConvergenceError",
     "TrainResult",
     "TrainingDivergedError",
     "Transformer",
+    "analytic_ensemble",
     "analytic_nngp",
     "analytic_ntk",
+    "as_kernel_operator",
     "asi",
+    "blocked_cholesky_solve",
+    "cg_interpolate",
+    "cg_solve",
     "check_conditions",
     "check_consistent",
+    "condition_estimate",
     "condition_number",
     "decompose",
+    "distributed_ntk",
     "double_last_layer",
+    "ensemble_predict",
+    "gp_inference",
     "interpolate",
     "jacobian",
+    "krylov_mse_flow",
     "linearize",
     "max_stable_lr",
     "merge_branches",
     "min_norm_linearized",
     "min_norm_parameters",
+    "monte_carlo_nngp",
+    "monte_carlo_ntk",
     "mse_flow",
     "mse_gd",
     "ntk",
+    "ntk_operator",
+    "ntk_to_file",
     "ode_flow",
     "register_rule",
     "rnd",
     "sharpness",
+    "top_eigenpairs",
+    "trace_estimate",
     "train",
 ]
 

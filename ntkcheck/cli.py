@@ -152,6 +152,86 @@ def _check_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         parser.error(str(exc))
 
 
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([A-Za-z]*)")
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def _size(text: str, parser: argparse.ArgumentParser, name: str) -> int:
+    """A byte count such as 64MiB, 1.5GiB, 500MB or 1000000."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None or match.group(2).lower() not in _UNITS:
+        parser.error(f"{name} must be a size such as 64MiB, 1GiB, 500MB or a number of bytes, got {text!r}")
+    n = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if n < 1:
+        parser.error(f"{name} must be at least one byte, got {text!r}")
+    return n
+
+
+def _tensor_file(text: str, parser: argparse.ArgumentParser, name: str) -> torch.Tensor:
+    """The batch (N, ...) held by a .npy file (np.save) or a .pt file (torch.save of one tensor)."""
+    import numpy as np
+
+    path = Path(text)
+    if not path.is_file():
+        parser.error(f"{name} {text}: no such file (expected a .npy or .pt file holding a batch (N, ...))")
+    if path.suffix == ".npy":
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            parser.error(f"{name} {text} is not a readable .npy file of numbers ({_one_line(exc)})")
+        if array.dtype.kind not in "fiu":
+            parser.error(f"{name} {text} must hold floats or integer token ids, got dtype {array.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(array))
+    elif path.suffix in (".pt", ".pth"):
+        try:
+            x = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # torch.load's error for a file that is not a tensor file, whatever its type
+            parser.error(f"{name} {text} cannot be read by torch.load ({_one_line(exc)})")
+        if not isinstance(x, torch.Tensor):
+            parser.error(f"{name} {text} must hold one tensor (torch.save(x, path)), got a {type(x).__name__}")
+    else:
+        parser.error(f"{name} must be a .npy or .pt file, got {text!r}")
+    if x.ndim == 0 or x.shape[0] == 0:
+        parser.error(f"{name} {text} must hold a batch (N, ...) with N >= 1, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_kernel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    args.device = _device(args.device, parser)
+    args.memory_budget = None if args.memory_budget is None else _size(args.memory_budget, parser, "--memory-budget")
+    out = Path(args.out)
+    if not args.out.strip() or out.is_dir():
+        parser.error(f"--out must name a .npy file, got {args.out!r}" + (" (a folder)" if out.is_dir() else ""))
+    for where in out.parents:
+        if where.exists():
+            if not where.is_dir() or not os.access(where, os.W_OK | os.X_OK):
+                parser.error(f"--out {out}: cannot write in {where}")
+            break
+    args.out = out
+    if not Path(args.model).is_file():
+        parser.error(f"MODEL {args.model}: no such file (expected a module saved with torch.save(model, path))")
+    try:
+        model = torch.load(args.model, map_location="cpu", weights_only=False)
+    except Exception as exc:  # whatever unpickling the file raised
+        parser.error(f"MODEL {args.model} cannot be loaded by torch.load ({_one_line(exc)})")
+    if not isinstance(model, torch.nn.Module):
+        parser.error(f"MODEL {args.model} must hold a whole module saved with torch.save(model, path), got a "
+                     f"{type(model).__name__} (a state_dict alone does not say the architecture)")
+    floats = [p.dtype for p in model.parameters() if p.is_floating_point()]
+    if not floats:
+        parser.error(f"MODEL {args.model} has no floating-point parameters: its NTK is zero or undefined")
+    args.dtype = getattr(torch, args.dtype) if args.dtype else floats[0]
+    if args.dtype not in (torch.float64, torch.float32):
+        parser.error(f"MODEL {args.model} has dtype {args.dtype}; pass --dtype float64 or float32")
+    args.model = model
+    args.inputs = _tensor_file(args.inputs, parser, "INPUTS")
+    args.x2 = None if args.x2 is None else _tensor_file(args.x2, parser, "--x2")
+    if args.x2 is not None and args.x2.shape[1:] != args.inputs.shape[1:]:
+        parser.error(f"--x2 rows must have the shape of INPUTS rows {tuple(args.inputs.shape[1:])}, got "
+                     f"{tuple(args.x2.shape[1:])}")
+
+
 # ---------------------------------------------------------------------------------------------
 # the work
 
@@ -234,6 +314,41 @@ def _report(args: argparse.Namespace) -> int:
     return FAILED if cmp.regressed else INCONCLUSIVE if cmp.incomplete else OK
 
 
+def _kernel(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
+    from ntkcheck.out_of_core import ntk_to_file, sidecar_paths
+
+    device = torch.device(args.device)
+    started = False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():  # under torchrun
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count())
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        started = True
+    try:
+        model = args.model.to(device=device, dtype=args.dtype).eval()
+        x1, x2 = (None if x is None else x.to(device=device, dtype=args.dtype if x.is_floating_point() else x.dtype)
+                  for x in (args.inputs, args.x2))
+        try:
+            done = ntk_to_file(model, x1, x2, path=args.out, memory_budget=args.memory_budget, output=args.output,
+                               progress=not args.quiet)
+        except KeyboardInterrupt:
+            print(f"{args.parser.prog}: the finished tiles are recorded in {sidecar_paths(args.out)[2]}; rerun the "
+                  "same command to resume", file=sys.stderr)
+            raise
+        if not dist.is_initialized() or dist.get_rank() == 0:
+            print(f"wrote {done.path}: kernel {done.shape} {done.dtype}, {done.tiles} tiles of {done.tile} rows "
+                  f"({done.done_before} done before, {done.computed} computed by this process) in "
+                  f"{done.seconds:.1f} s")
+        return OK
+    finally:
+        if started:
+            dist.destroy_process_group()
+
+
 # ---------------------------------------------------------------------------------------------
 # the parser
 
@@ -300,6 +415,33 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", default="reports", help="report folder (default: reports)")
     b.add_argument("--name", help="report name: <out>/<name>.md (default: bench-<RUN file stem>)")
     b.set_defaults(func=_report, check=_check_report, parser=b)
+    k = sub.add_parser(
+        "kernel", parents=[common], help="write the empirical NTK of a saved model to a .npy file, tile by tile",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write ntk(model, INPUTS, X2) to --out (a .npy file) tile by tile within --memory-budget "
+                    "(ntkcheck.ntk_to_file): the kernel need not fit in memory.\n\n"
+                    "MODEL: a whole module saved with torch.save(model, path), e.g. an ntkcheck.MLP; it is unpickled "
+                    "(load only files you trust) and put in eval mode. INPUTS, X2: a .npy file (np.save) or a .pt "
+                    "file holding one tensor (torch.save), a batch (N, ...); floats are cast to --dtype, integer "
+                    "token ids are kept.\n\n"
+                    "An interrupted run leaves OUT.partial, OUT.tiles.json and OUT.tiles.npy; the same command "
+                    "resumes it (other arguments are refused) and OUT appears only when complete. Under torchrun "
+                    "(WORLD_SIZE > 1) the command initialises the process group itself (gloo on cpu, nccl on cuda, "
+                    "one GPU per local rank) and the ranks share the tiles; they must share OUT's file system.")
+    k.add_argument("model", metavar="MODEL", help="a module saved with torch.save(model, path)")
+    k.add_argument("inputs", metavar="INPUTS", help="x1: a .npy or .pt file holding a batch (N1, ...)")
+    k.add_argument("--x2", metavar="INPUTS2", help="x2: a .npy or .pt file (N2, ...) (default: the symmetric "
+                   "kernel of INPUTS)")
+    k.add_argument("--out", required=True, metavar="K.npy", help="the .npy file to write")
+    k.add_argument("--memory-budget", metavar="SIZE",
+                   help="memory the run may hold, e.g. 64MiB, 2GiB (default: half the device's free memory)")
+    k.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    k.add_argument("--dtype", choices=["float64", "float32"], help="of the model and the kernel (default: the "
+                   "model's)")
+    k.add_argument("--output", choices=["full", "trace", "sum"], default="full",
+                   help="full (N1, N2, O, O) (default; (N1, N2) for one output), trace or sum, as in ntkcheck.ntk")
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    k.set_defaults(func=_kernel, check=_check_kernel, parser=k)
     return parser
 
 
