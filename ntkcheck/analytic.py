@@ -105,14 +105,35 @@ def _correlation(q1: torch.Tensor, q2: torch.Tensor, s12: torch.Tensor) -> torch
 
 
 def _relu(q1: torch.Tensor, q2: torch.Tensor, s12: torch.Tensor) -> torch.Tensor:
-    t = torch.arccos(_correlation(q1, q2, s12))
-    return torch.sqrt(q1 * q2) / (2 * math.pi) * (torch.sin(t) + (math.pi - t) * torch.cos(t))
+    # The arithmetic of _relu_both, so that the diagonal of a kernel and the variances the next
+    # layer divides it by are equal to the last bit (a correlation 1 - 1e-16 moves the angle by 1.5e-8).
+    return _relu_both(q1, q2, s12)[0]
 
 
 def _relu_dot(q1: torch.Tensor, q2: torch.Tensor, s12: torch.Tensor) -> torch.Tensor:
     # relu'(0) = 0 in torch: a zero-variance pre-activation contributes nothing.
     t = torch.arccos(_correlation(q1, q2, s12))
     return torch.where(q1 * q2 > 0, (math.pi - t) / (2 * math.pi), 0.0)
+
+
+def _relu_both(q1: torch.Tensor, q2: torch.Tensor, s12: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E[relu(u) relu(v)], E[relu'(u) relu'(v)])`` in one pass: the same arc-cosine angle serves both.
+
+    ``sqrt(q1 q2) / (2 pi) (sin t + (pi - t) rho)`` and ``(pi - t) / (2 pi)`` with
+    ``rho = cos t`` the clamped correlation, ``sin t = sqrt((1 - rho) (1 + rho))`` (accurate at
+    rho near 1, where ``1 - rho`` is exact); 0 where a variance is 0, as :func:`_relu` and
+    :func:`_relu_dot`.  Temporaries are reused in place: the kernels of images pair every
+    position, so these tensors are the largest of the recursion.
+    """
+    norm = (q1 * q2).sqrt_()
+    positive = norm > 0
+    rho = torch.where(positive, s12, 0.0).div_(torch.where(positive, norm, 1.0)).clamp_(-1.0, 1.0)
+    t = torch.arccos(rho)
+    pi_minus_t = torch.neg(t).add_(math.pi)
+    sin_t = torch.sub(1.0, rho).mul_(torch.add(rho, 1.0)).sqrt_()
+    phi = rho.mul_(pi_minus_t).add_(sin_t).mul_(norm).mul_(1 / (2 * math.pi))
+    dphi = pi_minus_t.mul_(1 / (2 * math.pi)).masked_fill_(~positive, 0.0)
+    return phi, dphi
 
 
 def _abrelu(a: float, b: float, slope_at_0: float) -> tuple[Expectation, Expectation]:
@@ -325,19 +346,29 @@ class _State:
                       spatial)
 
 
-def _input_state(a: torch.Tensor, b: torch.Tensor | None) -> _State:
-    """Per-coordinate (per-channel) covariance of the inputs: ``<x, x'> / d`` or ``sum_c x_c x'_c / C``."""
+def _input_state(a: torch.Tensor, b: torch.Tensor | None, shared: int = 0) -> _State:
+    """Per-coordinate (per-channel) covariance of the inputs: ``<x, x'> / d`` or ``sum_c x_c x'_c / C``.
+
+    ``b`` None pairs ``a`` with itself; otherwise the first ``shared`` rows of ``b`` are the rows of
+    ``a``.  The variances of an input paired with itself are read off the cross kernel, so that
+    its correlation with itself is exactly 1 at every layer: the same arithmetic then carries
+    both, whereas two contractions can differ in the last bit, and a correlation of 1 - 1e-16
+    moves the arc-cosine kernels' angle by 1.5e-8 (a relative error ~1e-9 on the diagonal).
+    """
     def rows(x: torch.Tensor) -> torch.Tensor:  # (N, C, P)
         return x.reshape(x.shape[0], x.shape[1], -1) if x.ndim > 2 else x[:, :, None]
 
     ra = rows(a)
     c = ra.shape[1]
+    rb = ra if b is None else rows(b)
+    cross = torch.einsum("ncp,mcq->nmpq", ra, rb) / c
+    k = a.shape[0] if b is None else shared
     self1 = torch.einsum("ncp,ncq->npq", ra, ra) / c
-    if b is None:
-        cross, self2 = torch.einsum("ncp,mcq->nmpq", ra, ra) / c, None
-    else:
-        rb = rows(b)
-        cross, self2 = torch.einsum("ncp,mcq->nmpq", ra, rb) / c, torch.einsum("ncp,ncq->npq", rb, rb) / c
+    self1[:k] = cross[:k, :k].diagonal(dim1=0, dim2=1).permute(2, 0, 1)
+    self2 = None
+    if b is not None:
+        self2 = torch.einsum("ncp,ncq->npq", rb, rb) / c
+        self2[:k] = self1[:k]
     return _State(cross, torch.zeros_like(cross), self1, self2, tuple(a.shape[2:]))
 
 
@@ -397,12 +428,12 @@ def _affine(state: _State, layer: nn.Module, model: nn.Module) -> _State:
     sigma_w2 = layer.weight_mult**2 * v_w * fan_in
     has_bias = layer.bias is not None
     beta2 = layer.bias_mult**2 * v_b if has_bias else 0.0
-    ntk = sigma_w2 * state.ntk
+    ntk = sigma_w2 * state.ntk  # a new tensor: the in-place updates below leave the input state intact
     if layer.weight.requires_grad:
-        ntk = ntk + layer.weight_mult**2 * fan_in * state.cross
+        ntk.add_(state.cross, alpha=layer.weight_mult**2 * fan_in)
     if has_bias and layer.bias.requires_grad:
-        ntk = ntk + layer.bias_mult**2
-    return _State(sigma_w2 * state.cross + beta2, ntk, sigma_w2 * state.self1 + beta2,
+        ntk.add_(layer.bias_mult**2)
+    return _State((sigma_w2 * state.cross).add_(beta2), ntk, sigma_w2 * state.self1 + beta2,
                   None if state.self2 is None else sigma_w2 * state.self2 + beta2, state.spatial)
 
 
@@ -414,6 +445,8 @@ def _activation(state: _State, e_phi: Expectation, e_dphi: Expectation, same: bo
     """``K' = E[phi(u) phi(v)]``, ``Theta' = E[phi'(u) phi'(v)] Theta`` entrywise over (input, position) pairs."""
 
     def expect(s: torch.Tensor, v1: torch.Tensor, v2: torch.Tensor, dot: bool) -> tuple[torch.Tensor, ...]:
+        if dot and e_phi is _relu and e_dphi is _relu_dot:  # one angle for both (clamps the correlation itself)
+            return _relu_both(v1, v2, s)
         bound = torch.sqrt(v1 * v2)
         s = torch.minimum(torch.maximum(s, -bound), bound)  # Cauchy-Schwarz, against rounding
         return (e_phi(v1, v2, s),) + ((e_dphi(v1, v2, s),) if dot else ())
@@ -513,7 +546,8 @@ def _infinite_width(
     quadrature, closed forms included (to check one against the other); ``activation``
     replaces the model's (a name or a callable).  With ``x2`` None the kernels are of x1
     with itself and exactly symmetric.  Rows of x1 go through in blocks of at most
-    :data:`_ROW_ELEMENTS` kernel entries (N2 P^2 per row for P input positions).
+    :data:`_ROW_ELEMENTS` kernel entries (N2 P^2 per row for P input positions); for x1 with
+    itself each block pairs only with the columns from its first row on.
     """
     same = x2 is None or x2 is x1
     a = x1.to(torch.float64)
@@ -523,13 +557,22 @@ def _infinite_width(
     if same and rows >= a.shape[0]:
         state = _propagate(model, _input_state(a, None), e_phi, e_dphi, True)
         return state.cross[:, :, 0, 0], state.ntk[:, :, 0, 0]
-    blocks = [_propagate(model, _input_state(a[i : i + rows], b), e_phi, e_dphi, False)
-              for i in range(0, a.shape[0], rows)]
-    sigma = torch.cat([block.cross[:, :, 0, 0] for block in blocks])
-    theta = torch.cat([block.ntk[:, :, 0, 0] for block in blocks])
-    if same:
-        sigma, theta = (sigma + sigma.T) / 2, (theta + theta.T) / 2
-    return sigma, theta
+    if not same:
+        blocks = [_propagate(model, _input_state(a[i : i + rows], b), e_phi, e_dphi, False)
+                  for i in range(0, a.shape[0], rows)]
+        return torch.cat([k.cross[:, :, 0, 0] for k in blocks]), torch.cat([k.ntk[:, :, 0, 0] for k in blocks])
+    # x1 with itself: each block of rows against the columns from its first row on (the upper
+    # triangle, at most 1/2 + rows / (2 N) of the pairs), mirrored below the diagonal.
+    n = a.shape[0]
+    rows = min(rows, max(1, math.ceil(n / 8)))
+    sigma = torch.empty(n, n, dtype=a.dtype, device=a.device)
+    theta = torch.empty_like(sigma)
+    for i in range(0, n, rows):
+        block = _propagate(model, _input_state(a[i : i + rows], a[i:], shared=rows), e_phi, e_dphi, False)
+        sigma[i : i + rows, i:], theta[i : i + rows, i:] = block.cross[:, :, 0, 0], block.ntk[:, :, 0, 0]
+        sigma[i + rows :, i : i + rows] = block.cross[:, rows:, 0, 0].T
+        theta[i + rows :, i : i + rows] = block.ntk[:, rows:, 0, 0].T
+    return (sigma + sigma.T) / 2, (theta + theta.T) / 2
 
 
 def _check_family_input(model: nn.Module, x: object, name: str) -> torch.Tensor:

@@ -548,21 +548,41 @@ def test_family_inputs_are_checked() -> None:
 
 @pytest.mark.parametrize("same", [True, False])
 def test_row_blocks_agree(same: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Blocks of 2 rows (2 N2 P^2 entries) give the one-block kernels to rounding; x2 = None stays symmetric.
+    # Blocks of 2 rows (2 N2 P^2 entries) give the one-block kernels to rounding; x2 = None stays symmetric
+    # and pairs each block of rows (at most ceil(N / 8) = 1 here) only with the columns from its first row on.
     model, x1, x2 = make_cnn("stride2-pad1-flatten-2conv", 4), images(5), images(3, seed=1)
     other = None if same else x2
     whole = [kernel(model, x1, other) for kernel in (analytic_ntk, analytic_nngp)]
     monkeypatch.setattr(analytic, "_ROW_ELEMENTS", 2 * (5 if same else 3) * 36**2)
-    calls = []
+    pairs = []
     propagate = analytic._propagate
-    monkeypatch.setattr(analytic, "_propagate", lambda *args: calls.append(1) or propagate(*args))
+    monkeypatch.setattr(analytic, "_propagate",
+                        lambda *args: pairs.append(tuple(args[1].cross.shape[:2])) or propagate(*args))
     for kernel, expected in zip((analytic_ntk, analytic_nngp), whole):
-        calls.clear()
+        pairs.clear()
         got = kernel(model, x1, other)
-        assert len(calls) == 3  # rows 0-1, 2-3, 4
+        assert pairs == ([(1, 5), (1, 4), (1, 3), (1, 2), (1, 1)] if same else [(2, 3), (2, 3), (1, 3)])
         assert torch.allclose(got, expected, rtol=1e-13, atol=0)
         if same:
             assert torch.equal(got, got.T)
+
+
+def test_an_input_has_correlation_one_with_itself_at_every_layer() -> None:
+    # The arc-cosine kernels' angle at a correlation of 1 - 1e-16 is 1.5e-8: unless the variances are read
+    # off the cross kernel, the diagonal of a deep relu kernel is ~1e-9 off. The polar quadrature has no
+    # arc cosine, so it is the reference (agreement ~1e-14 elsewhere).
+    g = torch.Generator().manual_seed(0)
+    for model, x in [(nk.MLP(5, [8, 8, 8], 1, dtype=DTYPE), torch.randn(20, 5, generator=g, dtype=DTYPE)),
+                     (make_cnn("stride2-pad1-flatten-2conv", 4), images(5))]:
+        for rows in (None, 2 * 36**2 * 5):  # one block, and blocks of rows paired with their upper triangle
+            if rows is not None and model.in_shape == (5,):
+                continue
+            with pytest.MonkeyPatch.context() as mp:
+                if rows is not None:
+                    mp.setattr(analytic, "_ROW_ELEMENTS", rows)
+                closed = analytic._infinite_width(model, x, None)[1]
+            quad = analytic._infinite_width(model, x, None, quadrature=True)[1]
+            assert float((closed - quad).abs().max() / quad.abs().max()) < 1e-12
 
 
 # ---------------------------------------------------------------- sequences (Conv1d) and LayerNorm
