@@ -32,7 +32,8 @@ class FamilyCase:
     (``depth`` pre-norm blocks of width ``width`` and ``heads`` heads, MLP width
     ``4 * width``, on ``tokens`` token ids from a vocabulary of ``vocab``).
     ``methods``: what runs on it (``"ntkcheck"``, ``"recipe"``: the torch.func
-    Jacobian-contraction recipe); ``memory``: whether peak memory is measured.
+    Jacobian-contraction recipe, ``"ntkcheck-budget"``: ``ntkcheck.ntk`` with
+    ``memory_budget = budget_mib`` MiB); ``memory``: whether peak memory is measured.
     """
 
     family: str
@@ -49,6 +50,7 @@ class FamilyCase:
     dtype: str = "float32"
     methods: tuple[str, ...] = ("ntkcheck", "recipe")
     memory: bool = False
+    budget_mib: int | None = None
 
     @property
     def id(self) -> str:
