@@ -272,7 +272,7 @@ def test_singular_kernel_is_refused_with_its_condition_number_unless_regularised
     K, Kx, Ktt = nngp[0][dup][:, dup], nngp[1][:, dup], nngp[2]
     T, Tx = ntk[0][dup][:, dup], ntk[1][:, dup]
     y = y[dup]
-    with pytest.raises(nk.SingularKernelError, match=r"condition number \d\.\d+e\+\d+ > threshold .*diag_reg"):
+    with pytest.raises(nk.SingularKernelError, match=r"condition number (inf|\d\.\d+e\+\d+) > threshold .*diag_reg"):
         gp_inference(K, y, Kx, Ktt)
     with pytest.raises(nk.SingularKernelError, match=r"ntk\[0\] is singular .*condition number"):
         ensemble_predict((K, Kx, Ktt), (T, Tx), y, [1.0, INF])
