@@ -46,12 +46,13 @@ from ntkcheck.testing.claims import check_at_most
 from ntkcheck.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
+from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output
 
 CLAIM = "width_convergence"
 pytestmark = pytest.mark.claim(CLAIM)
 
 WEIGHT_STD, BIAS_STD = 1.5, 0.3
-X_SEED, IMAGE_SEED, MC_SEED = 1234, 4321, 2024
+MC_SEED = 2024
 NNGP_OUTPUTS = 64
 
 # (family, depth, width, parametrization, S, power): depth = hidden layers (mlp), convolutions (cnn), blocks
@@ -71,12 +72,6 @@ NNGP_CONFIGS = [
 ]
 
 
-def _inputs(family: str) -> torch.Tensor:
-    if family in ("mlp", "resnet_dense"):
-        x = torch.randn(6, 5, generator=torch.Generator().manual_seed(X_SEED), dtype=torch.float64)
-    else:
-        x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed(IMAGE_SEED), dtype=torch.float64)
-    return x.to(DEVICE, DTYPE)
 
 
 def _spec(family: str, depth: int, width: int, parametrization: str, out: int) -> str:
@@ -155,8 +150,6 @@ def _check(kind: str, family: str, depth: int, width: int, parametrization: str,
                       context=ctx + f"\nagainst {c} * the analytic kernel: must fail the agreement bound")
 
 
-def _first(k: torch.Tensor) -> torch.Tensor:
-    return k if k.ndim == 2 else k[:, :, 0, 0]
 
 
 @pytest.mark.slow
@@ -164,10 +157,10 @@ def _first(k: torch.Tensor) -> torch.Tensor:
 def test_monte_carlo_ntk_is_analytic_ntk(family, depth, width, parametrization, s, power):
     """E_theta Theta_m = Theta_inf (exact for one hidden layer / convolution, + O(1/m) deeper and for ResNets):
     the Monte Carlo NTK of S networks lies within k standard errors (+ the bias bound) of analytic_ntk."""
-    x = _inputs(family)
+    x = family_inputs(family)
     factory = _factory(family, depth, width, parametrization, 1)
     est = nk.monte_carlo_ntk(factory, x, n_samples=s, seed=MC_SEED, method="layerwise")
-    exact = _first(analytic_ntk(factory(torch.Generator().manual_seed(0)), x)).double()
+    exact = first_output(analytic_ntk(factory(torch.Generator().manual_seed(0)), x)).double()
     _check("NTK", family, depth, width, parametrization, s, power, est, exact)
 
 
@@ -176,8 +169,8 @@ def test_monte_carlo_ntk_is_analytic_ntk(family, depth, width, parametrization, 
 def test_monte_carlo_nngp_is_analytic_nngp(family, depth, width, parametrization, s, power):
     """E_theta f(x) f(x')^T / O = Sigma_inf (exact for one hidden layer / convolution, + O(1/m) otherwise): the
     Monte Carlo NNGP of S networks with O = 64 outputs each lies within k standard errors (+ the bias bound)."""
-    x = _inputs(family)
+    x = family_inputs(family)
     factory = _factory(family, depth, width, parametrization, NNGP_OUTPUTS)
     est = nk.monte_carlo_nngp(factory, x, n_samples=s, seed=MC_SEED)
-    exact = _first(analytic_nngp(factory(torch.Generator().manual_seed(0)), x)).double()
+    exact = first_output(analytic_nngp(factory(torch.Generator().manual_seed(0)), x)).double()
     _check("NNGP", family, depth, width, parametrization, s, power, est, exact)

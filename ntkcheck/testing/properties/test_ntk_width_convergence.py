@@ -51,6 +51,7 @@ from ntkcheck.tolerances import tolerance
 from ntkcheck.training import train
 
 from ._common import DEVICE, DTYPE
+from ._width import first_output, fit_loglog, output_covariance
 
 CLAIM = "width_convergence"
 pytestmark = pytest.mark.claim(CLAIM)
@@ -106,25 +107,10 @@ def _limit_twin(model: nk.MLP) -> nk.MLP:
     return twin
 
 
-def _first(k: torch.Tensor) -> torch.Tensor:
-    """The (N, N) kernel of output 0 (analytic kernels of O outputs are K (x) I_O)."""
-    return k if k.ndim == 2 else k[:, :, 0, 0]
 
 
-def _output_covariance(model: nk.MLP, x: torch.Tensor) -> torch.Tensor:
-    """Sigma_m = f(X) f(X)^T / O: the empirical covariance of the O outputs of one network at init."""
-    with torch.no_grad():
-        f = model(x).double()
-    return f @ f.T / f.shape[1]
 
 
-def _fit_loglog(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares slope and intercept of log y against log x."""
-    lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
-    ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)
-    a = torch.stack([lx, torch.ones_like(lx)], dim=1)
-    slope, intercept = torch.linalg.lstsq(a, ly[:, None]).solution[:, 0].tolist()
-    return slope, intercept
 
 
 def _rms(values: list[float]) -> float:
@@ -144,10 +130,10 @@ def _check_bound_at_every_width(
         for seed in BOUND_SEEDS:
             model = _mlp(activation, depth, m, out(m), seed)
             if exact is None:
-                exact = _first(limit(model, x)).double()
+                exact = first_output(limit(model, x)).double()
             errs.append(relative_error(sample(model, x).double(), exact))
         errors.append(_rms(errs))
-    slope, intercept = _fit_loglog(BOUND_WIDTHS, errors)
+    slope, intercept = fit_loglog(BOUND_WIDTHS, errors)
     record_series(f"width: {activation} L={depth} {kind} error (RMS over {len(BOUND_SEEDS)} seeds)", BOUND_WIDTHS,
                   errors, slope=slope, intercept=intercept, bound_constant=float(c))
     record_series(f"width: {kind} bound C m^-1/2 (C = {float(c):g})", BOUND_WIDTHS,
@@ -180,7 +166,7 @@ def test_empirical_ntk_error_is_within_c_over_sqrt_width(activation, depth):
 def test_output_covariance_error_is_within_c_over_sqrt_width(activation, depth):
     """The NNGP: f(X) f(X)^T / O over the O = m outputs of one net -> Sigma_inf (analytic_nngp), RMS relative
     error <= C_nngp m^(-1/2) at every width 64..1024 (hidden-layer and readout sampling, both ~ m^(-1/2))."""
-    _check_bound_at_every_width("NNGP", activation, depth, _output_covariance, analytic_nngp, lambda m: m,
+    _check_bound_at_every_width("NNGP", activation, depth, output_covariance, analytic_nngp, lambda m: m,
                                 "nngp_width_constant")
 
 
@@ -243,8 +229,8 @@ def test_mean_output_covariance_is_analytic_nngp(activation, depth, width, n_see
     lies within 4 standard errors (+ the bias bound) of analytic_nngp, per entry and along Sigma_inf; also for
     standard parametrization with the Glorot init (against its NTK-parametrization twin)."""
     x = _inputs()
-    samples = [_output_covariance(_mlp(activation, depth, width, width, seed, init), x) for seed in range(n_seeds)]
-    exact = _first(analytic_nngp(_limit_twin(_mlp(activation, depth, width, width, 0, init)), x)).double()
+    samples = [output_covariance(_mlp(activation, depth, width, width, seed, init), x) for seed in range(n_seeds)]
+    exact = first_output(analytic_nngp(_limit_twin(_mlp(activation, depth, width, width, 0, init)), x)).double()
     _check_mean("NNGP", samples, exact, width, depth,
                 _mean_ctx("NNGP", activation, depth, width, n_seeds, width, init))
 
@@ -281,7 +267,7 @@ def test_trained_network_approaches_its_linearization_at_every_width():
                 trained = model(xt)
             per_seed.append(relative_error(trained, kernel_pred, scale=float((kernel_pred - f0t).norm())))
         gaps.append(_rms(per_seed))
-    slope, intercept = _fit_loglog(GAP_WIDTHS, gaps)
+    slope, intercept = fit_loglog(GAP_WIDTHS, gaps)
     c = tolerance("trained_gap_constant", DTYPE)
     record_series(f"width: trained vs linearized gap (RMS over {len(GAP_SEEDS)} seeds)", GAP_WIDTHS, gaps,
                   slope=slope, intercept=intercept, bound_constant=float(c))

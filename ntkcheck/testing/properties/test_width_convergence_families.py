@@ -40,24 +40,18 @@ from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
+from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output, fit_loglog, output_covariance
 
 CLAIM = "width_convergence"
 pytestmark = pytest.mark.claim(CLAIM)
 
 WEIGHT_STD, BIAS_STD = 1.5, 0.3
-X_SEED, IMAGE_SEED = 1234, 4321
 WIDTHS = [32, 64, 128, 256, 512]
 SEEDS = list(range(8))
 FAMILIES = ["mlp", "cnn", "resnet_dense", "resnet_conv"]
 PARAMETRIZATIONS = ["ntk", "standard"]
 
 
-def _inputs(family: str) -> torch.Tensor:
-    if family in ("mlp", "resnet_dense"):
-        x = torch.randn(6, 5, generator=torch.Generator().manual_seed(X_SEED), dtype=torch.float64)
-    else:
-        x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed(IMAGE_SEED), dtype=torch.float64)
-    return x.to(DEVICE, DTYPE)
 
 
 def _spec(family: str, width: str, out: str, parametrization: str) -> str:
@@ -84,25 +78,10 @@ def _model(family: str, width: int, out: int, parametrization: str, seed: int) -
     return nk.ResNet(width, 1, out, in_channels=2, **kw)
 
 
-def _first(k: torch.Tensor) -> torch.Tensor:
-    """The (N, N) kernel of output 0 (analytic kernels of O outputs are K (x) I_O)."""
-    return k if k.ndim == 2 else k[:, :, 0, 0]
 
 
-def _output_covariance(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Sigma_m = f(X) f(X)^T / O: the empirical covariance of the O outputs of one network at init."""
-    with torch.no_grad():
-        f = model(x).double()
-    return f @ f.T / f.shape[1]
 
 
-def _fit_loglog(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares slope and intercept of log y against log x."""
-    lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
-    ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)
-    a = torch.stack([lx, torch.ones_like(lx)], dim=1)
-    slope, intercept = torch.linalg.lstsq(a, ly[:, None]).solution[:, 0].tolist()
-    return slope, intercept
 
 
 def _check_bound_at_every_width(
@@ -110,7 +89,7 @@ def _check_bound_at_every_width(
     sample: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
     limit: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], out: Callable[[int], int], constant: str,
 ) -> None:
-    x = _inputs(family)
+    x = family_inputs(family)
     c = tolerance(constant, DTYPE)
     errors = []
     for m in WIDTHS:
@@ -119,10 +98,10 @@ def _check_bound_at_every_width(
         for seed in SEEDS:
             model = _model(family, m, out(m), parametrization, seed)
             if exact is None:
-                exact = _first(limit(model, x)).double()
+                exact = first_output(limit(model, x)).double()
             errs.append(relative_error(sample(model, x).double(), exact))
         errors.append(math.sqrt(sum(e * e for e in errs) / len(errs)))
-    slope, intercept = _fit_loglog(WIDTHS, errors)
+    slope, intercept = fit_loglog(WIDTHS, errors)
     label = f"width: {family} {parametrization} param. {kind} error (RMS over {len(SEEDS)} seeds)"
     record_series(label, WIDTHS, errors, slope=slope, intercept=intercept, bound_constant=float(c))
     record_series(f"width: families {kind} bound C m^-1/2 (C = {float(c):g})", WIDTHS,
@@ -164,5 +143,5 @@ def test_family_output_covariance_error_is_within_c_over_sqrt_width(family, para
     """f(X) f(X)^T / O over the O = m outputs of one CNN / ResNet -> Sigma_inf (analytic_nngp): RMS relative error
     <= C m^(-1/2) at every width 32..512, in both parametrizations (the forward pass at init, hence the NNGP, is
     the same distribution in both)."""
-    _check_bound_at_every_width("NNGP", family, parametrization, _output_covariance, analytic_nngp, lambda m: m,
+    _check_bound_at_every_width("NNGP", family, parametrization, output_covariance, analytic_nngp, lambda m: m,
                                 "nngp_width_constant_families")
