@@ -154,7 +154,9 @@ def check_same_device_dtype(a: torch.Tensor, b: torch.Tensor, name_a: str, name_
 
 def check_finite_result(t: torch.Tensor, what: str) -> torch.Tensor:
     """Raise ``FloatingPointError`` if a computed tensor holds NaN or inf (never return it silently)."""
-    if not bool(torch.isfinite(t).all()):
+    # One reduction first: a NaN or inf entry makes the sum NaN or inf; only then (or if a finite sum
+    # overflows) is every entry examined.
+    if not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise FloatingPointError(f"{what} produced {bad} non-finite entries (overflow or NaN in the model)")
     return t
