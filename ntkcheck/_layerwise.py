@@ -187,25 +187,29 @@ def _symmetric_total(f: list[LayerFeatures]) -> torch.Tensor:
     b = f[0].a.shape[0]
     slabs = max(1, b // SLAB_ROWS)
     edges = [b * i // slabs for i in range(slabs + 1)]
-    out = torch.empty(b, b, dtype=f[0].g.dtype, device=f[0].g.device)
-    acc = torch.empty(max(hi - lo for lo, hi in zip(edges, edges[1:])), b, dtype=out.dtype, device=out.device)
+    dtype, device = f[0].g.dtype, f[0].g.device
+    out = torch.empty(b, b, dtype=dtype, device=device)
+    # Two scratch buffers reused by every slab and layer: (rows, columns) views of them are contiguous.
+    largest = max(hi - lo for lo, hi in zip(edges, edges[1:])) * b
+    gg_buf, aa_buf = torch.empty(largest, dtype=dtype, device=device), torch.empty(largest, dtype=dtype, device=device)
     for lo, hi in zip(edges, edges[1:]):
-        part = acc[:hi - lo, :b - lo]
+        part = out[lo:hi, lo:]  # rows lo:hi, columns lo: of the result, accumulated in place
+        shape = (hi - lo, b - lo)
+        gg = gg_buf[:shape[0] * shape[1]].view(shape)
+        aa = aa_buf[:shape[0] * shape[1]].view(shape)
         part.zero_()
         for layer in f:
-            gg = layer.g[lo:hi] @ layer.g[lo:].T
+            torch.mm(layer.g[lo:hi], layer.g[lo:].T, out=gg)
             if layer.weight_name is None:
                 part.add_(gg, alpha=layer.bias_mult2)
                 continue
-            shift = torch.tensor(layer.bias_mult2 if layer.bias_name is not None else 0.0, dtype=out.dtype,
-                                 device=out.device)
             # c^2 A A^T + b^2 in one call, then one fused multiply-add into the slab
-            aa = torch.addmm(shift, layer.a[lo:hi], layer.a[lo:].T, beta=1.0, alpha=layer.weight_mult2)
+            aa.fill_(layer.bias_mult2 if layer.bias_name is not None else 0.0)
+            aa.addmm_(layer.a[lo:hi], layer.a[lo:].T, alpha=layer.weight_mult2)
             part.addcmul_(gg, aa)
-        block = part[:, :hi - lo]  # the diagonal block: its upper triangle mirrored, so the result is symmetric
-        out[lo:hi, lo:hi] = block.triu() + block.triu(1).T
-        out[lo:hi, hi:] = part[:, hi - lo:]
-        out[hi:, lo:hi] = part[:, hi - lo:].T
+        block = out[lo:hi, lo:hi]  # the diagonal block: its upper triangle mirrored, so the result is symmetric
+        block.copy_(block.triu() + block.triu(1).T)
+        out[hi:, lo:hi] = out[lo:hi, hi:].T
     return out
 
 

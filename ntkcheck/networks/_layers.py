@@ -88,8 +88,11 @@ class Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bias is not None and x.ndim == 2:
-            # one fused op; also avoids forward-mode AD's slow path for tensor * python-float
-            return torch.addmm(self.bias, x, self.weight.T, beta=self.bias_mult, alpha=self.weight_mult)
+            # One fused op on the batch.  The multiplier scales the weight (out x in) rather than the product
+            # (batch x out): the backward pass to the input is then one matmul, with no rescaling of the
+            # batch-sized gradient.
+            weight = self.weight if self.weight_mult == 1.0 else torch.mul(self.weight, self.weight_mult)
+            return torch.addmm(self.bias, x, weight.T, beta=self.bias_mult)
         out = F.linear(x, self.weight)
         if self.weight_mult != 1.0:
             out = out * self.weight_mult
