@@ -73,11 +73,11 @@ def nt_arrays(model: nn.Module, x: torch.Tensor, case: FamilyCase) -> dict[str, 
     """The model's parameters and inputs in neural-tangents' layouts (stax ``Dense``: W (in, out); ``Conv``: W
     HWIO, inputs NHWC), as ``W0, b0, W1, b1, ...`` in layer order and ``x``, for :mod:`_nt_runner`."""
     if case.family == "mlp":
-        ws = [(m.weight.detach().T, m.bias.detach()) for m in model.modules() if isinstance(m, nk.networks.Linear)]
+        ws = [(m.weight.detach().T, m.bias.detach()) for m in model.modules() if isinstance(m, nk.models.Linear)]
         xs = x.detach()
     elif case.family == "cnn":
         ws = [(c.weight.detach().permute(2, 3, 1, 0), c.bias.detach()) for c in model.convs]
-        head = [m for m in model.head.modules() if isinstance(m, nk.networks.Linear)]
+        head = [m for m in model.head.modules() if isinstance(m, nk.models.Linear)]
         ws += [(m.weight.detach().T, m.bias.detach()) for m in head]
         xs = x.detach().permute(0, 2, 3, 1)
     else:

@@ -85,10 +85,10 @@ def layer_profile(model: torch.nn.Module, x: torch.Tensor) -> list[dict]:
     The engine labels its work with ``torch.profiler.record_function`` ranges named
     ``ntkcheck.<stage>:<parameter>`` (stages ``per_sample`` / ``gram_of_grams`` / ``torch_func``:
     forming the features the way the cost model chose; ``tile``: the Gram; ``forward`` /
-    ``backward`` with parameter ``*``: the shared passes) and, while ``ntkcheck._engine.COST_LOG``
+    ``backward`` with parameter ``*``: the shared passes) and, while ``ntkcheck.kernels._engine.COST_LOG``
     is a list, logs the cost model's inputs and flop counts per weight.
     """
-    from ntkcheck import _engine
+    from ntkcheck.kernels import _engine
 
     _engine.COST_LOG = []
     try:

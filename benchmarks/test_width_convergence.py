@@ -27,7 +27,7 @@ import torch
 
 import ntkcheck as nk
 from conftest import size_set
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 WIDTHS = {"smoke": [64, 128, 256], "cpu": [64, 128, 256, 512, 1024, 2048, 4096],
           "gpu": [64, 128, 256, 512, 1024, 2048, 4096, 8192]}

@@ -45,8 +45,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from ntkcheck.analytic import _infinite_width, analytic_nngp, analytic_ntk
-from ntkcheck.networks import CNN, MLP, Conv1d, Conv2d, LayerNorm, Linear, ResNet
+from ntkcheck.kernels.analytic import _infinite_width, analytic_nngp, analytic_ntk
+from ntkcheck.models import CNN, MLP, Conv1d, Conv2d, LayerNorm, Linear, ResNet
 
 DTYPE = torch.float64
 CLOSED_RTOL = 1e-9

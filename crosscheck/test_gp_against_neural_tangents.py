@@ -1,4 +1,4 @@
-"""ntkcheck.gp against neural-tangents' ``predict.gp_inference`` and ``predict.gradient_descent_mse_ensemble``.
+"""ntkcheck.dynamics.gp against neural-tangents' ``predict.gp_inference`` and ``predict.gradient_descent_mse_ensemble``.
 
 Both sides receive the SAME float64 kernel matrices (ntkcheck's analytic NNGP and NTK of an MLP
 on n training and m test inputs), so only the inference is compared, not the kernels.  The
@@ -8,7 +8,7 @@ ntkcheck); the test skips, saying why, when that variable is unset or names no e
 
 neural-tangents gets the kernels through a ``kernel_fn`` that looks them up by index: the
 "inputs" are the row numbers of the joint (train + test) matrices.  Conventions mapped (see
-:mod:`ntkcheck.gp`): ``learning_rate = 2 O lr`` at the same ``t`` (its loss is ``(1/2) mean``
+:mod:`ntkcheck.dynamics.gp`): ``learning_rate = 2 O lr`` at the same ``t`` (its loss is ``(1/2) mean``
 over the ``n O`` targets, ours ``(1/n) sum``); ``t = inf`` is its ``t=None`` (Cholesky path)
 and ``t=inf`` (eigen path); ``diag_reg`` and ``diag_reg_absolute_scale`` are passed as they
 are; ``get='nngp'`` is ``ensemble_predict(ntk=None)`` and ``gp_inference``, ``get='ntk'`` is
@@ -33,7 +33,7 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.gp import ensemble_predict, gp_inference
+from ntkcheck.dynamics.gp import ensemble_predict, gp_inference
 
 D = torch.float64
 RTOL = 1e-8
@@ -88,7 +88,7 @@ def _nt_python() -> str:
     path = os.environ.get("NTKCHECK_NT_PYTHON", "")
     if not path:
         pytest.skip("NTKCHECK_NT_PYTHON is not set: set it to a python with neural-tangents 0.6.5 "
-                    "(built by neural-tangents-env.sh) to compare ntkcheck.gp with neural_tangents.predict")
+                    "(built by neural-tangents-env.sh) to compare ntkcheck.dynamics.gp with neural_tangents.predict")
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.skip(f"NTKCHECK_NT_PYTHON={path!r} is not an executable file")
     return path

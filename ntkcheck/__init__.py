@@ -5,24 +5,24 @@ analytic infinite-width kernels, kernel solvers and training, checked against
 the claims of the seed papers by Hypothesis properties.
 """
 
-from ntkcheck._layerwise import LayerwiseUnsupportedError
-from ntkcheck._tiling import KernelMemoryError
-from ntkcheck.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.distributed import RankMismatchError, RowBlock, distributed_ntk
-from ntkcheck.empirical import ntk, register_rule
-from ntkcheck.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
-from ntkcheck.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
-from ntkcheck.iterative import (
+from ntkcheck.kernels._layerwise import LayerwiseUnsupportedError
+from ntkcheck.kernels._tiling import KernelMemoryError
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.distributed import RankMismatchError, RowBlock, distributed_ntk
+from ntkcheck.kernels.empirical import ntk, register_rule
+from ntkcheck.dynamics.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
+from ntkcheck.dynamics.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
+from ntkcheck.dynamics.iterative import (
     IterativeConvergenceError,
     blocked_cholesky_solve,
     cg_interpolate,
     cg_solve,
     krylov_mse_flow,
 )
-from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
-from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
-from ntkcheck.monte_carlo import monte_carlo_nngp, monte_carlo_ntk
-from ntkcheck.networks import (
+from ntkcheck.dynamics.linearization import Linearized, jacobian, linearize, min_norm_linearized
+from ntkcheck.dynamics.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
+from ntkcheck.kernels.monte_carlo import monte_carlo_nngp, monte_carlo_ntk
+from ntkcheck.models import (
     ACTIVATIONS,
     CNN,
     MLP,
@@ -35,9 +35,9 @@ from ntkcheck.networks import (
     SelfAttention,
     Transformer,
 )
-from ntkcheck.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
-from ntkcheck.out_of_core import KernelFile, ntk_to_file
-from ntkcheck.solvers import (
+from ntkcheck.kernels.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
+from ntkcheck.kernels.out_of_core import KernelFile, ntk_to_file
+from ntkcheck.dynamics.solvers import (
     Decomposition,
     SingularKernelError,
     check_consistent,
@@ -47,9 +47,9 @@ from ntkcheck.solvers import (
     max_stable_lr,
     min_norm_parameters,
 )
-from ntkcheck.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
-from ntkcheck.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
-from ntkcheck.transforms import AntiSymmetric, asi, double_last_layer, merge_branches, rnd
+from ntkcheck.kernels.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
+from ntkcheck.dynamics.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
+from ntkcheck.models.transforms import AntiSymmetric, asi, double_last_layer, merge_branches, rnd
 
 __all__ = [
     "ACTIVATIONS",

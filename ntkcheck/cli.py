@@ -110,7 +110,7 @@ def _check_verify(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _check_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from ntkcheck.reproduce import EXPERIMENTS
+    from ntkcheck.experiments import EXPERIMENTS
 
     unknown = [n for n in args.names if n not in EXPERIMENTS]
     if unknown:
@@ -123,7 +123,7 @@ def _check_reproduce(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 
 def _check_report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    from ntkcheck.report import baseline_path, load_runs
+    from ntkcheck.reporting.report import baseline_path, load_runs
 
     if not 0 < args.threshold <= 1:  # NaN fails too
         parser.error(f"--threshold must be a fraction in (0, 1] (0.10 flags a 10% slowdown), got {args.threshold}")
@@ -237,7 +237,7 @@ def _check_kernel(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
 
 def _summary(args: argparse.Namespace) -> int:
-    from ntkcheck.summary import run_summary, write_summary
+    from ntkcheck.reporting.summary import run_summary, write_summary
 
     device = torch.device(args.device)
     rows = run_summary(device, quick=args.quick)
@@ -251,7 +251,7 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from ntkcheck.verify import verify
+    from ntkcheck.testing.verify import verify
 
     result = verify(profile=args.profile, device=args.device, dtype=args.dtype, out=args.out, extra=args.pytest_args,
                     reproductions=args.reproduce, mutants=args.mutants, workers=args.workers)
@@ -260,7 +260,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _reproduce(args: argparse.Namespace) -> int:
-    from ntkcheck.reproduce import reproduce, write_report
+    from ntkcheck.experiments import reproduce, write_report
 
     failed = []
     for name in args.names:
@@ -280,7 +280,7 @@ def _reproduce(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from ntkcheck.report import write_report
+    from ntkcheck.reporting.report import write_report
 
     run, base = args.run_data, args.base_data
     if args.no_baseline:
@@ -317,7 +317,7 @@ def _report(args: argparse.Namespace) -> int:
 def _kernel(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from ntkcheck.out_of_core import ntk_to_file, sidecar_paths
+    from ntkcheck.kernels.out_of_core import ntk_to_file, sidecar_paths
 
     device = torch.device(args.device)
     started = False

@@ -1,4 +1,4 @@
-"""Tests of ntkcheck.analytic: the infinite-width NNGP / NTK of MLP, CNN and ResNet, both parametrizations.
+"""Tests of ntkcheck.kernels.analytic: the infinite-width NNGP / NTK of MLP, CNN and ResNet, both parametrizations.
 
 Everything runs in float64 with explicit torch.Generator seeds, so the statistical
 tests are deterministic; their tolerances are derived in the comments.
@@ -13,10 +13,10 @@ import torch
 from scipy import integrate
 from torch.func import functional_call, jacrev
 
-import ntkcheck.analytic as analytic
-from ntkcheck.analytic import ANGULAR_NODES, RADIAL_NODES, analytic_nngp, analytic_ntk
+import ntkcheck.kernels.analytic as analytic
+from ntkcheck.kernels.analytic import ANGULAR_NODES, RADIAL_NODES, analytic_nngp, analytic_ntk
 import ntkcheck as nk
-from ntkcheck.networks import ACTIVATIONS, CNN, MLP, ResNet, Transformer
+from ntkcheck.models import ACTIVATIONS, CNN, MLP, ResNet, Transformer
 
 DTYPE = torch.float64
 ACTS = sorted(ACTIVATIONS)

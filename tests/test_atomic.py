@@ -1,10 +1,10 @@
-"""All-or-nothing report writing (ntkcheck._atomic)."""
+"""All-or-nothing report writing (ntkcheck._support.atomic)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ntkcheck._atomic import staged
+from ntkcheck._support.atomic import staged
 
 
 def test_files_land_together_markdown_last(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import pytest
 
 from ntkcheck.testing import claims
 from ntkcheck.cli import build_parser, main
-from ntkcheck.verify import plot_series, write_report
+from ntkcheck.testing.verify import plot_series, write_report
 
 
 def test_summary_quick_writes_report_and_agrees(tmp_path, capsys):
@@ -62,7 +62,7 @@ def test_report_lists_every_claim_with_verdict(tmp_path):
 def test_check_close_records_and_fails_with_reproduction():
     import torch
 
-    from ntkcheck.tolerances import tolerance
+    from ntkcheck.testing.tolerances import tolerance
 
     tol = tolerance("kernel_methods_agree", torch.float64)
     with claims.recording(claims.Recorder()) as rec:
@@ -82,7 +82,7 @@ def test_check_close_records_and_fails_with_reproduction():
 def test_bound_keeps_its_provenance_when_scaled():
     import torch
 
-    from ntkcheck.tolerances import Bound, tolerance
+    from ntkcheck.testing.tolerances import Bound, tolerance
 
     tol = tolerance("solver_identity", torch.float32)
     scaled = 3.0 * tol * 2
@@ -96,15 +96,15 @@ def test_bound_keeps_its_provenance_when_scaled():
 @pytest.fixture
 def no_work(monkeypatch):
     """Make the work of every subcommand fail loudly: an argument check must end the command first."""
-    import ntkcheck.reproduce
-    import ntkcheck.summary
-    import ntkcheck.verify
+    import ntkcheck.experiments
+    import ntkcheck.reporting.summary
+    import ntkcheck.testing.verify
 
     def started(*args, **kwargs):
         raise AssertionError("the work started before the arguments were checked")
 
-    for module, name in ((ntkcheck.summary, "run_summary"), (ntkcheck.verify, "run_properties"),
-                         (ntkcheck.reproduce, "reproduce")):
+    for module, name in ((ntkcheck.reporting.summary, "run_summary"), (ntkcheck.testing.verify, "run_properties"),
+                         (ntkcheck.experiments, "reproduce")):
         monkeypatch.setattr(module, name, started)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
 
@@ -151,12 +151,12 @@ def test_cuda_index_beyond_the_devices_is_refused(monkeypatch, capsys, no_work):
 
 
 def test_error_during_the_work_is_one_line_exit_3(tmp_path, capsys, monkeypatch):
-    import ntkcheck.summary
+    import ntkcheck.reporting.summary
 
     def oom(*args, **kwargs):
         raise RuntimeError("CUDA out of memory.\nTried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(ntkcheck.summary, "run_summary", oom)
+    monkeypatch.setattr(ntkcheck.reporting.summary, "run_summary", oom)
     monkeypatch.delenv("NTKCHECK_DEBUG", raising=False)
     assert main(["summary", "--device", "cpu", "--out", str(tmp_path)]) == 3
     err = _one_error_line(capsys, "summary", "RuntimeError: CUDA out of memory. ...", "--traceback")
@@ -169,12 +169,12 @@ def test_error_during_the_work_is_one_line_exit_3(tmp_path, capsys, monkeypatch)
 
 
 def test_interrupt_is_one_line_exit_130(tmp_path, capsys, monkeypatch):
-    import ntkcheck.summary
+    import ntkcheck.reporting.summary
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ntkcheck.summary, "run_summary", interrupted)
+    monkeypatch.setattr(ntkcheck.reporting.summary, "run_summary", interrupted)
     monkeypatch.delenv("NTKCHECK_DEBUG", raising=False)
     code = None
     with contextlib.suppress(KeyboardInterrupt):
@@ -194,9 +194,9 @@ def test_help_states_the_exit_statuses_and_options(capsys):
 
 def test_verify_where_no_claim_ran_keeps_the_previous_report(tmp_path, capsys, monkeypatch):
     """pytest ran nothing (collection error, nothing selected): exit 3, one line, the old report stays."""
-    import ntkcheck.verify
+    import ntkcheck.testing.verify
 
-    monkeypatch.setattr(ntkcheck.verify, "run_properties", lambda **kwargs: (2, {"records": {}, "examples": {}}))
+    monkeypatch.setattr(ntkcheck.testing.verify, "run_properties", lambda **kwargs: (2, {"records": {}, "examples": {}}))
     previous = tmp_path / "claims-cpu-float64.md"
     previous.write_text("the previous report")
     assert main(["verify", "--device", "cpu", "--out", str(tmp_path)]) == 3
@@ -208,12 +208,12 @@ def test_verify_where_no_claim_ran_keeps_the_previous_report(tmp_path, capsys, m
 def test_verify_interrupted_while_writing_keeps_the_previous_report_and_figure(tmp_path, capsys, monkeypatch):
     import matplotlib.figure
 
-    import ntkcheck.verify
+    import ntkcheck.testing.verify
 
     records = {"records": {"asi": _record(3, 0, 1e-16, 1e-10, "ASI kernel vs original")},
                "examples": {"asi": {"tests": 1, "examples": 3, "discarded": 0, "nodeids": ["a"]}}, "failed": [],
                "series": {"width: relu": {"x": [64, 128], "y": [0.2, 0.14], "slope": -0.5, "intercept": 0.5}}}
-    monkeypatch.setattr(ntkcheck.verify, "run_properties", lambda **kwargs: (0, records))
+    monkeypatch.setattr(ntkcheck.testing.verify, "run_properties", lambda **kwargs: (0, records))
     md, png = tmp_path / "claims-cpu-float64.md", tmp_path / "claims-cpu-float64-width.png"
     md.write_text("the previous report")
     png.write_bytes(b"the previous figure")
@@ -233,10 +233,10 @@ def test_verify_interrupted_while_writing_keeps_the_previous_report_and_figure(t
 
 
 def test_summary_interrupted_while_writing_keeps_the_previous_summary(tmp_path, capsys, monkeypatch):
-    import ntkcheck.summary
+    import ntkcheck.reporting.summary
 
-    row = ntkcheck.summary.SummaryRow("ntkcheck.MLP(8, [4], 1)", 4, "float64", 1e-16, 0.1, 0.2)
-    monkeypatch.setattr(ntkcheck.summary, "run_summary", lambda device, quick: [row])
+    row = ntkcheck.reporting.summary.SummaryRow("ntkcheck.MLP(8, [4], 1)", 4, "float64", 1e-16, 0.1, 0.2)
+    monkeypatch.setattr(ntkcheck.reporting.summary, "run_summary", lambda device, quick: [row])
     (tmp_path / "summary.md").write_text("the previous summary")
     real = Path.write_text
 

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from ntkcheck.data import DataUnavailableError, Split, boston_housing, gaussian_bump, mnist
+from ntkcheck.experiments.data import DataUnavailableError, Split, boston_housing, gaussian_bump, mnist
 
 F64 = torch.float64
 

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import ntkcheck as nk
-from ntkcheck.distributed import Tile, assign, default_tile, row_shares, tile_grid
+from ntkcheck.kernels.distributed import Tile, assign, default_tile, row_shares, tile_grid
 
 WORLD = 2
 TILE = 4

@@ -9,8 +9,8 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.strategies import architectures, inputs, seeds
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.strategies import architectures, inputs, seeds
+from ntkcheck.testing.tolerances import tolerance
 
 METHODS = ("layerwise", "jacobian", "ntvp")
 

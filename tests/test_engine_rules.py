@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.empirical import Piece, register_rule
+from ntkcheck.kernels.empirical import Piece, register_rule
 
 D = torch.float64
 MODES = ("full", "trace", "sum")
@@ -320,7 +320,7 @@ def test_torch_models(name):
 
 def test_symmetric_kernel_computes_upper_tiles_only(monkeypatch):
     """With x2=None and row blocks, only tiles on or above the diagonal are computed, the rest mirrored."""
-    from ntkcheck import _engine
+    from ntkcheck.kernels import _engine
 
     model, x = RULE_CASES["conv2d"]()
     x = xs(12, 2, 7, 6)

@@ -366,7 +366,7 @@ def test_rnd_redraws_the_second_branch_from_the_model_init(family):
     fresh = model.reinitialized(_gen(7))
     assert all(torch.equal(p, q) for p, q in zip(net.minus.parameters(), fresh.parameters()))
     assert all(torch.equal(p, q) for p, q in zip(net.plus.parameters(), model.parameters()))
-    torch.testing.assert_close(net(x), nk.transforms.ASI_SCALE * (model(x) - fresh(x)), rtol=1e-14, atol=0)
+    torch.testing.assert_close(net(x), nk.models.transforms.ASI_SCALE * (model(x) - fresh(x)), rtol=1e-14, atol=0)
     assert float(net(x).detach().abs().max()) > 0
 
 

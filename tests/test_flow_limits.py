@@ -17,8 +17,8 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from ntkcheck.flows import FlowLimitError, ode_flow
-from ntkcheck.losses import MSE, LpLoss
+from ntkcheck.dynamics.flows import FlowLimitError, ode_flow
+from ntkcheck.dynamics.losses import MSE, LpLoss
 
 L4 = LpLoss(4.0)
 TIMES = [1.0, 10.0, math.inf]

@@ -1,4 +1,4 @@
-"""GP inference and the infinite ensemble (ntkcheck.gp) against independent computations, in float64.
+"""GP inference and the infinite ensemble (ntkcheck.dynamics.gp) against independent computations, in float64.
 
 * the ensemble mean against the kernel solvers (``interpolate`` at t = inf, ``mse_flow`` from
   ``h_ini = 0`` at time t: seed 000 eqs (3), (5)), and the readout-only ensemble at t = inf against
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
+from ntkcheck.dynamics.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
 
 D = torch.float64
 INF = math.inf

@@ -8,15 +8,15 @@ import scipy.linalg
 import torch
 
 import ntkcheck as nk
-from ntkcheck.iterative import (
+from ntkcheck.dynamics.iterative import (
     IterativeConvergenceError,
     blocked_cholesky_solve,
     cg_interpolate,
     cg_solve,
     krylov_mse_flow,
 )
-from ntkcheck.operator import ntk_operator
-from ntkcheck.solvers import SingularKernelError
+from ntkcheck.kernels.operator import ntk_operator
+from ntkcheck.dynamics.solvers import SingularKernelError
 
 F64 = torch.float64
 

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.linearize import Linearized, jacobian, linearize, min_norm_linearized
-from ntkcheck.tolerances import tolerance
+from ntkcheck.dynamics.linearization import Linearized, jacobian, linearize, min_norm_linearized
+from ntkcheck.testing.tolerances import tolerance
 
 F64 = torch.float64
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ntkcheck.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
+from ntkcheck.dynamics.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
 
 P_VALUES = [1.5, 2.0, 3.0, 4.0]
 
@@ -170,7 +170,7 @@ def test_check_conditions_catches_nonzero_gradient_at_target() -> None:
 def test_check_conditions_argument_checks() -> None:
     with pytest.raises(ValueError, match=r"n must be an int >= 1"):
         check_conditions(MSE, 0)
-    with pytest.raises(TypeError, match=r"loss must be a ntkcheck.losses.Loss"):
+    with pytest.raises(TypeError, match=r"loss must be a ntkcheck.dynamics.losses.Loss"):
         check_conditions(lambda a, b: a, 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"outside the class of seed 000 §4"):
         check_conditions(CrossEntropy(), 3)

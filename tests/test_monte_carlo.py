@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.monte_carlo import MonteCarloKernel, sample_generator
+from ntkcheck.kernels.monte_carlo import MonteCarloKernel, sample_generator
 
 D = torch.float64
 

@@ -210,12 +210,12 @@ def test_sequence_cnn_computes_conv1d_stack():
                    activation="tanh", weight_std=1.2, bias_std=0.4, generator=gen, dtype=torch.float64)
     x = torch.randn(3, 2, 9, generator=gen, dtype=torch.float64)
     conv, head = model.convs[0], model.head.layers[0]
-    assert isinstance(conv, nk.networks.Conv1d) and model.in_shape == (2, 9)
+    assert isinstance(conv, nk.models.Conv1d) and model.in_shape == (2, 9)
     h = torch.tanh(torch.nn.functional.conv1d(x, 1.2 / math.sqrt(6) * conv.weight, 0.4 * conv.bias, stride=2))
     expected = 1.2 / math.sqrt(16) * h.flatten(1) @ head.weight.T + 0.4 * head.bias
     torch.testing.assert_close(model(x), expected, rtol=1e-14, atol=1e-14)
     rebuilt = eval(model.spec(), {"ntkcheck": nk})
-    assert rebuilt.in_shape == model.in_shape and isinstance(rebuilt.convs[0], nk.networks.Conv1d)
+    assert rebuilt.in_shape == model.in_shape and isinstance(rebuilt.convs[0], nk.models.Conv1d)
 
 
 @pytest.mark.parametrize("norm", ["pre", "post"])

@@ -8,7 +8,7 @@ import torch
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 import ntkcheck as nk
-from ntkcheck.operator import ArrayKernelOperator, DenseKernelOperator, as_kernel_operator, ntk_operator
+from ntkcheck.kernels.operator import ArrayKernelOperator, DenseKernelOperator, as_kernel_operator, ntk_operator
 
 F64 = torch.float64
 REL = 1e-10  # a product is a sum of N*O*P rounded terms in either path: ~1e-15 measured

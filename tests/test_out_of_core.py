@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.out_of_core import TILE_SHARE, plan_tile, sidecar_paths
+from ntkcheck.kernels.out_of_core import TILE_SHARE, plan_tile, sidecar_paths
 
 REL_TOL = 1e-12
 """float64: tiles are ntk calls on row blocks, so only the order of rounding differs from one call."""

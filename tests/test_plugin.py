@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 DOWNSTREAM = """\
-import hypothesis, ntkcheck, ntkcheck.strategies as S, torch
+import hypothesis, ntkcheck, ntkcheck.testing.strategies as S, torch
 @hypothesis.given(arch=S.architectures(families=("mlp",), max_depth=2, max_width=8, max_out=1), seed=S.seeds())
 def test_kernel_is_symmetric(arch, seed, device, dtype): k = ntkcheck.ntk(arch.build(dtype=dtype, device=device), S.inputs(seed, 3, arch.in_features, dtype=dtype, device=device)); assert k.dtype == dtype and torch.allclose(k, k.transpose(0, 1))
 """
@@ -37,7 +37,7 @@ def test_recorder_merges_checks_and_examples_across_xdist_workers(tmp_path: Path
         import pytest, torch
         from hypothesis import assume, given, strategies as st
         from ntkcheck.testing.claims import check_close
-        from ntkcheck.tolerances import tolerance
+        from ntkcheck.testing.tolerances import tolerance
 
         pytestmark = pytest.mark.claim("asi")
 

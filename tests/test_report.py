@@ -1,4 +1,4 @@
-"""Benchmark reports (ntkcheck.report, ``ntkcheck report``) on small synthetic pytest-benchmark JSON files."""
+"""Benchmark reports (ntkcheck.reporting.report, ``ntkcheck report``) on small synthetic pytest-benchmark JSON files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ntkcheck import report
+from ntkcheck.reporting import report
 from ntkcheck.cli import main
 
 KIND = "cpu-2core-x86_64"

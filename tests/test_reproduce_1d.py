@@ -19,9 +19,9 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce import Reproduction, experiment, mode_of, write_report
-from ntkcheck.reproduce import asi_1d
-from ntkcheck.reproduce import loss_invariance as li
+from ntkcheck.experiments import Reproduction, experiment, mode_of, write_report
+from ntkcheck.experiments import asi_1d
+from ntkcheck.experiments import loss_invariance as li
 
 LI_TINY = li.Config(width=64, v_std=5.0, n_test=50, chunk=25, max_steps=1500, fit_tol=1e-2, seed=3, seeds=2,
                     progress=False)

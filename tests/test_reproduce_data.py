@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from ntkcheck.reproduce import EXPERIMENTS, Reproduction, experiment, write_report
-from ntkcheck.reproduce import boston, mnist, sigma_scaling
+from ntkcheck.experiments import EXPERIMENTS, Reproduction, experiment, write_report
+from ntkcheck.experiments import boston, mnist, sigma_scaling
 
 
 def per_seed(result: Reproduction, seed: int = 0) -> dict:

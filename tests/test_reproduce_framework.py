@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from ntkcheck.cli import build_parser, main
-from ntkcheck.reproduce import EXPERIMENTS, Reproduction, Verdict, experiment, reproduce, write_report
-from ntkcheck.reproduce._result import WidthTrend, mean_spread, seed_list, verdict
-from ntkcheck.reproduce._scale import faithful_v_std, output_rms, predicted_scale_ratio
-from ntkcheck.networks import MLP
-from ntkcheck.verify import write_report as write_claims_report
+from ntkcheck.experiments import EXPERIMENTS, Reproduction, Verdict, experiment, reproduce, write_report
+from ntkcheck.experiments._result import WidthTrend, mean_spread, seed_list, verdict
+from ntkcheck.experiments._scale import faithful_v_std, output_rms, predicted_scale_ratio
+from ntkcheck.models import MLP
+from ntkcheck.testing.verify import write_report as write_claims_report
 
 
 def _result(measured: float = 0.1, skipped: str | None = None) -> Reproduction:

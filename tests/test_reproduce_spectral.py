@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.reproduce import experiment, mode_of, write_report
-from ntkcheck.reproduce import frequency as freq
-from ntkcheck.reproduce import init_rates as rates
+from ntkcheck.experiments import experiment, mode_of, write_report
+from ntkcheck.experiments import frequency as freq
+from ntkcheck.experiments import init_rates as rates
 
 TINY_RATES = dict(dims=(3,), info_dims=(), ns=(16, 32, 64), seeds=3, n_test=60, h_ini="gp", times=(-2.0, 5.0, 8),
                   bootstrap=20, degrees=30)

@@ -9,7 +9,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from ntkcheck.flows import (
+from ntkcheck.dynamics.flows import (
     ConvergenceWarning,
     DivergenceWarning,
     _PolarFlow,
@@ -17,8 +17,8 @@ from ntkcheck.flows import (
     mse_gd,
     ode_flow,
 )
-from ntkcheck.losses import MSE, CrossEntropy, LpLoss
-from ntkcheck.solvers import (
+from ntkcheck.dynamics.losses import MSE, CrossEntropy, LpLoss
+from ntkcheck.dynamics.solvers import (
     SingularKernelError,
     check_consistent,
     condition_number,
@@ -412,7 +412,7 @@ def test_ode_flow_refuses_cross_entropy() -> None:
     d = problem(4)
     with pytest.raises(ValueError, match=r"outside the class of seed 000 §4"):
         ode_flow(d["K"], d["y"], CrossEntropy(), [1.0])
-    with pytest.raises(TypeError, match=r"loss must be a ntkcheck.losses.Loss"):
+    with pytest.raises(TypeError, match=r"loss must be a ntkcheck.dynamics.losses.Loss"):
         ode_flow(d["K"], d["y"], lambda h, y: h, [1.0])  # type: ignore[arg-type]
 
 

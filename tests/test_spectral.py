@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.operator import ntk_operator
-from ntkcheck.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
+from ntkcheck.kernels.operator import ntk_operator
+from ntkcheck.kernels.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
 
 F64 = torch.float64
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import HealthCheck, Phase, find, given, settings, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.strategies import (
+from ntkcheck.testing.strategies import (
     FAMILY_ORDER,
     Arch,
     Dataset,
@@ -71,7 +71,7 @@ def test_sequences_are_drawn_for_convolutional_families(family):
     """``dims=1``: Conv1d networks on (N, C, L) sequences, with inputs of that shape."""
     arch = first(architectures(families=(family,)), lambda a: a.dims == 1 and a.image_size > 0)
     model = arch.build()
-    assert len(arch.in_shape) == 2 and any(isinstance(m, nk.networks.Conv1d) for m in model.modules())
+    assert len(arch.in_shape) == 2 and any(isinstance(m, nk.models.Conv1d) for m in model.modules())
     x = dataset_for(arch, 0, 3).x()
     assert tuple(x.shape) == (3, *arch.in_shape)
 

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.linearize import jacobian, linearize, min_norm_linearized
-from ntkcheck.losses import MSE, CrossEntropy, LpLoss
-from ntkcheck.training import DivergenceWarning, TrainingDivergedError, TrainResult, sharpness, train
-import ntkcheck.training as training_module
+from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
+from ntkcheck.dynamics.losses import MSE, CrossEntropy, LpLoss
+from ntkcheck.dynamics.training import DivergenceWarning, TrainingDivergedError, TrainResult, sharpness, train
+import ntkcheck.dynamics.training as training_module
 
 F64 = torch.float64
 L4 = LpLoss(4)

@@ -122,7 +122,7 @@ def test_rnd_branches_share_the_dropout_mask():
     plus = net.plus(x)
     torch.manual_seed(5)
     minus = net.minus(x)
-    torch.testing.assert_close(out, nk.transforms.ASI_SCALE * (plus - minus), rtol=0, atol=0)
+    torch.testing.assert_close(out, nk.models.transforms.ASI_SCALE * (plus - minus), rtol=0, atol=0)
 
 
 # ---- branch shapes and arguments ------------------------------------------------------------------

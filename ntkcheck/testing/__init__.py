@@ -10,6 +10,6 @@
 * ``ntkcheck.testing.properties`` — the Hypothesis properties, one module per claim;
   ``ntkcheck verify`` runs them.
 
-The strategies that draw architectures, data and losses are public in :mod:`ntkcheck.strategies`;
-the tolerance table in :mod:`ntkcheck.tolerances`.
+The strategies that draw architectures, data and losses are public in :mod:`ntkcheck.testing.strategies`;
+the tolerance table in :mod:`ntkcheck.testing.tolerances`.
 """

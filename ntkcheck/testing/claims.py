@@ -1,8 +1,8 @@
 """The claims ntkcheck checks, and the assertion helpers the properties check them with.
 
 Every assertion of the property suite goes through :func:`check_close` or
-:func:`check_at_most`, with a tolerance from :func:`ntkcheck.tolerances.tolerance`
-(a :class:`~ntkcheck.tolerances.Bound` that carries its reason).  On failure the
+:func:`check_at_most`, with a tolerance from :func:`ntkcheck.testing.tolerances.tolerance`
+(a :class:`~ntkcheck.testing.tolerances.Bound` that carries its reason).  On failure the
 message names the claim, the measured quantity against its tolerance, and a
 Python snippet that rebuilds the example.  Each call is also recorded by the
 active :class:`Recorder` (the pytest plugin gives every test its own and merges
@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from ntkcheck.tolerances import Bound
+from ntkcheck.testing.tolerances import Bound
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def _record(claim: str, error: float, tol: object, passed: bool, what: str) -> N
     if claim not in CLAIMS:
         raise KeyError(f"claim must be one of {sorted(CLAIMS)}, got {claim!r}")
     if not isinstance(tol, Bound):
-        raise TypeError(f"tol must be a Bound from ntkcheck.tolerances.tolerance(name, dtype) (a tolerance with its "
+        raise TypeError(f"tol must be a Bound from ntkcheck.testing.tolerances.tolerance(name, dtype) (a tolerance with its "
                         f"reason), got {type(tol).__name__} {tol!r}")
     active_recorder().record(claim, error, tol, passed, what)
 

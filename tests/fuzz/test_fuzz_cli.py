@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-import ntkcheck.report
-import ntkcheck.reproduce
-import ntkcheck.summary
+import ntkcheck.reporting.report
+import ntkcheck.experiments
+import ntkcheck.reporting.summary
 import ntkcheck.testing.mutants
-import ntkcheck.verify
+import ntkcheck.testing.verify
 from ntkcheck.cli import main
 
 KIND = "cpu-test"
@@ -57,9 +57,9 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("the work started before the arguments were checked")
 
-    for module, name in ((ntkcheck.summary, "run_summary"), (ntkcheck.verify, "run_properties"),
-                         (ntkcheck.verify, "verify"), (ntkcheck.reproduce, "reproduce"),
-                         (ntkcheck.report, "write_report")):
+    for module, name in ((ntkcheck.reporting.summary, "run_summary"), (ntkcheck.testing.verify, "run_properties"),
+                         (ntkcheck.testing.verify, "verify"), (ntkcheck.experiments, "reproduce"),
+                         (ntkcheck.reporting.report, "write_report")):
         monkeypatch.setattr(module, name, started)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.delenv("NTKCHECK_DEBUG", raising=False)

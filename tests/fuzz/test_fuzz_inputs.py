@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck import data
-from ntkcheck import strategies
-from ntkcheck.strategies import Arch
+from ntkcheck.experiments import data
+from ntkcheck.testing import strategies
+from ntkcheck.testing.strategies import Arch
 
 F64 = torch.float64
 

@@ -19,9 +19,9 @@ import torch
 from hypothesis import assume, given, settings, strategies as st
 from torch import nn
 
-from ntkcheck.flows import mse_flow, mse_gd
-from ntkcheck.linearize import min_norm_linearized
-from ntkcheck.solvers import (
+from ntkcheck.dynamics.flows import mse_flow, mse_gd
+from ntkcheck.dynamics.linearization import min_norm_linearized
+from ntkcheck.dynamics.solvers import (
     SingularKernelError,
     check_consistent,
     condition_number,

@@ -17,9 +17,9 @@ from hypothesis import given, settings, strategies as st
 from torch import nn
 
 import ntkcheck as nk
-from ntkcheck.flows import FlowLimitError, ode_flow
-from ntkcheck.losses import MSE, CrossEntropy, DistLoss, LpLoss, Mixture
-from ntkcheck.training import CurvatureError, sharpness, train
+from ntkcheck.dynamics.flows import FlowLimitError, ode_flow
+from ntkcheck.dynamics.losses import MSE, CrossEntropy, DistLoss, LpLoss, Mixture
+from ntkcheck.dynamics.training import CurvatureError, sharpness, train
 
 F64 = torch.float64
 

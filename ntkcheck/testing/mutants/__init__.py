@@ -60,7 +60,7 @@ def apply(name: str) -> Mutant:
 
     The replacement is installed on its owner and, when the target is a module-level
     object, in every loaded ``ntkcheck`` module that imported it by name (so
-    ``from ntkcheck.solvers import interpolate`` and ``ntkcheck.interpolate`` see it too).
+    ``from ntkcheck.dynamics.solvers import interpolate`` and ``ntkcheck.interpolate`` see it too).
     """
     mutants = catalogue()
     if name not in mutants:

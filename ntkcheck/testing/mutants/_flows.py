@@ -16,7 +16,7 @@ from ntkcheck.testing.mutants import Mutant
 
 
 def _ode_flow_mse_for_every_loss(original):
-    from ntkcheck.losses import MSE
+    from ntkcheck.dynamics.losses import MSE
 
     def __init__(self, K, loss, Y, lr, *args, **kwargs):  # noqa: N807 - replaces _PolarFlow.__init__
         original(self, K, MSE, Y, lr, *args, **kwargs)
@@ -92,29 +92,29 @@ def _train_skips_biases(original):
 MUTANTS: list[Mutant] = [
     Mutant("ode_flow_mse_for_every_loss",
            "ode_flow integrates dh/dt = -lr K (2/n)(h - Y), the MSE's gradient and Hessian, whatever loss it is given",
-           "ntkcheck.flows:_PolarFlow.__init__", _ode_flow_mse_for_every_loss),
+           "ntkcheck.dynamics.flows:_PolarFlow.__init__", _ode_flow_mse_for_every_loss),
     Mutant("mse_flow_half_rate",
            "mse_flow's time scale off by 2: mode lambda decays at lr lambda / n instead of 2 lr lambda / n",
-           "ntkcheck.flows:mse_flow", _mse_flow_half_rate),
+           "ntkcheck.dynamics.flows:mse_flow", _mse_flow_half_rate),
     Mutant("mse_gd_one_step_late",
            "mse_gd returns the iterate after k + 1 steps when asked for k (off by one)",
-           "ntkcheck.flows:mse_gd", _mse_gd_one_step_late),
+           "ntkcheck.dynamics.flows:mse_gd", _mse_gd_one_step_late),
     Mutant("ode_flow_test_ignores_h_ini_test",
            "ode_flow's test predictions are k_* K^-1 (h_train(t) - h0) without the initial test output h_ini_test",
-           "ntkcheck.flows:ode_flow", _ode_flow_test_ignores_h_ini_test),
+           "ntkcheck.dynamics.flows:ode_flow", _ode_flow_test_ignores_h_ini_test),
     Mutant("ode_flow_starts_at_zero",
            "ode_flow starts the training outputs at 0 whatever h_ini_train (the ASI start for every network)",
-           "ntkcheck.flows:ode_flow", _ode_flow_starts_at_zero),
+           "ntkcheck.dynamics.flows:ode_flow", _ode_flow_starts_at_zero),
     Mutant("ode_flow_ignores_lr",
            "ode_flow integrates with lr = 1 whatever lr it is given (time not rescaled)",
-           "ntkcheck.flows:ode_flow", _ode_flow_ignores_lr),
+           "ntkcheck.dynamics.flows:ode_flow", _ode_flow_ignores_lr),
     Mutant("lp_grad_drops_p",
            "LpLoss's closed-form gradient is (1/n)|r|^(p-1) sign r: the factor p slipped",
-           "ntkcheck.losses:LpLoss._grad", _lp_grad_drops_p),
+           "ntkcheck.dynamics.losses:LpLoss._grad", _lp_grad_drops_p),
     Mutant("mixture_grad_drops_weights",
            "Mixture's gradient sums its terms' gradients without their weights",
-           "ntkcheck.losses:Mixture._grad", _mixture_grad_drops_weights),
+           "ntkcheck.dynamics.losses:Mixture._grad", _mixture_grad_drops_weights),
     Mutant("train_skips_biases",
            "train() hands only the weight matrices to the optimizer: biases (1-D parameters) are never updated",
-           "ntkcheck.training:_trainable", _train_skips_biases),
+           "ntkcheck.dynamics.training:_trainable", _train_skips_biases),
 ]

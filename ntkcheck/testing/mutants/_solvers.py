@@ -1,4 +1,4 @@
-"""Mutants of the solvers area (``ntkcheck.solvers``: seed 000 eqs (4)-(6), Thm 2/5/6; see the package docstring).
+"""Mutants of the solvers area (``ntkcheck.dynamics.solvers``: seed 000 eqs (4)-(6), Thm 2/5/6; see the package docstring).
 
 Each is a slip a maintainer of the kernel solvers could make: a regularised or truncated inverse
 where the exact one is meant, a sign or a target mixed up in the decomposition, a non-minimal
@@ -107,39 +107,39 @@ MUTANTS: list[Mutant] = [
     Mutant("interpolate_ridge_1e-9",
            "the kernel solve adds a ridge 1e-9 lambda_max I to K (kernel ridge regression, not the interpolant "
            "of seed 000 eq (5)): the result no longer fits Y exactly",
-           "ntkcheck.solvers:_Inverse.__init__", _ridge),
+           "ntkcheck.dynamics.solvers:_Inverse.__init__", _ridge),
     Mutant("interpolate_truncated_pinv",
            "the kernel solve uses a pseudo-inverse that drops eigenvalues below 1e-3 lambda_max instead of the "
            "Cholesky inverse (a default pinv_rcond=1e-3)",
-           "ntkcheck.solvers:_Inverse.__init__", _truncated),
+           "ntkcheck.dynamics.solvers:_Inverse.__init__", _truncated),
     Mutant("cholesky_solve_upper",
            "cholesky_solve is told the lower Cholesky factor is upper: it solves (L^T L) alpha = r, not K alpha = r",
-           "ntkcheck.solvers:_Inverse.solve", _cholesky_upper),
+           "ntkcheck.dynamics.solvers:_Inverse.solve", _cholesky_upper),
     Mutant("cholesky_solve_float32",
            "the triangular solves run in float32 whatever the kernel's dtype (a speed shortcut): float64 "
            "interpolants keep only ~1e-7 cond(K) relative accuracy",
-           "ntkcheck.solvers:_Inverse.solve", _float32_solve),
+           "ntkcheck.dynamics.solvers:_Inverse.solve", _float32_solve),
     Mutant("decompose_init_bias_sign",
            "decompose returns init_bias = h_k(.; 0, X, h_ini(X)) - h_ini, the sign of seed 000 eq (6)'s last term "
            "flipped",
-           "ntkcheck.solvers:decompose", _init_bias_sign),
+           "ntkcheck.dynamics.solvers:decompose", _init_bias_sign),
     Mutant("decompose_fit_of_targets",
            "decompose fits the training targets Y instead of h_ini(X) in the init term: fit_of_init = "
            "h_k(.; 0, X, Y), init_bias = h_ini - h_k(.; 0, X, Y)",
-           "ntkcheck.solvers:decompose", _fit_of_targets),
+           "ntkcheck.dynamics.solvers:decompose", _fit_of_targets),
     Mutant("interpolate_drops_h_ini_test",
            "interpolate forgets to add h_ini at the test points: returns k(T, X) K^{-1} (Y - h_ini(X))",
-           "ntkcheck.solvers:interpolate", _drops_h_ini_test),
+           "ntkcheck.dynamics.solvers:interpolate", _drops_h_ini_test),
     Mutant("min_norm_parameters_null_component",
            "min_norm_parameters returns a displacement with a component in the null space of J (a start "
            "vector not projected out): it still fits Y but is not the minimum-norm solution of seed 000 eq (4)",
-           "ntkcheck.solvers:min_norm_parameters", _null_component),
+           "ntkcheck.dynamics.solvers:min_norm_parameters", _null_component),
     Mutant("kernel_matrix_output_major",
            "(n, n, O, O) kernels are flattened output-major (row a n + i) while targets stay sample-major "
            "(row i O + a)",
-           "ntkcheck.solvers:_kernel_matrix", _output_major),
+           "ntkcheck.dynamics.solvers:_kernel_matrix", _output_major),
     Mutant("kernel_test_train_unpermuted",
            "the (m, n, O, O) test-train kernel is reshaped to (m O, n O) without the permute: rows and columns "
            "mix samples and outputs",
-           "ntkcheck.solvers:_problem", _test_kernel_unpermuted),
+           "ntkcheck.dynamics.solvers:_problem", _test_kernel_unpermuted),
 ]

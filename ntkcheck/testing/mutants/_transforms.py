@@ -17,7 +17,7 @@ def _unfrozen(module: torch.nn.Module) -> torch.nn.Module:
 
 
 def _asi_unfreezes(original):
-    from ntkcheck.transforms import AntiSymmetric
+    from ntkcheck.models.transforms import AntiSymmetric
 
     def asi(model):
         original(model)  # keep the argument checks
@@ -27,7 +27,7 @@ def _asi_unfreezes(original):
 
 
 def _asi_scale_one(original):
-    from ntkcheck.transforms import AntiSymmetric
+    from ntkcheck.models.transforms import AntiSymmetric
 
     def asi(model):
         net = original(model)
@@ -48,7 +48,7 @@ def _asi_float32_second_branch(original):
 
 
 def _rnd_reuses_theta(original):
-    from ntkcheck.transforms import AntiSymmetric
+    from ntkcheck.models.transforms import AntiSymmetric
 
     def rnd(model, generator=None):
         net = original(model, generator)
@@ -58,7 +58,7 @@ def _rnd_reuses_theta(original):
 
 
 def _rnd_unfreezes(original):
-    from ntkcheck.transforms import AntiSymmetric
+    from ntkcheck.models.transforms import AntiSymmetric
 
     def rnd(model, generator=None):
         net = original(model, generator)
@@ -83,7 +83,7 @@ def _double_negates_hidden(original):
 
 
 def _double_keeps_output_bias(original):
-    from ntkcheck.networks import Linear
+    from ntkcheck.models import Linear
 
     def double_last_layer(mlp):
         doubled = original(mlp)
@@ -117,32 +117,32 @@ MUTANTS: list[Mutant] = [
     Mutant("asi_unfreezes_frozen_parameters",
            "asi() copies both branches with requires_grad=True on every parameter (a frozen layer of the "
            "original becomes trainable, adding its kernel: k_ASI != k)",
-           "ntkcheck.transforms:asi", _asi_unfreezes),
+           "ntkcheck.models.transforms:asi", _asi_unfreezes),
     Mutant("asi_scale_one",
            "asi() combines the branches with scale 1 instead of sqrt(2)/2 (kernel 2k)",
-           "ntkcheck.transforms:asi", _asi_scale_one),
+           "ntkcheck.models.transforms:asi", _asi_scale_one),
     Mutant("asi_second_branch_through_float32",
            "asi()'s second branch is copied through a float32 buffer: theta' = float32(theta) != theta, "
            "so the output at init is not 0",
-           "ntkcheck.transforms:asi", _asi_float32_second_branch),
+           "ntkcheck.models.transforms:asi", _asi_float32_second_branch),
     Mutant("rnd_reuses_theta",
            "rnd()'s second branch is a copy of theta instead of a fresh draw (it is ASI: output 0, kernel k)",
-           "ntkcheck.transforms:rnd", _rnd_reuses_theta),
+           "ntkcheck.models.transforms:rnd", _rnd_reuses_theta),
     Mutant("rnd_unfreezes_frozen_parameters",
            "rnd() makes every parameter of both branches trainable (a frozen layer's kernel is added)",
-           "ntkcheck.transforms:rnd", _rnd_unfreezes),
+           "ntkcheck.models.transforms:rnd", _rnd_unfreezes),
     Mutant("doubling_negates_hidden_weights",
            "double_last_layer() negates the second copy of W^(L-1), b^(L-1) instead of the output weights' "
            "second half (h' = W phi(z) + W phi(-z): 0 only for odd phi)",
-           "ntkcheck.transforms:double_last_layer", _double_negates_hidden),
+           "ntkcheck.models.transforms:double_last_layer", _double_negates_hidden),
     Mutant("doubling_keeps_output_bias",
            "double_last_layer() keeps the output bias b^(L) (output b^(L) at init, not 0)",
-           "ntkcheck.transforms:double_last_layer", _double_keeps_output_bias),
+           "ntkcheck.models.transforms:double_last_layer", _double_keeps_output_bias),
     Mutant("doubling_unfreezes_top_layers",
            "double_last_layer() builds its two new layers with requires_grad=True even where the original's "
            "layers were frozen",
-           "ntkcheck.transforms:double_last_layer", _double_unfreezes),
+           "ntkcheck.models.transforms:double_last_layer", _double_unfreezes),
     Mutant("merge_branches_drops_minus",
            "merge_branches() keeps only the plus branch's per-layer kernels (half of each ASI layer kernel)",
-           "ntkcheck.transforms:merge_branches", _merge_drops_minus),
+           "ntkcheck.models.transforms:merge_branches", _merge_drops_minus),
 ]

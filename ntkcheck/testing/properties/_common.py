@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from ntkcheck.solvers import condition_number
-from ntkcheck.strategies import Arch
+from ntkcheck.dynamics.solvers import condition_number
+from ntkcheck.testing.strategies import Arch
 from ntkcheck.testing.plugin import backend
-from ntkcheck.tolerances import max_condition
+from ntkcheck.testing.tolerances import max_condition
 
 DEVICE = backend().device  # chosen by --ntkcheck-device / NTKCHECK_DEVICE before collection imports this
 DTYPE = backend().dtype
@@ -16,7 +16,7 @@ DTYPE = backend().dtype
 def reproduce(arch: Arch | None = None, **data: object) -> str:
     """Python lines that rebuild an example: the model from its Arch (any family), the data from their seeds
     (``inputs(...)`` rows, or ``Dataset(...).x()`` for images, sequences and token ids)."""
-    lines = ["import torch, ntkcheck as nk", "from ntkcheck.strategies import Arch, Dataset, inputs"]
+    lines = ["import torch, ntkcheck as nk", "from ntkcheck.testing.strategies import Arch, Dataset, inputs"]
     if arch is not None:
         lines.append(f"model = {arch!r}.build(dtype={DTYPE}, device={str(DEVICE)!r})")
     lines += [f"{name} = {value}" for name, value in data.items()]

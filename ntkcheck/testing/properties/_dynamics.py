@@ -36,8 +36,8 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
-from ntkcheck.losses import LpLoss, Mixture
-from ntkcheck.strategies import architectures
+from ntkcheck.dynamics.losses import LpLoss, Mixture
+from ntkcheck.testing.strategies import architectures
 
 STOP = 1e-10
 """The long-time oracle stops at ||f_lin(X) - Y|| <= STOP * ||f_lin(X; theta_0) - Y||."""
@@ -54,7 +54,7 @@ MAX_EVALUATIONS = 200_000
 RTOL = 1e-10
 """Relative step tolerance of both integrations (LSODA)."""
 ODE_RTOL = 1e-9
-"""rtol = atol handed to :func:`ntkcheck.flows.ode_flow` at finite times (its default, stated here because the
+"""rtol = atol handed to :func:`ntkcheck.dynamics.flows.ode_flow` at finite times (its default, stated here because the
 ``finite_time_flow`` tolerance is derived from it)."""
 
 

@@ -1,6 +1,6 @@
 """Shared pieces of the interpolant properties (eq (6), Thm 3, RKHS norm): the lstsq reference on the Jacobian.
 
-Nothing here goes through :mod:`ntkcheck.solvers`: the reference interpolant of a network is the
+Nothing here goes through :mod:`ntkcheck.dynamics.solvers`: the reference interpolant of a network is the
 minimum-norm parameter displacement ``delta = J^+ (Y - h_ini(X))`` by ``torch.linalg.lstsq`` on its
 Jacobian, mapped to the test points as ``h_ini(T) + J(T) delta`` (seed 000 Thm 5/6).
 """
@@ -16,9 +16,9 @@ import torch
 from hypothesis import assume
 
 import ntkcheck as nk
-from ntkcheck.linearize import jacobian
-from ntkcheck.strategies import Arch, Dataset
-from ntkcheck.tolerances import max_condition_solve
+from ntkcheck.dynamics.linearization import jacobian
+from ntkcheck.testing.strategies import Arch, Dataset
+from ntkcheck.testing.tolerances import max_condition_solve
 
 from ._common import DEVICE, DTYPE
 
@@ -130,7 +130,7 @@ class Example(NamedTuple):
 
     def data(self) -> str:
         """Python that rebuilds x, y and xt."""
-        return (f"nk.strategies.{self.ds!r}; x, y = ds.x()[:{self.n}], ds.y()[:{self.n}]; "
+        return (f"nk.testing.strategies.{self.ds!r}; x, y = ds.x()[:{self.n}], ds.y()[:{self.n}]; "
                 f"xt = ds.x_test({len(self.xt)})")
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 from hypothesis import strategies as st
 
-from ntkcheck.linearize import jacobian, min_norm_linearized
-from ntkcheck.strategies import Arch, Dataset, inputs, seeds, stream
+from ntkcheck.dynamics.linearization import jacobian, min_norm_linearized
+from ntkcheck.testing.strategies import Arch, Dataset, inputs, seeds, stream
 
 from ._common import DEVICE, DTYPE, require_well_conditioned
 
@@ -37,7 +37,7 @@ def relu_bias_free(draw, max_depth: int = 3, max_width: int = 24, min_width: int
     positive multiple of +1 or -1, so the Jacobian rows span at most 2 directions and n >= 3 points make
     Phi Phi^T singular) and hidden widths >= ``min_width`` (a unit is dead on x with probability 1/2).
     Both parametrizations, and the standard one's fan-in and seed 000 glorot inits, as
-    :func:`ntkcheck.strategies.architectures` draws them (widths as a tuple: a fixed-size list draw is
+    :func:`ntkcheck.testing.strategies.architectures` draws them (widths as a tuple: a fixed-size list draw is
     sometimes rejected by Hypothesis).
     """
     depth = draw(st.integers(1, max_depth))

@@ -17,10 +17,10 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.linearize import min_norm_linearized
-from ntkcheck.strategies import architectures, dataset_for, datasets, seeds
+from ntkcheck.dynamics.linearization import min_norm_linearized
+from ntkcheck.testing.strategies import architectures, dataset_for, datasets, seeds
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import max_condition, tolerance
+from ntkcheck.testing.tolerances import max_condition, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 

@@ -1,7 +1,7 @@
 """seed 000, Thm 4 (= Thm 9, §6 and §11), eq (7): ASI and original networks follow the same kernel flow.
 
 ``h_ASI(x; Theta) = (sqrt 2/2) h(x; theta_1) - (sqrt 2/2) h(x; theta_2)`` with ``theta_1(0) = theta_2(0) = theta_0``
-(:func:`ntkcheck.transforms.asi`) has output 0 at init and, over BOTH branches' parameters, the Jacobian
+(:func:`ntkcheck.models.transforms.asi`) has output 0 at init and, over BOTH branches' parameters, the Jacobian
 ``J_ASI = (sqrt 2/2) (J, -J)``, so ``J_ASI J_ASI^T = J J^T``: the original network's kernel k.  Hence, for any
 loss of §4 and at every time t, the gradient flow (2) of the linearized ASI network,
 
@@ -12,7 +12,7 @@ moves its outputs along the kernel flow (7) ``d h'/dt = -lr k(., X) grad_h dist(
 
 Checked at finite times spread over the flow's time scales: the left sides by :mod:`._dynamics`' parameter-
 space integration with the Jacobian of ``asi(model)`` (2P columns, autograd rows) and of ``model``; the right
-sides by :func:`ntkcheck.flows.ode_flow` with the ORIGINAL network's kernel ``nk.ntk(model, .)`` started at 0
+sides by :func:`ntkcheck.dynamics.flows.ode_flow` with the ORIGINAL network's kernel ``nk.ntk(model, .)`` started at 0
 and at h_ini.  Frozen layers stay frozen in both branches, so the kernels count the same parameters.
 Drawn across every family (MLPs, CNNs, ResNets, Transformers: the argument uses only J).
 """
@@ -27,11 +27,11 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.flows import ConvergenceWarning, ode_flow
-from ntkcheck.solvers import SingularKernelError
-from ntkcheck.strategies import FAMILY_ORDER, datasets
+from ntkcheck.dynamics.flows import ConvergenceWarning, ode_flow
+from ntkcheck.dynamics.solvers import SingularKernelError
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import MAX_CONDITION_FLOW, tolerance
+from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import (ODE_RTOL, ParameterFlow, max_samples, outputs, param_jacobian, predict, section4_losses,

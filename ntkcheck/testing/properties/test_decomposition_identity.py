@@ -5,7 +5,7 @@
 where h_k(.; h_ini, X, Y) = h_ini + k(., X) K^{-1} (Y - h_ini(X)) solves problem (5) (the trained
 linearized network, Thm 5/6), and h_k(.; 0, X, .) is linear in the targets (Lemma 3, eq (15)).
 
-Nothing on the expected side goes through :mod:`ntkcheck.solvers`:
+Nothing on the expected side goes through :mod:`ntkcheck.dynamics.solvers`:
 
 * the defining property of h_k: it interpolates, h_k(X; h_ini, X, Y) = Y, up to the backward error of
   a stable solve (``interpolant_fit``, independent of cond(K));
@@ -18,7 +18,7 @@ Nothing on the expected side goes through :mod:`ntkcheck.solvers`:
   (h_ini = its own output) and of its ASI twin (same kernel, output 0: seed 000 Thm 4), each moved to
   its lstsq minimum-norm parameters and evaluated by its own forward pass (a Jacobian-vector product).
 
-Draws: every family of :func:`ntkcheck.strategies.architectures` (MLPs, CNNs on images, dense and
+Draws: every family of :func:`ntkcheck.testing.strategies.architectures` (MLPs, CNNs on images, dense and
 convolutional ResNets, Transformers on sequences and token ids; eq (6) and Lemma 3 hold for any
 differentiable model), every activation, 1-3 outputs (block kernels (n, n, O, O), sample-major), biases, frozen
 layers, seed 000's glorot init, widths up to 256 (widths below 16 are raised to 16).  The training set
@@ -40,11 +40,11 @@ import torch
 from hypothesis import given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.linearize import jacobian, linearize, min_norm_linearized
-from ntkcheck.solvers import decompose, interpolate
-from ntkcheck.strategies import architectures, datasets, initial_functions, seeds, stream
+from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
+from ntkcheck.dynamics.solvers import decompose, interpolate
+from ntkcheck.testing.strategies import architectures, datasets, initial_functions, seeds, stream
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import max_condition_solve, tolerance
+from ntkcheck.testing.tolerances import max_condition_solve, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._interpolants import EPS, Reference, flat, flat_kernel, min_norm, network_example, outputs, roomy
@@ -100,7 +100,7 @@ def test_interpolant_fits_and_eq6_terms_match_lstsq_on_empirical_ntk(arch, data)
     h_fn = data.draw(initial_functions(math.prod(arch.in_shape), arch.out_features))
     ex = network_example(arch, ds)
     model, x, y, xt, k, kt, ref = ex.model, ex.x, ex.y, ex.xt, ex.k, ex.kt, ex.ref
-    ctx = reproduce(arch, ds=ex.data(), h_fn=f"nk.strategies.{h_fn!r}",
+    ctx = reproduce(arch, ds=ex.data(), h_fn=f"nk.testing.strategies.{h_fn!r}",
                     check="decompose(nk.ntk(model, x), y, nk.ntk(model, xt, x), h_ini(x), h_ini(xt)) vs "
                           "h_ini(xt) + J(xt) lstsq(J(x), y - h_ini(x))")
     check_interpolant(k, y, kt, outputs(model, x, y), outputs(model, xt, y), ref, ctx, "h_ini = network output")

@@ -12,8 +12,8 @@ from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.strategies import architectures, inputs, seeds
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.strategies import architectures, inputs, seeds
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from .test_asi import with_trainable_room

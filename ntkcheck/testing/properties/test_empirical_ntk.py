@@ -15,7 +15,7 @@ on a float64 copy of the model whatever the dtype under test.  Every method of :
 compared with it; the kernel of x1 with itself must also be symmetric (k(x, x')[o, q] =
 k(x', x)[q, o]) and positive semi-definite as an (N O, N O) Gram matrix.
 
-Draws: every family of :func:`ntkcheck.strategies.architectures` (MLPs up to width 256; small CNNs with
+Draws: every family of :func:`ntkcheck.testing.strategies.architectures` (MLPs up to width 256; small CNNs with
 strides, padding, average-pooling and flatten readouts on images; dense and convolutional ResNets;
 Transformers on feature sequences and on integer token ids), 1-3 outputs, biases, frozen units, both
 parametrizations and inits; the inputs of each family from ``dataset_for``.
@@ -39,9 +39,9 @@ from hypothesis import assume, example, given, strategies as st
 from torch.func import functional_call, jacrev
 
 import ntkcheck as nk
-from ntkcheck.strategies import Arch, architectures, dataset_for, seeds, stream
+from ntkcheck.testing.strategies import Arch, architectures, dataset_for, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 

@@ -12,7 +12,7 @@ Inputs are drawn from the unit ball B_1^d(0) (seed 001 §1.2); 1-3 outputs (each
 a bias-free ReLU net of its own).
 
 Lemma 2's hypothesis is f(x; c theta) = c^L f(x; theta) for c > 0.  Among the families of
-:func:`ntkcheck.strategies.architectures` it holds for bias-free ReLU MLPs and bias-free ReLU CNNs:
+:func:`ntkcheck.testing.strategies.architectures` it holds for bias-free ReLU MLPs and bias-free ReLU CNNs:
 a convolution is linear in its weight, zero padding and strides keep it so, ReLU is positively
 1-homogeneous, and average pooling and flattening are linear, so scaling every weight tensor by c
 scales the output by c^L with L = convolutions + head layers.  It fails for the other families:
@@ -28,10 +28,10 @@ import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from ntkcheck.linearize import jacobian
-from ntkcheck.strategies import architectures, dataset_for, datasets, inputs, seeds
+from ntkcheck.dynamics.linearization import jacobian
+from ntkcheck.testing.strategies import architectures, dataset_for, datasets, inputs, seeds
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, IllConditioned, reproduce
 from ._seed001 import MAX_N, ball_x, ball_x_test, eq14_terms, flat_params, relu_bias_free

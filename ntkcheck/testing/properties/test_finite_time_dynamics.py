@@ -10,8 +10,8 @@ points AND at every test point x.  So for every t:
 
 The left side is :mod:`._dynamics`' parameter-space integration (the loss's gradient written there, the
 Jacobian by autograd rows, predictions from the parameters); the right side is the library:
-:func:`ntkcheck.flows.ode_flow` for §4 losses, :func:`ntkcheck.flows.mse_flow` (closed form) for the MSE,
-and :func:`ntkcheck.flows.mse_gd` for the real ``linearize(model)`` trained by ``train(optimizer="gd")``,
+:func:`ntkcheck.dynamics.flows.ode_flow` for §4 losses, :func:`ntkcheck.dynamics.flows.mse_flow` (closed form) for the MSE,
+and :func:`ntkcheck.dynamics.flows.mse_gd` for the real ``linearize(model)`` trained by ``train(optimizer="gd")``,
 whose discrete iterates it gives exactly.  The times are spread over the flow's time scales at t = 0,
 ``|r_0| / (lr lambda |g_0|)`` for lambda = lambda_max and lambda_min of K: early times test the
 fast modes, late ones the slow modes (a wrong time scale or a wrong gradient shows at all of them).
@@ -28,14 +28,14 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.flows import ConvergenceWarning, mse_flow, mse_gd, ode_flow
-from ntkcheck.linearize import linearize
-from ntkcheck.losses import MSE, LpLoss
-from ntkcheck.solvers import SingularKernelError
-from ntkcheck.strategies import datasets
+from ntkcheck.dynamics.flows import ConvergenceWarning, mse_flow, mse_gd, ode_flow
+from ntkcheck.dynamics.linearization import linearize
+from ntkcheck.dynamics.losses import MSE, LpLoss
+from ntkcheck.dynamics.solvers import SingularKernelError
+from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import MAX_CONDITION_FLOW, max_condition, tolerance
-from ntkcheck.training import train
+from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, max_condition, tolerance
+from ntkcheck.dynamics.training import train
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import (ODE_RTOL, ParameterFlow, max_samples, outputs, param_jacobian, predict, section4_losses,

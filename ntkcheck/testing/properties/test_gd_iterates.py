@@ -12,9 +12,9 @@ garbled; re-derived: the residual ``e_t = Y - f(X; theta_t)`` obeys ``e_{t+1} = 
 ``Psi^T``, which vanishes on null(K)).  Checked for (a) the linearized network ``linearize(model)``
 (Psi = J, every trainable layer) and (b) seed 001 §3.1's case: all layers but the last frozen, so the REAL
 network is linear in its trainable parameters (Psi = the last hidden layer's features), from the drawn
-last layer or from 0 as in seed 001 Thm 1.  Real gradient descent (``ntkcheck.training.train``,
+last layer or from 0 as in seed 001 Thm 1.  Real gradient descent (``ntkcheck.dynamics.training.train``,
 ``optimizer="gd"``) against both lines of (8) computed here from the Jacobian (eigendecomposition of
-Psi Psi^T, float64), and against :func:`ntkcheck.flows.mse_gd` in function space: its MSE is
+Psi Psi^T, float64), and against :func:`ntkcheck.dynamics.flows.mse_gd` in function space: its MSE is
 ``(1/n) sum |h - y|^2``, whose gradient step is ``lr (2/n)`` times this one's, so ``lr = eta n / 2``.
 The step is ``eta = a / lambda_max(Psi Psi^T)`` with a up to 1.7 (the top mode oscillating for a > 1).
 """
@@ -30,12 +30,12 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.flows import mse_gd
-from ntkcheck.linearize import linearize
-from ntkcheck.strategies import datasets
+from ntkcheck.dynamics.flows import mse_gd
+from ntkcheck.dynamics.linearization import linearize
+from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import tolerance
-from ntkcheck.training import train
+from ntkcheck.testing.tolerances import tolerance
+from ntkcheck.dynamics.training import train
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import outputs, param_jacobian, wide_architectures

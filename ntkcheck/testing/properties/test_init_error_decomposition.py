@@ -35,10 +35,10 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from ntkcheck.solvers import decompose
-from ntkcheck.strategies import Arch, Dataset, InitialFunction, architectures, datasets
+from ntkcheck.dynamics.solvers import decompose
+from ntkcheck.testing.strategies import Arch, Dataset, InitialFunction, architectures, datasets
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DTYPE, reproduce
 from ._interpolants import Reference, network_example, roomy

@@ -18,12 +18,12 @@ import torch
 from hypothesis import given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.losses import LpLoss
-from ntkcheck.solvers import condition_number, interpolate
-from ntkcheck.strategies import architectures, datasets
+from ntkcheck.dynamics.losses import LpLoss
+from ntkcheck.dynamics.solvers import condition_number, interpolate
+from ntkcheck.testing.strategies import architectures, datasets
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import max_condition, tolerance
-from ntkcheck.training import train
+from ntkcheck.testing.tolerances import max_condition, tolerance
+from ntkcheck.dynamics.training import train
 
 from ._common import DEVICE, DTYPE, reproduce
 

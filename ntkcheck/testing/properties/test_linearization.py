@@ -3,7 +3,7 @@
     h_lin(x, theta) = h(x, theta_0) + grad_theta h(x, theta_0) . (theta - theta_0)        (seed 000 eq (1))
 
 (seed 001 writes the same f_lin(x) = f(x; theta_0) + grad_theta f(x)|_{theta_0} (theta - theta_0) in its
-Lemma 1, garbled in the extracted text).  :func:`ntkcheck.linearize.linearize` builds it; with
+Lemma 1, garbled in the extracted text).  :func:`ntkcheck.dynamics.linearization.linearize` builds it; with
 theta = theta_0 + delta it is checked against
 
 * the definition, with J = d h(x) / d theta at theta_0 from an oracle written here (``torch.func.jacrev``
@@ -36,11 +36,11 @@ from hypothesis import assume, given, strategies as st
 from torch.func import functional_call, jacrev
 
 import ntkcheck as nk
-from ntkcheck.linearize import linearize
-from ntkcheck.networks import ACTIVATIONS
-from ntkcheck.strategies import architectures, inputs, seeds, stream
+from ntkcheck.dynamics.linearization import linearize
+from ntkcheck.models import ACTIVATIONS
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 
@@ -110,7 +110,7 @@ def _lin_at(lin, delta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
 
 def _ctx(arch, data_seed, n, **extra):
     return reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
-                     delta=f"test_linearization.direction(model, nk.strategies.stream({data_seed}, 1))", **extra)
+                     delta=f"test_linearization.direction(model, nk.testing.strategies.stream({data_seed}, 1))", **extra)
 
 
 @given(arch=architectures(families=("mlp",), max_depth=3, max_width=128, max_out=3, frozen=None), data_seed=seeds(),
@@ -168,7 +168,7 @@ def test_linearized_kernel_is_network_kernel_at_init(arch, data_seed, n1, n2, me
     per = {name: (k[:, :, 0, 0] if out == 1 else k) for name, k in per.items()}
     total = sum(per.values())
     ctx = reproduce(arch, x1=f"inputs({data_seed}, {n1}, {arch.in_features})",
-                    x2=f"inputs(nk.strategies.stream({data_seed}, 3), {n2}, {arch.in_features})",
+                    x2=f"inputs(nk.testing.strategies.stream({data_seed}, 3), {n2}, {arch.in_features})",
                     check=f"nk.ntk(linearize(model).load_delta(direction(model, stream({data_seed}, 1))), x1, x2, "
                           f"method={method!r})")
     tol = tolerance("kernel_methods_agree", DTYPE)

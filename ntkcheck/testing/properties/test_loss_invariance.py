@@ -12,8 +12,8 @@ differentiable model).  Each example draws two DIFFERENT losses (L^p with |p - q
 mixture with weight != 1).
 The oracle integrates the flow (2) in parameter space with each loss's own gradient (:mod:`._dynamics`) until
 ``|f_lin(X) - Y| <= 1e-10 |h_ini(X) - Y|`` and evaluates ``h_ini(x) + J(x) (theta - theta_0)`` at the test
-points — no kernel, no K^{-1}.  Against it: :func:`ntkcheck.flows.ode_flow`'s limit (``final_test``) for each
-loss, :func:`ntkcheck.solvers.interpolate` (eq (5)), and the other loss's oracle limit (Thm 6 itself).
+points — no kernel, no K^{-1}.  Against it: :func:`ntkcheck.dynamics.flows.ode_flow`'s limit (``final_test``) for each
+loss, :func:`ntkcheck.dynamics.solvers.interpolate` (eq (5)), and the other loss's oracle limit (Thm 6 itself).
 
 Tolerance ``flow_limit``: both flows stop at 1e-10 of the initial residual, which leaves the test predictions
 within ||J(T) J^+|| 1e-10 ||r_0|| <= sqrt(cond) 1e-10 ||r_0|| of the limit; draws with cond(K) above
@@ -28,11 +28,11 @@ import pytest
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.flows import ode_flow
-from ntkcheck.solvers import SingularKernelError, interpolate
-from ntkcheck.strategies import FAMILY_ORDER, datasets
+from ntkcheck.dynamics.flows import ode_flow
+from ntkcheck.dynamics.solvers import SingularKernelError, interpolate
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import MAX_CONDITION_FLOW, tolerance
+from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import ParameterFlow, loss_pairs, max_samples, outputs, param_jacobian, predict, wide_architectures

@@ -12,7 +12,7 @@ uses: the velocity -J^T g lies in the row space of J, so theta(t) - theta_0 does
 gradient written there, in orthonormal coordinates of that row space (from the SVD of J; P can be
 thousands), until ``|f_lin(X) - Y| <= 1e-10 |h_0 - Y|``.
 
-:func:`ntkcheck.solvers.min_norm_parameters` (a reduced QR of J^T, never forming J J^T) is checked against
+:func:`ntkcheck.dynamics.solvers.min_norm_parameters` (a reduced QR of J^T, never forming J J^T) is checked against
 that limit, against ``torch.linalg.lstsq``'s minimum-norm solution of ``J delta = Y - h_0`` (an orthogonal
 factorisation of J, no J J^T), and on its defining properties: it fits, ``J delta = Y - h_0``, and it has no component in
 null(J) (so every other interpolant ``delta + z``, z in null(J), is longer).  Draws: every family (MLPs,
@@ -26,11 +26,11 @@ import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from ntkcheck.linearize import jacobian
-from ntkcheck.solvers import SingularKernelError, min_norm_parameters
-from ntkcheck.strategies import FAMILY_ORDER, datasets
+from ntkcheck.dynamics.linearization import jacobian
+from ntkcheck.dynamics.solvers import SingularKernelError, min_norm_parameters
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_close
-from ntkcheck.tolerances import MAX_CONDITION_FLOW, tolerance
+from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import ParameterFlow, max_samples, outputs, param_jacobian, section4_losses, wide_architectures

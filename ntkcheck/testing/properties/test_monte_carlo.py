@@ -40,10 +40,10 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.monte_carlo import MonteCarloKernel
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.monte_carlo import MonteCarloKernel
 from ntkcheck.testing.claims import check_at_most
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
 from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output

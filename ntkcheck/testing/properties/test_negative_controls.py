@@ -8,8 +8,8 @@ from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
 from ntkcheck.testing.claims import check_at_most, check_close, relative_error
-from ntkcheck.strategies import architectures, inputs, seeds
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.strategies import architectures, inputs, seeds
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from .test_asi import with_trainable_room
@@ -83,9 +83,9 @@ def test_narrow_real_network_depends_on_the_loss():
     """
     import copy
 
-    from ntkcheck.linearize import linearize
-    from ntkcheck.losses import LpLoss
-    from ntkcheck.training import sharpness, train
+    from ntkcheck.dynamics.linearization import linearize
+    from ntkcheck.dynamics.losses import LpLoss
+    from ntkcheck.dynamics.training import sharpness, train
 
     x = torch.tensor([[-0.9], [-0.3], [0.3], [0.9]], dtype=F64, device=DEVICE)
     y = torch.sin(4 * x)

@@ -43,12 +43,12 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.losses import LpLoss
-from ntkcheck.solvers import interpolate, max_stable_lr
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.dynamics.losses import LpLoss
+from ntkcheck.dynamics.solvers import interpolate, max_stable_lr
 from ntkcheck.testing.claims import check_at_most, record_series, relative_error
-from ntkcheck.tolerances import tolerance
-from ntkcheck.training import train
+from ntkcheck.testing.tolerances import tolerance
+from ntkcheck.dynamics.training import train
 
 from ._common import DEVICE, DTYPE
 from ._width import first_output, fit_loglog, output_covariance
@@ -140,7 +140,7 @@ def _check_bound_at_every_width(
                   [float(c) / math.sqrt(m) for m in BOUND_WIDTHS], slope=-0.5, intercept=math.log(float(c)))
     for m, e in zip(BOUND_WIDTHS, errors):
         ctx = (
-            "import torch, ntkcheck as nk\nfrom ntkcheck.analytic import analytic_ntk, analytic_nngp\n"
+            "import torch, ntkcheck as nk\nfrom ntkcheck.kernels.analytic import analytic_ntk, analytic_nngp\n"
             f"x = torch.randn({N}, {D}, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n"
             f"for seed in {BOUND_SEEDS}: model = nk.MLP({D}, [{m}] * {depth}, {out(m)}, activation={activation!r}, "
             f"weight_std={WEIGHT_STD}, bias_std={BIAS_STD}, generator=torch.Generator().manual_seed(seed))\n"

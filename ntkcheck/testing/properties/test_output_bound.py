@@ -32,9 +32,9 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.claims import check_at_most
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 

@@ -12,7 +12,7 @@ and every other interpolant h_1 (h_1(X) = Y, h_1 - h_ini in H_k) is farther: ||h
 extraction: (10) reads "H_inf = argmin ||H||_2 s.t. Y = psi(X) H", (11) "f_int = argmin ||f||_{H_Psi}
 s.t. Y = f(X)").
 
-Compared (the expected side never goes through ntkcheck.solvers):
+Compared (the expected side never goes through ntkcheck.dynamics.solvers):
 
 * the library's trained network ``min_norm_linearized`` fits Y, and ||theta_inf - theta_0||^2 equals the
   squared norm of the minimum-norm lstsq solution on the Jacobian, and alpha^T K alpha of the library's
@@ -40,11 +40,11 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.linearize import jacobian, linearize, min_norm_linearized
-from ntkcheck.solvers import interpolate
-from ntkcheck.strategies import Arch, Dataset, architectures, datasets, seeds
+from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
+from ntkcheck.dynamics.solvers import interpolate
+from ntkcheck.testing.strategies import Arch, Dataset, architectures, datasets, seeds
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._interpolants import EPS, conditioned_prefix, flat, flat_kernel, min_norm, roomy
@@ -114,7 +114,7 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     model, n, x, y, xt, z, J_z, K_z = _example(arch, ds)
     o, m = arch.out_features, len(xt)
     N = n * o
-    ctx = reproduce(arch, ds=f"nk.strategies.{ds!r}; x, y = ds.x()[:{n}], ds.y()[:{n}]", seed=seed, size=size,
+    ctx = reproduce(arch, ds=f"nk.testing.strategies.{ds!r}; x, y = ds.x()[:{n}], ds.y()[:{n}]", seed=seed, size=size,
                     check=f"lin = min_norm_linearized(model, x, y); z = cat(x, ds.x_test({N_EXTRA})[:{m}]); "
                           "||lin.delta()||^2 vs g(z)^T nk.ntk(model, z)^{-1} g(z), g = lin(z) - model(z)")
     J = J_z[:N]
@@ -122,7 +122,7 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
         h0_z = model(z)
     h0 = h0_z[:n].reshape(y.shape)
     r = flat(y - h0)
-    delta_ref = min_norm(J, r).reshape(-1)  # theta_inf - theta_0, independent of ntkcheck.solvers
+    delta_ref = min_norm(J, r).reshape(-1)  # theta_inf - theta_0, independent of ntkcheck.dynamics.solvers
     norm_sq = float(delta_ref @ delta_ref)
 
     # error units: cond(K_ZZ) >= cond(K_XX); e = eps + the gap between nk.ntk and J J^T on Z

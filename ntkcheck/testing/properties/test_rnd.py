@@ -22,10 +22,10 @@ import torch
 from hypothesis import assume, given, strategies as st
 
 import ntkcheck as nk
-from ntkcheck.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.tolerances import tolerance
-from ntkcheck.transforms import ASI_SCALE
+from ntkcheck.testing.tolerances import tolerance
+from ntkcheck.models.transforms import ASI_SCALE
 
 from ._common import DEVICE, DTYPE, reproduce
 from .test_asi import frozen_mismatches, with_trainable_room

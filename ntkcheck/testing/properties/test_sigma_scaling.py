@@ -15,10 +15,10 @@ import pytest
 import torch
 from hypothesis import assume, given, strategies as st
 
-from ntkcheck.linearize import min_norm_linearized
-from ntkcheck.strategies import datasets
+from ntkcheck.dynamics.linearization import min_norm_linearized
+from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.claims import check_at_most, check_close, record_series
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, IllConditioned, reproduce
 from ._seed001 import MAX_N, ball_x, ball_x_test, eq14_terms, relu_bias_free, with_sigma

@@ -35,9 +35,9 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 from ntkcheck.testing.claims import check_at_most, record_series, relative_error
-from ntkcheck.tolerances import tolerance
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
 from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output, fit_loglog, output_covariance
@@ -108,7 +108,7 @@ def _check_bound_at_every_width(
                   [float(c) / math.sqrt(m) for m in WIDTHS], slope=-0.5, intercept=math.log(float(c)))
     images = family not in ("mlp", "resnet_dense")
     ctx = (
-        "import torch, ntkcheck as nk\nfrom ntkcheck.analytic import analytic_ntk, analytic_nngp\n"
+        "import torch, ntkcheck as nk\nfrom ntkcheck.kernels.analytic import analytic_ntk, analytic_nngp\n"
         + (f"x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed({IMAGE_SEED}), dtype=torch.float64)\n"
            if images else
            f"x = torch.randn(6, 5, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n")

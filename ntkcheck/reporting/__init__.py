@@ -1,0 +1,1 @@
+"""Reports written by the ``ntkcheck`` command: benchmark regression reports and kernel summaries."""
