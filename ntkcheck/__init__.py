@@ -5,11 +5,6 @@ analytic infinite-width kernels, kernel solvers and training, checked against
 the claims of the seed papers by Hypothesis properties.
 """
 
-from ntkcheck.kernels._layerwise import LayerwiseUnsupportedError
-from ntkcheck.kernels._tiling import KernelMemoryError
-from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.kernels.distributed import RankMismatchError, RowBlock, distributed_ntk
-from ntkcheck.kernels.empirical import ntk, register_rule
 from ntkcheck.dynamics.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
 from ntkcheck.dynamics.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
 from ntkcheck.dynamics.iterative import (
@@ -21,7 +16,26 @@ from ntkcheck.dynamics.iterative import (
 )
 from ntkcheck.dynamics.linearization import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
+from ntkcheck.dynamics.solvers import (
+    Decomposition,
+    SingularKernelError,
+    check_consistent,
+    condition_number,
+    decompose,
+    interpolate,
+    max_stable_lr,
+    min_norm_parameters,
+)
+from ntkcheck.dynamics.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
+from ntkcheck.kernels._layerwise import LayerwiseUnsupportedError
+from ntkcheck.kernels._tiling import KernelMemoryError
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.distributed import RankMismatchError, RowBlock, distributed_ntk
+from ntkcheck.kernels.empirical import ntk, register_rule
 from ntkcheck.kernels.monte_carlo import monte_carlo_nngp, monte_carlo_ntk
+from ntkcheck.kernels.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
+from ntkcheck.kernels.out_of_core import KernelFile, ntk_to_file
+from ntkcheck.kernels.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
 from ntkcheck.models import (
     ACTIVATIONS,
     CNN,
@@ -35,20 +49,6 @@ from ntkcheck.models import (
     SelfAttention,
     Transformer,
 )
-from ntkcheck.kernels.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
-from ntkcheck.kernels.out_of_core import KernelFile, ntk_to_file
-from ntkcheck.dynamics.solvers import (
-    Decomposition,
-    SingularKernelError,
-    check_consistent,
-    condition_number,
-    decompose,
-    interpolate,
-    max_stable_lr,
-    min_norm_parameters,
-)
-from ntkcheck.kernels.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
-from ntkcheck.dynamics.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
 from ntkcheck.models.transforms import AntiSymmetric, asi, double_last_layer, merge_branches, rnd
 
 __all__ = [

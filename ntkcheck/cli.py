@@ -21,10 +21,14 @@ import argparse
 import os
 import re
 import sys
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
+
+if TYPE_CHECKING:
+    from ntkcheck.experiments import Reproduction
 
 OK, FAILED, USAGE, INCONCLUSIVE, INTERRUPTED = 0, 1, 2, 3, 130
 SEED_MAX = 2**32 - 1
@@ -250,11 +254,24 @@ def _summary(args: argparse.Namespace) -> int:
     return FAILED if bad else OK
 
 
+def _run_reproductions(*, device: str, out: Path) -> list[tuple[Reproduction, Path]]:
+    """Run every reproduction in quick mode and write its report; return the results with their paths."""
+    from ntkcheck.experiments import EXPERIMENTS, reproduce
+    from ntkcheck.experiments import write_report as write_reproduction
+
+    done = []
+    for name in EXPERIMENTS:
+        result = reproduce(name, "quick", device=device)
+        done.append((result, write_reproduction(result, out)))
+    return done
+
+
 def _verify(args: argparse.Namespace) -> int:
     from ntkcheck.testing.verify import verify
 
+    reproductions = partial(_run_reproductions, device=args.device, out=args.out) if args.reproduce else None
     result = verify(profile=args.profile, device=args.device, dtype=args.dtype, out=args.out, extra=args.pytest_args,
-                    reproductions=args.reproduce, mutants=args.mutants, workers=args.workers)
+                    reproductions=reproductions, mutants=args.mutants, workers=args.workers)
     print(f"wrote {result.report}" + (f" and {result.figure}" if result.figure else ""))
     return result.exit_code
 

@@ -185,3 +185,23 @@ def check_batch(x: object, name: str) -> torch.Tensor:
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite entries")
     return x
+
+
+def check_kernel_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc: str) -> torch.Tensor:
+    """``x`` as a dense, finite, non-empty float32/float64 tensor of one of ``ndims`` dimensions (kernels, targets, outputs)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
+    if x.dtype not in (torch.float32, torch.float64):
+        raise TypeError(f"{name} must have dtype torch.float32 or torch.float64 (the dtypes the solvers support), "
+                        f"got {x.dtype}")
+    if x.is_meta:
+        raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
+    if x.ndim not in ndims:
+        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
+    return x

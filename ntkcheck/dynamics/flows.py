@@ -30,34 +30,21 @@ from scipy.sparse.csgraph import connected_components
 from ntkcheck._support.validation import check_choice, check_finite_result, check_positive_int
 from ntkcheck.dynamics.losses import Loss
 from ntkcheck.dynamics.solvers import (
-    _check_diag_reg, _check_rcond, _Inverse, _problem, _raise_singular, _regularised, _ridge, _threshold,
+    _check_diag_reg,
+    _check_rcond,
+    _Inverse,
+    _problem,
+    _raise_singular,
+    _regularised,
+    _ridge,
+    _threshold,
 )
+from ntkcheck.errors import ConvergenceWarning, DivergenceWarning, FlowLimitError
 
 __all__ = [
     "ConvergenceWarning", "DivergenceWarning", "FlowLimitError", "FlowResult", "ODEFlowResult", "mse_flow", "mse_gd",
     "ode_flow",
 ]
-
-
-class DivergenceWarning(RuntimeWarning):
-    """Gradient descent with a learning rate at or above the stability limit ``n / lambda_max(K)``."""
-
-
-class ConvergenceWarning(RuntimeWarning):
-    """:func:`ode_flow` stopped before reaching its tolerance."""
-
-
-class FlowLimitError(RuntimeError):
-    """:func:`ode_flow` passed ``max_steps`` or ``max_seconds`` before its stop.
-
-    Attributes say how far it got: ``t`` (flow time reached), ``residual``
-    (``||h - Y|| / ||h_ini_train - Y||`` there; for a block of a separable loss, the block's part),
-    ``steps`` (accepted integration steps, all blocks together) and ``seconds`` (wall-clock time).
-    """
-
-    def __init__(self, message: str, *, t: float, residual: float, steps: int, seconds: float) -> None:
-        super().__init__(message)
-        self.t, self.residual, self.steps, self.seconds = t, residual, steps, seconds
 
 
 class FlowResult(NamedTuple):

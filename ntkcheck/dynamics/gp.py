@@ -77,10 +77,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_choice, check_finite_result, check_same_device_dtype
-from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck._support.validation import check_choice, check_finite_result, check_kernel_tensor, check_same_device_dtype
 from ntkcheck.dynamics.flows import _check_lr, _times
-from ntkcheck.dynamics.solvers import SingularKernelError, _check_psd, _check_tensor, _kernel_matrix, _threshold
+from ntkcheck.dynamics.solvers import SingularKernelError, _check_psd, _kernel_matrix, _threshold
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 
 __all__ = ["GaussianPrediction", "analytic_ensemble", "ensemble_predict", "gp_inference"]
 
@@ -110,14 +110,14 @@ def _square(k: object, name: str) -> torch.Tensor:
     if isinstance(k, torch.Tensor) and k.ndim == 4:
         raise ValueError(f"{name} must be the (n, n) kernel of one output (the network's kernel is K (x) I_O), "
                          f"got shape {tuple(k.shape)}; pass k[:, :, 0, 0] of a K (x) I kernel")
-    _check_tensor(k, name, (2,), "(n, n)")
+    check_kernel_tensor(k, name, (2,), "(n, n)")
     return _kernel_matrix(k, name)
 
 
 def _cross(k: object, name: str, like: torch.Tensor, like_name: str, n: int, m: int | None) -> torch.Tensor:
     """A (m, n) test-train kernel with the dtype and device of ``like``."""
     shape = f"(m, {n})" if m is None else f"({m}, {n})"
-    kx = _check_tensor(k, name, (2,), shape)
+    kx = check_kernel_tensor(k, name, (2,), shape)
     check_same_device_dtype(like, kx, like_name, name)
     if kx.shape[1] != n or (m is not None and kx.shape[0] != m):
         raise ValueError(f"{name} must have shape {shape} (test rows, training columns), got {tuple(kx.shape)}")
@@ -126,7 +126,7 @@ def _cross(k: object, name: str, like: torch.Tensor, like_name: str, n: int, m: 
 
 def _targets(y: object, K: torch.Tensor, name_k: str) -> torch.Tensor:
     """``y_train`` (n,) or (n, O) as an (n, O) matrix."""
-    y = _check_tensor(y, "y_train", (1, 2), "(n,) or (n, O)")
+    y = check_kernel_tensor(y, "y_train", (1, 2), "(n,) or (n, O)")
     check_same_device_dtype(K, y, name_k, "y_train")
     if y.shape[0] != K.shape[0]:
         raise ValueError(f"y_train must have {K.shape[0]} rows (the size of {name_k}), got shape {tuple(y.shape)}")

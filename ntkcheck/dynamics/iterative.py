@@ -37,8 +37,9 @@ import numpy as np
 import torch
 
 from ntkcheck._support.validation import check_choice, check_finite_result, check_positive_int
-from ntkcheck.kernels.operator import ArrayKernelOperator, KernelOperator, as_kernel_operator
 from ntkcheck.dynamics.solvers import SingularKernelError, _check_diag_reg, _threshold
+from ntkcheck.errors import IterativeConvergenceError
+from ntkcheck.kernels.operator import ArrayKernelOperator, KernelOperator, as_kernel_operator
 
 __all__ = [
     "CGInterpolant",
@@ -54,18 +55,6 @@ __all__ = [
 
 PRECONDITIONERS = ("jacobi", "pivoted_cholesky", "none")
 F64 = torch.float64
-
-
-class IterativeConvergenceError(RuntimeError):
-    """An iterative solver did not reach its tolerance within ``max_iter`` iterations.
-
-    ``residual``: the relative residual (CG) or change estimate (Krylov flow) reached;
-    ``iterations``: kernel products spent.
-    """
-
-    def __init__(self, message: str, *, residual: float, iterations: int) -> None:
-        super().__init__(message)
-        self.residual, self.iterations = residual, iterations
 
 
 class CGResult(NamedTuple):

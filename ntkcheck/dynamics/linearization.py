@@ -38,9 +38,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp
 
-from ntkcheck.kernels._autodiff import FunctionalModel
 from ntkcheck._support.validation import check_batch, check_finite_result, check_inputs, check_same_device_dtype
 from ntkcheck.dynamics.solvers import min_norm_parameters
+from ntkcheck.kernels._autodiff import FunctionalModel
 
 _THETA0 = "_theta0"
 _FIXED = "_fixed"

@@ -39,7 +39,8 @@ from typing import NamedTuple
 
 import torch
 
-from ntkcheck._support.validation import check_finite_result, check_inputs, check_same_device_dtype
+from ntkcheck._support.validation import check_finite_result, check_inputs, check_kernel_tensor, check_same_device_dtype
+from ntkcheck.errors import SingularKernelError
 
 __all__ = [
     "Decomposition",
@@ -53,35 +54,11 @@ __all__ = [
 ]
 
 
-class SingularKernelError(ValueError):
-    """The kernel matrix is singular or numerically rank-deficient (condition number above the threshold)."""
-
-
 # ---------------------------------------------------------------------------------------------
 # private helpers shared with ntkcheck.dynamics.flows
 
 
-_DTYPES = (torch.float32, torch.float64)
 _PSD_SLACK = 100.0
-
-
-def _check_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}")
-    if x.layout != torch.strided:
-        raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"{name} must have dtype torch.float32 or torch.float64 (the dtypes the solvers support), "
-                        f"got {x.dtype}")
-    if x.is_meta:
-        raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
-    if x.ndim not in ndims:
-        raise ValueError(f"{name} must have shape {shape_doc}, got shape {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
-    return x
 
 
 def _check_rcond(pinv_rcond: object, dtype: torch.dtype) -> float | None:
@@ -148,7 +125,7 @@ def _kernel_matrix(k: object, name: str = "k_train") -> torch.Tensor:
     Refused with ``ValueError`` naming ``name``: a relative asymmetry
     ``max|K - K^T| / max|K|`` above ``sqrt(eps)`` and an indefinite kernel (:func:`_check_psd`).
     """
-    k = _check_tensor(k, name, (2, 4), "(n, n) or (n, n, O, O)")
+    k = check_kernel_tensor(k, name, (2, 4), "(n, n) or (n, n, O, O)")
     if k.shape[0] != k.shape[1] or (k.ndim == 4 and k.shape[2] != k.shape[3]):
         raise ValueError(f"{name} must be square, (n, n) or (n, n, O, O), got shape {tuple(k.shape)}")
     if k.ndim == 4:
@@ -189,7 +166,7 @@ def _problem(
     """Validate the arguments shared by every solver and bring them to matrix form."""
     K = _kernel_matrix(k_train)
     assert isinstance(k_train, torch.Tensor)
-    y = _check_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
+    y = check_kernel_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
     check_same_device_dtype(k_train, y, "k_train", "y_train")
     n = k_train.shape[0]
     block = k_train.ndim == 4
@@ -201,7 +178,7 @@ def _problem(
     Kx = None
     test_shape = None
     if k_test_train is not None:
-        kx = _check_tensor(k_test_train, "k_test_train", (4,) if block else (2,), "(m, n, O, O)" if block else "(m, n)")
+        kx = check_kernel_tensor(k_test_train, "k_test_train", (4,) if block else (2,), "(m, n, O, O)" if block else "(m, n)")
         check_same_device_dtype(k_train, kx, "k_train", "k_test_train")
         if kx.shape[1:] != k_train.shape[1:]:
             raise ValueError(f"k_test_train columns must match k_train: expected (m, {', '.join(map(str, k_train.shape[1:]))}), "
@@ -222,13 +199,13 @@ def _problem(
     H0 = torch.zeros_like(mat(y))
     H0x = None if Kx is None else torch.zeros(Kx.shape[0], H0.shape[1], dtype=y.dtype, device=y.device)
     if h_ini_train is not None:
-        h0 = _check_tensor(h_ini_train, "h_ini_train", (1, 2), "the shape of y_train")
+        h0 = check_kernel_tensor(h_ini_train, "h_ini_train", (1, 2), "the shape of y_train")
         check_same_device_dtype(k_train, h0, "k_train", "h_ini_train")
         if h0.shape != y.shape:
             raise ValueError(f"h_ini_train must have the shape of y_train {tuple(y.shape)}, got {tuple(h0.shape)}")
         H0 = mat(h0)
     if h_ini_test is not None:
-        h0x = _check_tensor(h_ini_test, "h_ini_test", (1, 2), "(m,) or (m, O)")
+        h0x = check_kernel_tensor(h_ini_test, "h_ini_test", (1, 2), "(m,) or (m, O)")
         check_same_device_dtype(k_train, h0x, "k_train", "h_ini_test")
         if tuple(h0x.shape) != test_shape:
             raise ValueError(f"h_ini_test must have shape {test_shape} (k_test_train rows, y_train outputs), got {tuple(h0x.shape)}")
@@ -445,7 +422,7 @@ def check_consistent(x_train: torch.Tensor, y_train: torch.Tensor) -> None:
     up as a singular kernel, :class:`SingularKernelError`.)
     """
     x = check_inputs(x_train, "x_train")
-    y = _check_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
+    y = check_kernel_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
     if y.device != x.device:
         raise ValueError(f"y_train must be on the device of x_train ({x.device}), got {y.device}")
     if y.shape[0] != x.shape[0]:
@@ -486,8 +463,8 @@ def min_norm_parameters(
     :class:`SingularKernelError`.  ``max_cond`` may be raised up to ``1 / eps^2``
     (``cond(J) = 1 / eps``, where the solve on J keeps no digit).
     """
-    J = _check_tensor(jacobian, "jacobian", (2, 3), "(n, P) or (n, O, P)")
-    r = _check_tensor(residual, "residual", (1, 2), "(n,) or (n, O)")
+    J = check_kernel_tensor(jacobian, "jacobian", (2, 3), "(n, P) or (n, O, P)")
+    r = check_kernel_tensor(residual, "residual", (1, 2), "(n,) or (n, O)")
     check_same_device_dtype(J, r, "jacobian", "residual")
     if r.shape != J.shape[:-1] and not (J.ndim == 3 and J.shape[1] == 1 and r.shape == J.shape[:1]):
         raise ValueError(f"residual must have shape {tuple(J.shape[:-1])} (the rows of jacobian), got {tuple(r.shape)}")

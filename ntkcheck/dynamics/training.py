@@ -68,6 +68,7 @@ from ntkcheck._support.validation import check_inputs, check_positive_int
 from ntkcheck.dynamics.flows import DivergenceWarning
 from ntkcheck.dynamics.losses import Loss as _LossBase
 from ntkcheck.dynamics.losses import LpLoss, Mixture
+from ntkcheck.errors import CurvatureError, TrainingDivergedError
 
 OPTIMIZERS = ("gd", "sgd", "adam")
 
@@ -112,14 +113,6 @@ class TrainResult:
         if self.sharpness is None or not self.sharpness > 0:
             return None
         return 2.0 / self.sharpness
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite; ``result`` holds everything recorded up to then."""
-
-    def __init__(self, message: str, result: TrainResult) -> None:
-        super().__init__(message)
-        self.result = result
 
 
 # -- validation helpers ----------------------------------------------------------------------------
@@ -201,10 +194,6 @@ CHECK_RTOL = 1e-3
 """Accuracy of the step-size check's estimate: its Lanczos stops when the top Ritz value theta has a residual
 ``||M q - theta q|| <= CHECK_RTOL theta``; the check then warns at ``lr theta (1 + CHECK_RTOL) >= 2``."""
 _CHECK_NCV = 4  # Lanczos vectors of the check: 5-7 Gauss-Newton products when the top eigenvalue is isolated
-
-
-class CurvatureError(ValueError):
-    """The loss has no finite curvature (Hessian in h) at the current outputs, e.g. ``|r|^p``, p < 2, at r = 0."""
 
 
 def _traceless(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,16 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from ntkcheck.experiments._result import Mode, Reproduction, Stopwatch, Verdict, WidthTrend, mode_of, verdict, write_report
+from ntkcheck.experiments._result import (
+    Mode,
+    Reproduction,
+    Stopwatch,
+    Verdict,
+    WidthTrend,
+    mode_of,
+    verdict,
+    write_report,
+)
 
 EXPERIMENTS: dict[str, str] = {
     "loss-invariance": "loss_invariance",

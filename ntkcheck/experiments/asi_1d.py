@@ -47,15 +47,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ntkcheck.kernels.empirical import ntk
 from ntkcheck.dynamics.flows import mse_gd
 from ntkcheck.dynamics.losses import MSE
-from ntkcheck.experiments._result import (Reproduction, Stopwatch, WidthTrend, mean_spread, mode_of, seed_list,
-                                        spread_text, verdict)
-from ntkcheck.experiments._scale import faithful_v_std, output_rms, predicted_scale_ratio, rms, scale_rows
-from ntkcheck.experiments.loss_invariance import DTYPES, cpu_threads, outputs, seed000_mlp, sin_data
 from ntkcheck.dynamics.solvers import decompose, max_stable_lr
 from ntkcheck.dynamics.training import train
+from ntkcheck.experiments._result import (
+    Reproduction,
+    Stopwatch,
+    WidthTrend,
+    mean_spread,
+    mode_of,
+    seed_list,
+    spread_text,
+    verdict,
+)
+from ntkcheck.experiments._scale import faithful_v_std, output_rms, predicted_scale_ratio, rms, scale_rows
+from ntkcheck.experiments.loss_invariance import DTYPES, cpu_threads, outputs, seed000_mlp, sin_data
+from ntkcheck.kernels.empirical import ntk
 from ntkcheck.models.transforms import asi, double_last_layer, rnd
 
 NAME = "asi-1d"

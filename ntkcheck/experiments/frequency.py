@@ -55,8 +55,8 @@ import torch
 
 import ntkcheck as nk
 from ntkcheck.experiments._result import Reproduction, Stopwatch, mode_of, spread_text, verdict
-from ntkcheck.experiments.loss_invariance import cpu_threads
 from ntkcheck.experiments.init_rates import uniform_sphere
+from ntkcheck.experiments.loss_invariance import cpu_threads
 
 NAME = "frequency"
 TITLE = "Frequency content of the init-induced term h_ini - h_k(.; 0, X, h_ini(X)) (seeds 000 §5, 002)"

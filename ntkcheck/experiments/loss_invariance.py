@@ -39,13 +39,13 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from ntkcheck.kernels.empirical import ntk
 from ntkcheck.dynamics.losses import LpLoss
-from ntkcheck.models import MLP
-from ntkcheck.experiments._result import Reproduction, Stopwatch, mode_of, seed_list, spread_text, verdict
-from ntkcheck.experiments._scale import output_rms, predicted_scale_ratio, rms, scale_rows
 from ntkcheck.dynamics.solvers import interpolate
 from ntkcheck.dynamics.training import train
+from ntkcheck.experiments._result import Reproduction, Stopwatch, mode_of, seed_list, spread_text, verdict
+from ntkcheck.experiments._scale import output_rms, predicted_scale_ratio, rms, scale_rows
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models import MLP
 
 NAME = "loss-invariance"
 TITLE = "Loss invariance of the trained network: L2 vs L4 (seed 000, Fig 1)"

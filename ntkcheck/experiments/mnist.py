@@ -35,9 +35,9 @@ import torch
 import torch.nn.functional as F
 
 import ntkcheck as nk
-from ntkcheck.experiments.data import DataUnavailableError, mnist
 from ntkcheck.experiments._result import Reproduction, Stopwatch, mean_spread, mode_of, seed_list, spread_text, verdict
 from ntkcheck.experiments._scale import rms
+from ntkcheck.experiments.data import DataUnavailableError, mnist
 from ntkcheck.experiments.loss_invariance import cpu_threads
 
 NAME = "mnist"

@@ -73,8 +73,8 @@ import numpy as np
 import torch
 
 import ntkcheck as nk
-from ntkcheck.experiments.data import DataUnavailableError, Split, gaussian_bump, mnist
 from ntkcheck.experiments._result import Reproduction, Stopwatch, WidthTrend, mode_of, spread_text, verdict
+from ntkcheck.experiments.data import DataUnavailableError, Split, gaussian_bump, mnist
 from ntkcheck.experiments.loss_invariance import cpu_threads
 
 NAME = "sigma-scaling"

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ntkcheck.errors import LayerwiseUnsupportedError
 from ntkcheck.models import MLP, Linear
 from ntkcheck.models.transforms import AntiSymmetric
 
@@ -26,10 +27,6 @@ ELEMENTWISE = (
     nn.ReLU, nn.Tanh, nn.GELU, nn.Softplus, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity,
 )
 """Parameterless modules acting on each entry of a row: allowed between layers of an ``nn.Sequential``."""
-
-
-class LayerwiseUnsupportedError(TypeError):
-    """The module is not one the layerwise formula provably serves."""
 
 
 @dataclass

@@ -17,11 +17,9 @@ from typing import Any
 
 import torch
 
+from ntkcheck.errors import KernelMemoryError
+
 Tiles = dict[str, torch.Tensor]
-
-
-class KernelMemoryError(MemoryError):
-    """The kernel (or one block of its work) cannot be computed within the memory budget."""
 
 
 def default_budget(device: torch.device) -> int:

@@ -65,9 +65,9 @@ import itertools
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-import numpy as np
 from torch import nn
 
 from ntkcheck._support.validation import check_batch, check_finite_result, check_inputs, check_same_device_dtype

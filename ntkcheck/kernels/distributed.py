@@ -40,8 +40,9 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ntkcheck.kernels.empirical import METHODS, OUTPUTS, ntk
 from ntkcheck._support.validation import check_choice, check_positive_int
+from ntkcheck.errors import RankMismatchError
+from ntkcheck.kernels.empirical import METHODS, OUTPUTS, ntk
 
 if TYPE_CHECKING:
     from ntkcheck.kernels.out_of_core import KernelFile
@@ -51,10 +52,6 @@ __all__ = ["RankMismatchError", "RowBlock", "distributed_ntk"]
 TILES_PER_RANK = 4
 """The default tile side (:func:`default_tile`) gives at least this many tiles per rank (where the kernel has
 that many rows), so the longest-processing-time assignment can balance the ranks' work."""
-
-
-class RankMismatchError(ValueError):
-    """The ranks of a process group do not hold the same model, inputs or settings."""
 
 
 class RowBlock(NamedTuple):

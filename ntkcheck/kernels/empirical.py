@@ -34,11 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ntkcheck._support.validation import check_batch, check_choice, check_finite_result
 from ntkcheck.kernels import _autodiff, _layerwise
 from ntkcheck.kernels._engine import Engine, row_bytes
 from ntkcheck.kernels._rules import Piece, register_rule
 from ntkcheck.kernels._tiling import default_budget, tiled_kernel
-from ntkcheck._support.validation import check_batch, check_choice, check_finite_result
 
 __all__ = ["METHODS", "OUTPUTS", "Piece", "ntk", "register_rule"]
 

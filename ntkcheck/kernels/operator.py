@@ -36,8 +36,8 @@ from scipy.sparse.linalg import LinearOperator
 from torch import nn
 from torch.func import jacrev, jvp, vjp, vmap
 
-from ntkcheck.kernels._autodiff import FunctionalModel
 from ntkcheck._support.validation import check_batch, check_choice, check_finite_result, check_positive_int
+from ntkcheck.kernels._autodiff import FunctionalModel
 from ntkcheck.kernels.empirical import _check_independent_rows, _rows, _run, _usable
 
 __all__ = ["KernelOperator", "NTKOperator", "as_kernel_operator", "ntk_operator"]
@@ -427,9 +427,9 @@ def as_kernel_operator(kernel: object, *, name: str = "kernel", block_rows: int 
     if block_rows is not None:
         check_positive_int(block_rows, "block_rows")
     if isinstance(kernel, torch.Tensor):
-        from ntkcheck.dynamics.solvers import _check_tensor  # the solvers' dtype/shape/finite checks
+        from ntkcheck._support.validation import check_kernel_tensor
 
-        K = _check_tensor(kernel, name, (2, 4), "(N, N) or (n, n, O, O)")
+        K = check_kernel_tensor(kernel, name, (2, 4), "(N, N) or (n, n, O, O)")
         if K.shape[0] != K.shape[1] or (K.ndim == 4 and K.shape[2] != K.shape[3]):
             raise ValueError(f"{name} must be square, (N, N) or (n, n, O, O), got shape {tuple(K.shape)}")
         if K.ndim == 4:

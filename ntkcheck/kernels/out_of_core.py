@@ -47,8 +47,8 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ntkcheck.kernels._tiling import KernelMemoryError, default_budget, gib
 from ntkcheck._support.validation import check_positive_int
+from ntkcheck.kernels._tiling import KernelMemoryError, default_budget, gib
 from ntkcheck.kernels.distributed import (
     Group,
     agree_no_error,
@@ -56,8 +56,8 @@ from ntkcheck.kernels.distributed import (
     check_same_on_every_rank,
     compute_tile,
     describe_fn,
-    layout_on_every_rank,
     kernel_options,
+    layout_on_every_rank,
     mirror,
     model_digest,
     resolve_group,

@@ -28,6 +28,7 @@ import torch
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 
 from ntkcheck._support.validation import check_positive_int, check_seed
+from ntkcheck.errors import SpectralConvergenceError
 from ntkcheck.kernels.operator import KernelOperator, as_kernel_operator
 
 __all__ = [
@@ -44,10 +45,6 @@ DENSE_LIMIT = 64
 """Kernels with at most this many rows are decomposed densely."""
 PROBE_BLOCK = 32
 """Hutchinson probes applied per kernel product."""
-
-
-class SpectralConvergenceError(RuntimeError):
-    """Lanczos did not reach its tolerance within ``max_iter`` restarts."""
 
 
 class Eigenpairs(NamedTuple):

@@ -19,14 +19,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 
 import ntkcheck.testing.properties as _properties
 from ntkcheck._support.atomic import staged
-from ntkcheck.experiments import Reproduction
 from ntkcheck.testing.claims import CLAIMS
 from ntkcheck.testing.mutation import run_mutants, xdist_args
 
@@ -104,18 +105,22 @@ def plot_series(series: dict, path: Path) -> Path | None:
     return path
 
 
-def run_reproductions(*, device: str, out: Path) -> list[tuple[Reproduction, Path]]:
-    """Run every reproduction in quick mode and write its report; return the results with their paths."""
-    from ntkcheck.experiments import EXPERIMENTS, reproduce, write_report as write_reproduction
+class ReproductionOutcome(Protocol):
+    """What the claims report reads of a reproduction's result (:class:`ntkcheck.experiments.Reproduction`)."""
 
-    done = []
-    for name in EXPERIMENTS:
-        result = reproduce(name, "quick", device=device)
-        done.append((result, write_reproduction(result, out)))
-    return done
+    title: str
+    reference: str
+    seconds: float
+    skipped: str | None
+
+    @property
+    def verdicts(self) -> Sequence[Any]: ...
+
+    @property
+    def holds(self) -> bool: ...
 
 
-def _reproduction_lines(done: list[tuple[Reproduction, Path]]) -> list[str]:
+def _reproduction_lines(done: Sequence[tuple[ReproductionOutcome, Path]]) -> list[str]:
     lines = ["", "## Reproductions (quick)", "", "| experiment | reference | verdicts | seconds | report |",
              "|---|---|---|---|---|"]
     for result, path in done:
@@ -174,7 +179,7 @@ def _mutant_lines(mutants: list[dict]) -> list[str]:
 
 
 def write_report(records: dict, path: Path, *, profile: str, device: str, dtype: str, seconds: float,
-                 figure: Path | None, reproductions: list[tuple[Reproduction, Path]] | None = None,
+                 figure: Path | None, reproductions: Sequence[tuple[ReproductionOutcome, Path]] | None = None,
                  mutants: list[dict] | None = None) -> Path:
     """Write :func:`report_text` to ``path`` atomically (an interrupted run leaves the old report)."""
     text = report_text(records, profile=profile, device=device, dtype=dtype, seconds=seconds, figure=figure,
@@ -184,7 +189,7 @@ def write_report(records: dict, path: Path, *, profile: str, device: str, dtype:
 
 
 def report_text(records: dict, *, profile: str, device: str, dtype: str, seconds: float, figure: Path | None,
-                reproductions: list[tuple[Reproduction, Path]] | None = None,
+                reproductions: Sequence[tuple[ReproductionOutcome, Path]] | None = None,
                 mutants: list[dict] | None = None) -> str:
     """The claims report as Markdown: one row per claim, the tolerances used, curves, mutants, reproductions."""
     name = torch.cuda.get_device_name(0) if device.startswith("cuda") and torch.cuda.is_available() else "CPU"
@@ -221,12 +226,16 @@ def report_text(records: dict, *, profile: str, device: str, dtype: str, seconds
 
 
 def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", out: Path = Path("reports"),
-           extra: list[str] | None = None, reproductions: bool = False, mutants: list[str] | None = None,
+           extra: list[str] | None = None,
+           reproductions: Callable[[], Sequence[tuple[ReproductionOutcome, Path]]] | None = None,
+           mutants: list[str] | None = None,
            workers: int = 1) -> VerifyResult:
     """Run the property suite and write ``out/claims-<device>-<dtype>.md`` (+ PNG).
 
-    With ``reproductions=True`` the quick reproductions run too, each writing its own
-    report, and the claims report links them; one that does not hold makes the exit code 1.
+    ``reproductions``, when given, is called after the properties: it runs reproductions, writes
+    their reports and returns each result with its report's path (the ``ntkcheck verify --reproduce``
+    command passes the quick reproductions); the claims report links them, and one that does not
+    hold makes the exit code 1.
     With ``mutants`` (a list of names; empty for the whole catalogue) the properties also run
     once per mutant (:mod:`ntkcheck.testing.mutation`) and the report gives the mutation score;
     a surviving mutant makes the exit code 1.  ``workers`` > 1 runs pytest-xdist workers.
@@ -242,7 +251,7 @@ def verify(*, profile: str = "ci", device: str = "cpu", dtype: str = "float64", 
             and not any(e.get("examples") for e in records.get("examples", {}).values()):
         raise RuntimeError(f"no claim ran (pytest exit status {code}; its output above says why), "
                            f"so no report was written and {out} is as it was")
-    done = run_reproductions(device=device, out=out) if reproductions else []
+    done = reproductions() if reproductions is not None else []
     if any(not r.holds and not r.skipped for r, _ in done):
         code = code or 1
     outcomes = None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ntkcheck.dynamics.solvers import condition_number
-from ntkcheck.testing.strategies import Arch
 from ntkcheck.testing.plugin import backend
+from ntkcheck.testing.strategies import Arch
 from ntkcheck.testing.tolerances import max_condition
 
 DEVICE = backend().device  # chosen by --ntkcheck-device / NTKCHECK_DEVICE before collection imports this

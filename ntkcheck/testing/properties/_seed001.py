@@ -21,7 +21,6 @@ from ntkcheck.testing.strategies import Arch, Dataset, inputs, seeds, stream
 
 from ._common import DEVICE, DTYPE, require_well_conditioned
 
-
 MAX_N = 4 if DTYPE == torch.float64 else 3
 """Training points per draw: the solves of eq (14) are checked only up to cond(Phi Phi^T) <= max_condition
 (1e6 in float64, 1e3 in float32, tolerances.MAX_CONDITION), and unit-ball inputs spread the kernel's diagonal

@@ -14,12 +14,13 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.linearization import min_norm_linearized
-from ntkcheck.testing.strategies import architectures, dataset_for, datasets, seeds
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import architectures, dataset_for, datasets, seeds
 from ntkcheck.testing.tolerances import max_condition, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -24,18 +24,27 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.flows import ConvergenceWarning, ode_flow
 from ntkcheck.dynamics.solvers import SingularKernelError
-from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._dynamics import (ODE_RTOL, ParameterFlow, max_samples, outputs, param_jacobian, predict, section4_losses,
-                        wide_architectures)
+from ._dynamics import (
+    ODE_RTOL,
+    ParameterFlow,
+    max_samples,
+    outputs,
+    param_jacobian,
+    predict,
+    section4_losses,
+    wide_architectures,
+)
 
 CLAIM = "asi"
 pytestmark = pytest.mark.claim(CLAIM)

@@ -37,13 +37,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.solvers import decompose, interpolate
-from ntkcheck.testing.strategies import architectures, datasets, initial_functions, seeds, stream
 from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import architectures, datasets, initial_functions, seeds, stream
 from ntkcheck.testing.tolerances import max_condition_solve, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -35,12 +35,13 @@ import dataclasses
 
 import pytest
 import torch
-from hypothesis import assume, example, given, strategies as st
+from hypothesis import assume, example, given
+from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
 import ntkcheck as nk
-from ntkcheck.testing.strategies import Arch, architectures, dataset_for, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import Arch, architectures, dataset_for, seeds, stream
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from ntkcheck.dynamics.linearization import jacobian
-from ntkcheck.testing.strategies import architectures, dataset_for, datasets, inputs, seeds
 from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import architectures, dataset_for, datasets, inputs, seeds
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, IllConditioned, reproduce

@@ -25,21 +25,30 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.flows import ConvergenceWarning, mse_flow, mse_gd, ode_flow
 from ntkcheck.dynamics.linearization import linearize
 from ntkcheck.dynamics.losses import MSE, LpLoss
 from ntkcheck.dynamics.solvers import SingularKernelError
-from ntkcheck.testing.strategies import datasets
-from ntkcheck.testing.claims import check_close
-from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, max_condition, tolerance
 from ntkcheck.dynamics.training import train
+from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import datasets
+from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, max_condition, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._dynamics import (ODE_RTOL, ParameterFlow, max_samples, outputs, param_jacobian, predict, section4_losses,
-                        wide_architectures)
+from ._dynamics import (
+    ODE_RTOL,
+    ParameterFlow,
+    max_samples,
+    outputs,
+    param_jacobian,
+    predict,
+    section4_losses,
+    wide_architectures,
+)
 
 CLAIM = "finite_time_dynamics"
 pytestmark = pytest.mark.claim(CLAIM)

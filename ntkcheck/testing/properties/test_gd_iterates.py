@@ -27,15 +27,16 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.flows import mse_gd
 from ntkcheck.dynamics.linearization import linearize
-from ntkcheck.testing.strategies import datasets
-from ntkcheck.testing.claims import check_close
-from ntkcheck.testing.tolerances import tolerance
 from ntkcheck.dynamics.training import train
+from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import datasets
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from ._dynamics import outputs, param_jacobian, wide_architectures

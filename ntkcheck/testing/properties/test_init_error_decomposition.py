@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ntkcheck.dynamics.solvers import decompose
-from ntkcheck.testing.strategies import Arch, Dataset, InitialFunction, architectures, datasets
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import Arch, Dataset, InitialFunction, architectures, datasets
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DTYPE, reproduce

@@ -15,15 +15,16 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import condition_number, interpolate
-from ntkcheck.testing.strategies import architectures, datasets
-from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.testing.tolerances import max_condition, tolerance
 from ntkcheck.dynamics.training import train
+from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import architectures, datasets
+from ntkcheck.testing.tolerances import max_condition, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 

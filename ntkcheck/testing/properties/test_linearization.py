@@ -32,14 +32,15 @@ import math
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
 import ntkcheck as nk
 from ntkcheck.dynamics.linearization import linearize
 from ntkcheck.models import ACTIVATIONS
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.flows import ode_flow
 from ntkcheck.dynamics.solvers import SingularKernelError, interpolate
-from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from ntkcheck.dynamics.linearization import jacobian
 from ntkcheck.dynamics.solvers import SingularKernelError, min_norm_parameters
-from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.claims import check_close
+from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.testing.claims import check_at_most, check_close, relative_error

@@ -43,12 +43,12 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import interpolate, max_stable_lr
+from ntkcheck.dynamics.training import train
+from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.testing.tolerances import tolerance
-from ntkcheck.dynamics.training import train
 
 from ._common import DEVICE, DTYPE
 from ._width import first_output, fit_loglog, output_covariance

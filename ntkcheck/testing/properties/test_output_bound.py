@@ -29,11 +29,12 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import ntkcheck as nk
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.claims import check_at_most
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

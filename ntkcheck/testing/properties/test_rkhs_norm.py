@@ -37,13 +37,14 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.solvers import interpolate
-from ntkcheck.testing.strategies import Arch, Dataset, architectures, datasets, seeds
 from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import Arch, Dataset, architectures, datasets, seeds
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce

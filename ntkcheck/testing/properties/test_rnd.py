@@ -19,13 +19,14 @@ from dataclasses import replace
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import ntkcheck as nk
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
-from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.testing.tolerances import tolerance
 from ntkcheck.models.transforms import ASI_SCALE
+from ntkcheck.testing.claims import check_at_most, check_close
+from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
 from .test_asi import frozen_mismatches, with_trainable_room

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import assume, given, strategies as st
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from ntkcheck.dynamics.linearization import min_norm_linearized
-from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.claims import check_at_most, check_close, record_series
+from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, IllConditioned, reproduce
