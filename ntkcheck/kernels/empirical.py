@@ -29,7 +29,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from torch import nn
@@ -140,6 +140,48 @@ def _check_independent_rows(model: nn.Module, xp: torch.Tensor, output_fn: Any) 
 def _usable(x: torch.Tensor) -> torch.Tensor:
     """``x`` outside inference mode (inference tensors cannot enter an autograd graph)."""
     return x.clone() if x.is_inference() else x
+
+
+@overload
+def ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = ...,
+    per_layer: Literal[False] = ...,
+    memory_budget: int | None = ...,
+    output: str = ...,
+    output_fn: Callable[[Any], torch.Tensor] | None = ...,
+) -> torch.Tensor: ...
+
+
+@overload
+def ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = ...,
+    per_layer: Literal[True],
+    memory_budget: int | None = ...,
+    output: str = ...,
+    output_fn: Callable[[Any], torch.Tensor] | None = ...,
+) -> dict[str, torch.Tensor]: ...
+
+
+@overload
+def ntk(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None = None,
+    *,
+    method: str = ...,
+    per_layer: bool,
+    memory_budget: int | None = ...,
+    output: str = ...,
+    output_fn: Callable[[Any], torch.Tensor] | None = ...,
+) -> torch.Tensor | dict[str, torch.Tensor]: ...
 
 
 def ntk(
