@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import torch
+from _cases import FamilyCase
 from torch import nn
 
 import ntkcheck as nk
-from _cases import FamilyCase
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -29,8 +29,16 @@ def build(case: FamilyCase, device: torch.device, seed: int = 0) -> tuple[nn.Mod
         model = nk.ResNet(case.width, case.depth, case.outputs, in_channels=case.channels, **common)
         x = torch.randn(case.n, case.channels, case.image, case.image, generator=gen, dtype=dtype)
     elif case.family == "transformer":
-        model = nk.Transformer(case.width, case.heads, case.depth, 4 * case.width, case.outputs,
-                               vocab_size=case.vocab, max_len=case.tokens, **common)
+        model = nk.Transformer(
+            case.width,
+            case.heads,
+            case.depth,
+            4 * case.width,
+            case.outputs,
+            vocab_size=case.vocab,
+            max_len=case.tokens,
+            **common,
+        )
         x = torch.randint(0, case.vocab, (case.n, case.tokens), generator=gen)
     else:
         raise ValueError(f"case.family must be mlp, cnn, resnet or transformer, got {case.family!r}")
@@ -43,8 +51,9 @@ def mlp_gram_shapes(case: FamilyCase) -> list[tuple[int, int]]:
     return [(case.n, a) for a in sizes[:-1]] + [(case.outputs * case.n, b) for b in sizes[1:]]
 
 
-def gram_matmul_rate(shapes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device,
-                     repeats: int = 5, timer=time.process_time) -> float:
+def gram_matmul_rate(
+    shapes: list[tuple[int, int]], dtype: torch.dtype, device: torch.device, repeats: int = 5, timer=time.process_time
+) -> float:
     """Measured flop rate (flop/s) of the full-square products ``X @ Y.T`` of these (rows, inner) shapes.
 
     X and Y are distinct random matrices, so no symmetry is exploited: this is the
@@ -52,8 +61,13 @@ def gram_matmul_rate(shapes: list[tuple[int, int]], dtype: torch.dtype, device: 
     the whole set (the least disturbed one on a shared machine).
     """
     gen = torch.Generator().manual_seed(1)
-    pairs = [(torch.randn(r, k, generator=gen, dtype=dtype).to(device),
-              torch.randn(r, k, generator=gen, dtype=dtype).to(device)) for r, k in shapes]
+    pairs = [
+        (
+            torch.randn(r, k, generator=gen, dtype=dtype).to(device),
+            torch.randn(r, k, generator=gen, dtype=dtype).to(device),
+        )
+        for r, k in shapes
+    ]
     flops = sum(2.0 * r * r * k for r, k in shapes)
     best = float("inf")
     for i in range(repeats + 1):

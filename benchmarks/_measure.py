@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import ctypes
-import time
 from collections.abc import Callable
 
 import torch
+from torch.utils.benchmark import Timer
 
 
 def synchronize(device: torch.device) -> None:
@@ -76,22 +76,18 @@ def _malloc_trim() -> None:
         pass
 
 
-def matmul_rate(n: int, dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
-    """Measured flop rate (flop/s) of a square n x n x n matmul: the median of ``repeats`` timed runs."""
+def matmul_rate(n: int, dtype: torch.dtype, device: torch.device, min_run_time: float = 0.2) -> float:
+    """Measured flop rate (flop/s) of a square n x n x n matmul on the current thread count.
+
+    The median time per matmul of :meth:`torch.utils.benchmark.Timer.blocked_autorange`
+    (blocks of calls over at least ``min_run_time`` seconds, after a warm-up; CUDA
+    synchronised).
+    """
     gen = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, dtype=dtype, device=device, generator=gen)
     b = torch.randn(n, n, dtype=dtype, device=device, generator=gen)
-    for _ in range(2):
-        a @ b
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        synchronize(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return 2.0 * n**3 / times[len(times) // 2]
+    timer = Timer(stmt="a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2.0 * n**3 / timer.blocked_autorange(min_run_time=min_run_time).median
 
 
 def calibrated_rounds(seconds_per_call: float, budget_s: float, min_rounds: int = 3, max_rounds: int = 30) -> int:

@@ -22,23 +22,24 @@ from __future__ import annotations
 
 import os
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false "
-                           "intra_op_parallelism_threads=1").strip()
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
-import json  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import types  # noqa: E402
+import json
+import sys
+import time
+import types
 
 # neural-tangents 0.6.5 imports a module that later JAX releases removed
 sys.modules.setdefault("neural_tangents.experimental", types.ModuleType("neural_tangents.experimental"))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 # float32 throughout, as the ntkcheck side (64-bit mode off: JAX's default)
 import neural_tangents as nt  # noqa: E402
+import numpy as np  # noqa: E402
 from neural_tangents import stax  # noqa: E402
 
 IMPLEMENTATIONS = {
@@ -56,8 +57,10 @@ def network(spec: dict):
             layers += [stax.Dense(width, W_std=w_std, b_std=b_std, parameterization="ntk"), stax.Relu()]
     elif spec["family"] == "cnn":
         for width in spec["widths"]:
-            layers += [stax.Conv(width, (3, 3), padding="SAME", W_std=w_std, b_std=b_std, parameterization="ntk"),
-                       stax.Relu()]
+            layers += [
+                stax.Conv(width, (3, 3), padding="SAME", W_std=w_std, b_std=b_std, parameterization="ntk"),
+                stax.Relu(),
+            ]
         layers.append(stax.GlobalAvgPool())
     else:
         raise ValueError(f"spec family must be mlp or cnn, got {spec['family']!r}")
@@ -96,18 +99,29 @@ def setup(spec: dict, arrays_path: str):
         call = lambda: fn(x, None, "ntk")  # noqa: E731
     else:
         params = params_from(arrays, n_layers, spec["family"])
-        ntk_fn = jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=(), vmap_axes=0,
-                                             implementation=IMPLEMENTATIONS[spec["implementation"]]))
+        ntk_fn = jax.jit(
+            nt.empirical_ntk_fn(
+                apply_fn, trace_axes=(), vmap_axes=0, implementation=IMPLEMENTATIONS[spec["implementation"]]
+            )
+        )
         call = lambda: ntk_fn(x, None, params)  # noqa: E731
     _, compile_cpu, compile_wall = timed(call)
     out, cpu, wall = timed(call)
     k = np.asarray(out, dtype=np.float64)
     rows = int(spec.get("check_rows", 8))
     head = k[:rows, :rows].reshape(min(rows, k.shape[0]), min(rows, k.shape[1]), -1)
-    answer = {"compile_cpu_s": compile_cpu, "compile_wall_s": compile_wall, "warm_cpu_s": cpu, "warm_wall_s": wall,
-              "shape": list(k.shape), "kernel_head": head.tolist(), "dtype": str(np.asarray(out).dtype),
-              "jax": jax.__version__, "neural_tangents": getattr(nt, "__version__", "unknown"),
-              "xla_flags": os.environ["XLA_FLAGS"]}
+    answer = {
+        "compile_cpu_s": compile_cpu,
+        "compile_wall_s": compile_wall,
+        "warm_cpu_s": cpu,
+        "warm_wall_s": wall,
+        "shape": list(k.shape),
+        "kernel_head": head.tolist(),
+        "dtype": str(np.asarray(out).dtype),
+        "jax": jax.__version__,
+        "neural_tangents": getattr(nt, "__version__", "unknown"),
+        "xla_flags": os.environ["XLA_FLAGS"],
+    }
     return call, answer
 
 

@@ -28,7 +28,6 @@ import subprocess
 
 import pytest
 import torch
-
 from _measure import calibrated_rounds, matmul_rate
 
 
@@ -104,7 +103,10 @@ def _nvidia_driver() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         )
         return out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
@@ -122,6 +124,9 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "driver": _nvidia_driver() if dev.type == "cuda" else None,
         "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
         "cpu_threads": torch.get_num_threads(),
-        "machine_kind": (torch.cuda.get_device_name(dev) if dev.type == "cuda" and torch.cuda.is_available()
-                         else f"cpu-{os.cpu_count()}core-{platform.machine()}"),
+        "machine_kind": (
+            torch.cuda.get_device_name(dev)
+            if dev.type == "cuda" and torch.cuda.is_available()
+            else f"cpu-{os.cpu_count()}core-{platform.machine()}"
+        ),
     }

@@ -21,12 +21,12 @@ import time
 
 import pytest
 import torch
-
-import ntkcheck as nk
 from _cases import FamilyCase
 from _families import build
 from _measure import calibrated_rounds, synced
 from conftest import ROUND_BUDGET_S, size_set
+
+import ntkcheck as nk
 
 SLOW_CALL_S = 5.0
 SMOKE = dict(n=4, width=4, depth=1, image=6, d=4)
@@ -70,8 +70,8 @@ def _check(case: FamilyCase, model: torch.nn.Module, x: torch.Tensor, kernel: to
     eig = torch.linalg.eigvalsh(k)
     assert float(eig[0]) >= -1e-6 * float(eig[-1]), f"analytic_ntk of {case.id} has eigenvalue {float(eig[0]):.3g}"
     h = max(1, min(4, case.n // 2))
-    cross = nk.analytic_ntk(model, x[:h], x[h:2 * h]).double()
-    err = float((cross - k[:h, h:2 * h]).norm() / k[:h, h:2 * h].norm())
+    cross = nk.analytic_ntk(model, x[:h], x[h : 2 * h]).double()
+    err = float((cross - k[:h, h : 2 * h]).norm() / k[:h, h : 2 * h].norm())
     assert err < 1e-5, f"analytic_ntk(x[:{h}], x[{h}:{2 * h}]) of {case.id} differs from the full kernel by {err:.3g}"
 
 
@@ -89,6 +89,13 @@ def test_analytic_kernel(benchmark, device, case: FamilyCase):
     benchmark.pedantic(call, rounds=rounds, iterations=1, warmup_rounds=0 if slow else 1)
     if benchmark.stats is None:
         return
-    benchmark.extra_info.update(family=case.family, case="analytic-" + case.id, library="ntkcheck",
-                                method="analytic_ntk", n=case.n, depth=case.depth, dtype=case.dtype,
-                                first_call_s=per_call)
+    benchmark.extra_info.update(
+        family=case.family,
+        case="analytic-" + case.id,
+        library="ntkcheck",
+        method="analytic_ntk",
+        n=case.n,
+        depth=case.depth,
+        dtype=case.dtype,
+        first_call_s=per_call,
+    )

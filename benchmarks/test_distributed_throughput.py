@@ -21,9 +21,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import size_set
 
 import ntkcheck as nk
-from conftest import size_set
 
 REPEATS = 5
 
@@ -88,7 +88,14 @@ def test_distributed_kernel_throughput(benchmark, tmp_path, case: RankCase):
     kernel_s = benchmark.pedantic(run, rounds=1, iterations=1)
     if benchmark.stats is None:  # --benchmark-disable
         return
-    benchmark.extra_info.update(family="mlp", case=case.id, library="ntkcheck", method=f"distributed_ntk, {case.world} "
-                                f"gloo rank{'s' if case.world > 1 else ''}", n=case.n, ranks=case.world,
-                                kernel_s=kernel_s, throughput=case.n * case.n / kernel_s / 1e6,
-                                throughput_unit="M kernel entries/s (in-group median)")
+    benchmark.extra_info.update(
+        family="mlp",
+        case=case.id,
+        library="ntkcheck",
+        method=f"distributed_ntk, {case.world} gloo rank{'s' if case.world > 1 else ''}",
+        n=case.n,
+        ranks=case.world,
+        kernel_s=kernel_s,
+        throughput=case.n * case.n / kernel_s / 1e6,
+        throughput_unit="M kernel entries/s (in-group median)",
+    )

@@ -27,14 +27,14 @@ from collections import defaultdict
 
 import pytest
 import torch
-from torch.profiler import ProfilerActivity, profile
-
-import ntkcheck as nk
 from _cases import FamilyCase
 from _families import build, gram_matmul_rate, mlp_gram_shapes
 from _measure import gram_flops, peak_memory, synced
 from _recipes import jacobian_contraction
 from conftest import rounds_for, size_set
+from torch.profiler import ProfilerActivity, profile
+
+import ntkcheck as nk
 
 SMOKE = dict(n=4, width=4, depth=1, image=6, tokens=4, heads=2, vocab=8, d=4)
 BUDGETED = ("ntkcheck", "ntkcheck-budget", "recipe")
@@ -111,9 +111,13 @@ def layer_profile(model: torch.nn.Module, x: torch.Tensor) -> list[dict]:
         choice = next((c for c in ("gram_of_grams", "per_sample", "torch_func") if c in stages), "signal sum")
         row = dict(name=name, choice=choice, features_s=stages.get(choice, 0.0), gram_s=stages.get("tile", 0.0))
         if name in costs:
-            row.update(gram_of_grams_flops=costs[name]["gram_of_grams_flops"],
-                       per_sample_flops=costs[name]["per_sample_flops"], positions=costs[name]["positions"],
-                       m=costs[name]["m"], k=costs[name]["k"])
+            row.update(
+                gram_of_grams_flops=costs[name]["gram_of_grams_flops"],
+                per_sample_flops=costs[name]["per_sample_flops"],
+                positions=costs[name]["positions"],
+                m=costs[name]["m"],
+                k=costs[name]["k"],
+            )
         rows.append(row)
     return rows
 
@@ -143,25 +147,44 @@ def test_family_kernel(benchmark, device, matmul_rate_of, case: FamilyCase, meth
     median = benchmark.stats.stats.median
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     dtype = next(model.parameters()).dtype
-    info = dict(family=case.family, case=case.id, library=LIBRARY[method], method=method, n=case.n,
-                width=case.width, depth=case.depth, dtype=case.dtype, params=n_params)
+    info = dict(
+        family=case.family,
+        case=case.id,
+        library=LIBRARY[method],
+        method=method,
+        n=case.n,
+        width=case.width,
+        depth=case.depth,
+        dtype=case.dtype,
+        params=n_params,
+    )
     rate = matmul_rate_of(dtype)
     if case.family == "mlp":
         sizes = (case.d, *([case.width] * case.depth), case.outputs)
         flops = gram_flops(case.n, case.n, sizes, case.outputs)
         gram_rate = gram_matmul_rate(mlp_gram_shapes(case), dtype, device)
-        info.update(gram_matmul_gflops=gram_rate / 1e9, floor_s=flops / gram_rate,
-                    fraction_of_floor=flops / gram_rate / median)
+        info.update(
+            gram_matmul_gflops=gram_rate / 1e9, floor_s=flops / gram_rate, fraction_of_floor=flops / gram_rate / median
+        )
     else:
         flops = 2.0 * case.n * case.n * n_params * case.outputs**2
-    info.update(gram_flops=flops, effective_gflops=flops / median / 1e9, matmul_gflops=rate / 1e9,
-                fraction_of_matmul=flops / median / rate, throughput=flops / median / 1e9,
-                throughput_unit="effective GF/s")
+    info.update(
+        gram_flops=flops,
+        effective_gflops=flops / median / 1e9,
+        matmul_gflops=rate / 1e9,
+        fraction_of_matmul=flops / median / rate,
+        throughput=flops / median / 1e9,
+        throughput_unit="effective GF/s",
+    )
     if memory is not None:
         info["peak_memory_bytes"] = memory
     if method == "ntkcheck-budget":
         info["memory_budget_bytes"] = case.budget_mib * 2**20  # type: ignore[operator]
-    if method == "ntkcheck" and case.family in ("cnn", "resnet", "transformer") and not case.memory \
-            and device.type == "cpu":
+    if (
+        method == "ntkcheck"
+        and case.family in ("cnn", "resnet", "transformer")
+        and not case.memory
+        and device.type == "cpu"
+    ):
         info["layers"] = layer_profile(model, x)
     benchmark.extra_info.update(info)

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-import ntkcheck as nk
 from _cases import MLPCase
 from _measure import peak_memory, synced
 from conftest import rounds_for, size_set
+
+import ntkcheck as nk
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,11 @@ TOL = {torch.float32: 1e-4, torch.float64: 1e-10}
 def _operation(op: str, lin: nk.Linearized, x: torch.Tensor, u: torch.Tensor):
     params = list(lin.parameters())
     if op == "jvp":
+
         def jvp():
             with torch.no_grad():
                 return lin(x)
+
         return jvp
     if op == "vjp":
         return lambda: torch.autograd.grad(lin(x), params, grad_outputs=u)
@@ -119,9 +121,20 @@ def test_jacobian_throughput(benchmark, device, case: Case, op: str):
         median = benchmark.stats.stats.median
         rows = case.n * case.outputs
         benchmark.extra_info.update(
-            method=op, n=case.n, width=case.width, d=case.d, depth=case.depth, outputs=case.outputs,
-            dtype=case.dtype, n_params=n_params, rows=rows, calls_per_s=1.0 / median, rows_per_s=rows / median,
-            peak_memory_bytes=memory, throughput=rows / median, throughput_unit="Jacobian rows/s",
+            method=op,
+            n=case.n,
+            width=case.width,
+            d=case.d,
+            depth=case.depth,
+            outputs=case.outputs,
+            dtype=case.dtype,
+            n_params=n_params,
+            rows=rows,
+            calls_per_s=1.0 / median,
+            rows_per_s=rows / median,
+            peak_memory_bytes=memory,
+            throughput=rows / median,
+            throughput_unit="Jacobian rows/s",
             tf32=torch.backends.cuda.matmul.allow_tf32,
         )
         if op in ("jvp", "vjp"):

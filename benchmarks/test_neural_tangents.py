@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-import ntkcheck as nk
 from _cases import FamilyCase
 from _families import build, nt_arrays
 from _measure import calibrated_rounds
 from conftest import ROUND_BUDGET_S, size_set
+
+import ntkcheck as nk
 
 RUNNER = Path(__file__).with_name("_nt_runner.py")
 NT_PYTHON = os.environ.get("NTKCHECK_NT_PYTHON") or None
@@ -74,8 +74,14 @@ class Worker:
         self.log = log
         self._stderr = open(log, "w")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen([python, str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=self._stderr, text=True, env=env)
+        self.proc = subprocess.Popen(
+            [python, str(RUNNER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            env=env,
+        )
 
     def ask(self, request: dict) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -126,12 +132,21 @@ def _uses_cpu_time(config) -> bool:
 
 
 def _spec(case: FamilyCase, kind: str, implementation: str | None) -> dict:
-    return dict(family=case.family, widths=[case.width] * case.depth, outputs=case.outputs, weight_std=1.0,
-                bias_std=0.1, kind=kind, implementation=implementation, check_rows=8)
+    return dict(
+        family=case.family,
+        widths=[case.width] * case.depth,
+        outputs=case.outputs,
+        weight_std=1.0,
+        bias_std=0.1,
+        kind=kind,
+        implementation=implementation,
+        check_rows=8,
+    )
 
 
-def _run(benchmark, worker, request, tmp_path, case: FamilyCase, kind: str, implementation: str | None,
-         reference) -> None:
+def _run(
+    benchmark, worker, request, tmp_path, case: FamilyCase, kind: str, implementation: str | None, reference
+) -> None:
     """Set the worker up for this case, check its kernel against ``reference(model, x, rows)``, time it."""
     model, x = build(case, torch.device("cpu"))
     arrays = tmp_path / "arrays.npz"
@@ -141,7 +156,9 @@ def _run(benchmark, worker, request, tmp_path, case: FamilyCase, kind: str, impl
     rows = head.shape[0]
     ours = reference(model, x, rows).double().reshape(head.shape).numpy()
     err = float(np.linalg.norm(head - ours) / np.linalg.norm(ours))
-    assert err < 1e-4, f"neural-tangents {kind} {implementation or ''} kernel of {case.id} is off from ntkcheck's by {err:.3g}"
+    assert err < 1e-4, (
+        f"neural-tangents {kind} {implementation or ''} kernel of {case.id} is off from ntkcheck's by {err:.3g}"
+    )
     cpu = _uses_cpu_time(request.config)
     per_call = setup["warm_cpu_s" if cpu else "warm_wall_s"]
 
@@ -156,11 +173,20 @@ def _run(benchmark, worker, request, tmp_path, case: FamilyCase, kind: str, impl
         return
     prefix = "analytic-" if kind == "analytic" else ""
     benchmark.extra_info.update(
-        family=case.family, case=prefix + case.id, library="neural-tangents",
-        method=implementation if kind == "empirical" else "kernel_fn", n=case.n, width=case.width,
-        depth=case.depth, dtype=case.dtype, compile_s=setup["compile_cpu_s" if cpu else "compile_wall_s"],
-        warm_call_s=per_call, jax=setup["jax"], neural_tangents=setup["neural_tangents"],
-        xla_flags=setup["xla_flags"], worker_clock="process CPU time" if cpu else "wall time",
+        family=case.family,
+        case=prefix + case.id,
+        library="neural-tangents",
+        method=implementation if kind == "empirical" else "kernel_fn",
+        n=case.n,
+        width=case.width,
+        depth=case.depth,
+        dtype=case.dtype,
+        compile_s=setup["compile_cpu_s" if cpu else "compile_wall_s"],
+        warm_call_s=per_call,
+        jax=setup["jax"],
+        neural_tangents=setup["neural_tangents"],
+        xla_flags=setup["xla_flags"],
+        worker_clock="process CPU time" if cpu else "wall time",
         max_relative_difference_to_ntkcheck=err,
     )
 
@@ -171,12 +197,28 @@ EMPIRICAL_PARAMS = [pytest.param(c, impl, id=f"{impl}-{c.id}") for c in EMPIRICA
 @pytest.mark.benchmark(timer=worker_clock)
 @pytest.mark.parametrize("case,implementation", EMPIRICAL_PARAMS)
 def test_nt_empirical(benchmark, worker, request, tmp_path, case: FamilyCase, implementation: str):
-    _run(benchmark, worker, request, tmp_path, case, "empirical", implementation,
-         lambda model, x, rows: nk.ntk(model, x[:rows]))
+    _run(
+        benchmark,
+        worker,
+        request,
+        tmp_path,
+        case,
+        "empirical",
+        implementation,
+        lambda model, x, rows: nk.ntk(model, x[:rows]),
+    )
 
 
 @pytest.mark.benchmark(timer=worker_clock)
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in ANALYTIC[SIZES]])
 def test_nt_analytic(benchmark, worker, request, tmp_path, case: FamilyCase):
-    _run(benchmark, worker, request, tmp_path, case, "analytic", None,
-         lambda model, x, rows: nk.analytic_ntk(model, x[:rows]))
+    _run(
+        benchmark,
+        worker,
+        request,
+        tmp_path,
+        case,
+        "analytic",
+        None,
+        lambda model, x, rows: nk.analytic_ntk(model, x[:rows]),
+    )

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-import ntkcheck as nk
 from _cases import MLPCase
 from _measure import gram_flops, peak_memory, synced
 from _recipes import jacobian_contraction, ntk_vector_products
 from conftest import forced_method, rounds_for, size_set
+
+import ntkcheck as nk
 
 
 @dataclass(frozen=True)
@@ -103,10 +103,20 @@ def test_ntk_throughput(benchmark, device, matmul_rate_of, case: Case, method: s
         median = benchmark.stats.stats.median
         rate = matmul_rate_of(dtype)
         benchmark.extra_info.update(
-            method=method, n=case.n, width=case.width, d=case.d, depth=case.depth, outputs=case.outputs,
-            dtype=case.dtype, gram_flops=flops, effective_tflops=flops / median / 1e12,
-            matmul_tflops=rate / 1e12, fraction_of_matmul=flops / median / rate, peak_memory_bytes=memory,
-            tf32=torch.backends.cuda.matmul.allow_tf32, throughput=flops / median / 1e12,
+            method=method,
+            n=case.n,
+            width=case.width,
+            d=case.d,
+            depth=case.depth,
+            outputs=case.outputs,
+            dtype=case.dtype,
+            gram_flops=flops,
+            effective_tflops=flops / median / 1e12,
+            matmul_tflops=rate / 1e12,
+            fraction_of_matmul=flops / median / rate,
+            peak_memory_bytes=memory,
+            tf32=torch.backends.cuda.matmul.allow_tf32,
+            throughput=flops / median / 1e12,
             throughput_unit="effective TF/s",
         )
         if forced_method() is not None and method in ("layerwise", "jacobian", "ntvp"):

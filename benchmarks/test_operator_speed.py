@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-
-import ntkcheck as nk
 from _measure import peak_memory, synced
 from conftest import rounds_for, size_set
+
+import ntkcheck as nk
 
 D, WIDTH, DIAG_REG = 16, 64, 1e-3
 
@@ -41,10 +41,10 @@ class Case:
 
 CASES = {
     "smoke": [Case("matvec", 32), Case("cg", 32), Case("dense", 32)],
-    "cpu": [Case("matvec", n) for n in (1000, 2000, 4000, 8000)] + [Case(k, n) for k in ("cg", "dense")
-                                                                    for n in (250, 500)],
-    "gpu": [Case("matvec", n) for n in (4000, 16000, 64000, 256000)] + [Case(k, n) for k in ("cg", "dense")
-                                                                        for n in (2000, 8000, 16000)],
+    "cpu": [Case("matvec", n) for n in (1000, 2000, 4000, 8000)]
+    + [Case(k, n) for k in ("cg", "dense") for n in (250, 500)],
+    "gpu": [Case("matvec", n) for n in (4000, 16000, 64000, 256000)]
+    + [Case(k, n) for k in ("cg", "dense") for n in (2000, 8000, 16000)],
 }
 
 
@@ -64,8 +64,7 @@ def test_operator(benchmark, device, case: Case):
     if case.kind == "matvec":
         call = synced(lambda: op @ y, device)
     elif case.kind == "cg":
-        call = synced(lambda: nk.cg_solve(op, y, diag_reg=DIAG_REG, preconditioner="pivoted_cholesky", rank=64),
-                      device)
+        call = synced(lambda: nk.cg_solve(op, y, diag_reg=DIAG_REG, preconditioner="pivoted_cholesky", rank=64), device)
         out = call()
         dense = nk.interpolate(nk.ntk(model, x), y, diag_reg=DIAG_REG)  # K alpha at the training points
         got = op @ out.solution
@@ -82,9 +81,16 @@ def test_operator(benchmark, device, case: Case):
     if benchmark.stats is not None:
         median = benchmark.stats.stats.median
         info.update(
-            method=case.kind, n=case.n, params=op.n_params, dtype="float64", peak_memory_bytes=memory,
-            dense_kernel_bytes=8 * case.n * case.n, throughput=1.0 / median, throughput_unit="calls/s",
-            ns_per_row_param=1e9 * median / (case.n * op.n_params), diag_reg=DIAG_REG,
+            method=case.kind,
+            n=case.n,
+            params=op.n_params,
+            dtype="float64",
+            peak_memory_bytes=memory,
+            dense_kernel_bytes=8 * case.n * case.n,
+            throughput=1.0 / median,
+            throughput_unit="calls/s",
+            ns_per_row_param=1e9 * median / (case.n * op.n_params),
+            diag_reg=DIAG_REG,
             tf32=torch.backends.cuda.matmul.allow_tf32,
         )
         benchmark.extra_info.update(info)

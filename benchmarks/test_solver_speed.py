@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
-
-import ntkcheck as nk
 from _measure import peak_memory, synced
 from conftest import rounds_for, size_set
+
+import ntkcheck as nk
 
 
 @dataclass(frozen=True)
@@ -52,9 +52,11 @@ def _cases(solvers: tuple[str, ...], ns: list[int], dtypes: tuple[str, ...] = ("
 CLOSED = ("interpolate", "mse_flow")
 CASES = {
     "smoke": _cases(CLOSED, [16]) + _cases(("ode_flow",), [8]),
-    "cpu": _cases(CLOSED, [256, 512, 1024]) + _cases(("ode_flow",), [16, 32, 64], ("float64",))
+    "cpu": _cases(CLOSED, [256, 512, 1024])
+    + _cases(("ode_flow",), [16, 32, 64], ("float64",))
     + [Case("ode_flow", 32, "float32")],
-    "gpu": _cases(CLOSED, [1024, 4096, 8192]) + _cases(("ode_flow",), [16, 32, 64], ("float64",))
+    "gpu": _cases(CLOSED, [1024, 4096, 8192])
+    + _cases(("ode_flow",), [16, 32, 64], ("float64",))
     + [Case("ode_flow", 32, "float32")],
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -80,11 +82,11 @@ def _kernel(n: int, device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 def _solver(solver: str, k: torch.Tensor, kx: torch.Tensor, y: torch.Tensor):
     if solver == "interpolate":
-        return lambda: nk.interpolate(k, y, kx)
+        return lambda: nk.interpolate(k, y, k_test_train=kx)
     if solver == "mse_flow":
-        return lambda: nk.mse_flow(k, y, FLOW_TIMES, k_test_train=kx)
+        return lambda: nk.mse_flow(k, y, times=FLOW_TIMES, k_test_train=kx)
     if solver == "ode_flow":
-        return lambda: nk.ode_flow(k, y, nk.MSE, ODE_TIMES, k_test_train=kx)
+        return lambda: nk.ode_flow(k, y, loss=nk.MSE, times=ODE_TIMES, k_test_train=kx)
     raise ValueError(f"solver must be interpolate, mse_flow or ode_flow, got {solver!r}")
 
 
@@ -93,10 +95,10 @@ def _check(solver: str, out, k: torch.Tensor, kx: torch.Tensor, y: torch.Tensor)
     if solver == "interpolate":
         return
     if solver == "mse_flow":
-        got, want = out.test[-1], nk.interpolate(k, y, kx)
+        got, want = out.test[-1], nk.interpolate(k, y, k_test_train=kx)
     else:
         assert out.converged, f"ode_flow did not converge: residual {out.residual:.2e}"
-        got, want = out.test, nk.mse_flow(k, y, ODE_TIMES, k_test_train=kx).test
+        got, want = out.test, nk.mse_flow(k, y, times=ODE_TIMES, k_test_train=kx).test
     err = float((got - want).norm() / want.norm())
     assert err < TOL[k.dtype], f"{solver}: relative error {err:.2e} against the closed form"
 
@@ -116,8 +118,16 @@ def test_solver_speed(benchmark, device, case: Case):
         median = benchmark.stats.stats.median
         n_times = {"interpolate": 1, "mse_flow": len(FLOW_TIMES), "ode_flow": len(ODE_TIMES)}[case.solver]
         benchmark.extra_info.update(
-            method=case.solver, n=case.n, m=kx.shape[0], dtype=case.dtype, times=n_times,
-            solves_per_s=1.0 / median, throughput=1.0 / median, throughput_unit="solves/s",
-            condition_number=nk.condition_number(k64), ridge=ridge, peak_memory_bytes=memory,
+            method=case.solver,
+            n=case.n,
+            m=kx.shape[0],
+            dtype=case.dtype,
+            times=n_times,
+            solves_per_s=1.0 / median,
+            throughput=1.0 / median,
+            throughput_unit="solves/s",
+            condition_number=nk.condition_number(k64),
+            ridge=ridge,
+            peak_memory_bytes=memory,
             tf32=torch.backends.cuda.matmul.allow_tf32,
         )

@@ -24,13 +24,16 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import size_set
 
 import ntkcheck as nk
-from conftest import size_set
 from ntkcheck.testing.tolerances import tolerance
 
-WIDTHS = {"smoke": [64, 128, 256], "cpu": [64, 128, 256, 512, 1024, 2048, 4096],
-          "gpu": [64, 128, 256, 512, 1024, 2048, 4096, 8192]}
+WIDTHS = {
+    "smoke": [64, 128, 256],
+    "cpu": [64, 128, 256, 512, 1024, 2048, 4096],
+    "gpu": [64, 128, 256, 512, 1024, 2048, 4096, 8192],
+}
 SEEDS = {"smoke": 2, "cpu": 6, "gpu": 10}
 FAMILY_WIDTHS = {"smoke": [32, 64], "cpu": [32, 64, 128, 256, 512], "gpu": [32, 64, 128, 256, 512, 1024, 2048]}
 FAMILY_SEEDS = {"smoke": 2, "cpu": 6, "gpu": 10}
@@ -43,8 +46,16 @@ def ntk_error_curve(activation: str, depth: int, widths: list[int], n_seeds: int
     for m in widths:
         errs = []
         for seed in range(n_seeds):
-            model = nk.MLP(5, [m] * depth, activation=activation, weight_std=1.5, bias_std=0.3,
-                           generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device=device)
+            model = nk.MLP(
+                5,
+                [m] * depth,
+                activation=activation,
+                weight_std=1.5,
+                bias_std=0.3,
+                generator=torch.Generator().manual_seed(seed),
+                dtype=torch.float64,
+                device=device,
+            )
             if seed == 0:
                 exact = nk.analytic_ntk(model, x)
             errs.append(float((nk.ntk(model, x) - exact).norm() / exact.norm()))
@@ -55,8 +66,9 @@ def ntk_error_curve(activation: str, depth: int, widths: list[int], n_seeds: int
 @pytest.mark.parametrize("activation,depth", [("relu", 2), ("relu", 3), ("erf", 2), ("erf", 3)])
 def test_width_convergence(benchmark, device, activation, depth):
     widths, n_seeds = WIDTHS[size_set()], SEEDS[size_set()]
-    errors = benchmark.pedantic(ntk_error_curve, args=(activation, depth, widths, n_seeds, device),
-                                rounds=1, iterations=1)
+    errors = benchmark.pedantic(
+        ntk_error_curve, args=(activation, depth, widths, n_seeds, device), rounds=1, iterations=1
+    )
     slope, intercept = np.polyfit(np.log(widths), np.log(errors), 1)
     constant = float(tolerance("ntk_width_constant", torch.float64))
     bound_ratio = max(e * math.sqrt(m) / constant for m, e in zip(widths, errors))
@@ -64,16 +76,29 @@ def test_width_convergence(benchmark, device, activation, depth):
     if size_set() != "smoke":
         assert -0.65 <= slope <= -0.35, f"slope {slope:.3f} outside [-0.65, -0.35]: errors {errors}"
         assert bound_ratio <= 1.0, f"error above C m^(-1/2) (C = {constant}) at some width: errors {errors}"
-    benchmark.extra_info.update(activation=activation, depth=depth, widths=widths, errors=errors,
-                                seeds=n_seeds, slope=float(slope), intercept=float(intercept),
-                                bound_constant=constant, bound_ratio=float(bound_ratio),
-                                tracked={"slope": float(slope),
-                                         "bound_ratio": {"value": float(bound_ratio), "band": [0.0, 1.0]}})
+    benchmark.extra_info.update(
+        activation=activation,
+        depth=depth,
+        widths=widths,
+        errors=errors,
+        seeds=n_seeds,
+        slope=float(slope),
+        intercept=float(intercept),
+        bound_constant=constant,
+        bound_ratio=float(bound_ratio),
+        tracked={"slope": float(slope), "bound_ratio": {"value": float(bound_ratio), "band": [0.0, 1.0]}},
+    )
 
 
 def _family_model(family: str, parametrization: str, m: int, seed: int, device) -> torch.nn.Module:
-    kw = dict(weight_std=1.5, bias_std=0.3, parametrization=parametrization,
-              generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device=device)
+    kw = dict(
+        weight_std=1.5,
+        bias_std=0.3,
+        parametrization=parametrization,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=torch.float64,
+        device=device,
+    )
     if family == "cnn":
         return nk.CNN(2, [m, m], **kw)
     if family == "resnet_dense":
@@ -101,16 +126,24 @@ def family_error_curve(family: str, parametrization: str, widths: list[int], n_s
 @pytest.mark.parametrize("family", ["cnn", "resnet_dense", "resnet_conv"])
 def test_width_convergence_families(benchmark, device, family, parametrization):
     widths, n_seeds = FAMILY_WIDTHS[size_set()], FAMILY_SEEDS[size_set()]
-    errors = benchmark.pedantic(family_error_curve, args=(family, parametrization, widths, n_seeds, device),
-                                rounds=1, iterations=1)
+    errors = benchmark.pedantic(
+        family_error_curve, args=(family, parametrization, widths, n_seeds, device), rounds=1, iterations=1
+    )
     slope, intercept = np.polyfit(np.log(widths), np.log(errors), 1)
     constant = float(tolerance("ntk_width_constant_families", torch.float64))
     bound_ratio = max(e * math.sqrt(m) / constant for m, e in zip(widths, errors))
     assert all(math.isfinite(e) for e in errors)
     if size_set() != "smoke":
         assert bound_ratio <= 1.0, f"error above C m^(-1/2) (C = {constant}) at some width: errors {errors}"
-    benchmark.extra_info.update(family=family, parametrization=parametrization, widths=widths, errors=errors,
-                                seeds=n_seeds, slope=float(slope), intercept=float(intercept),
-                                bound_constant=constant, bound_ratio=float(bound_ratio),
-                                tracked={"slope": float(slope),
-                                         "bound_ratio": {"value": float(bound_ratio), "band": [0.0, 1.0]}})
+    benchmark.extra_info.update(
+        family=family,
+        parametrization=parametrization,
+        widths=widths,
+        errors=errors,
+        seeds=n_seeds,
+        slope=float(slope),
+        intercept=float(intercept),
+        bound_constant=constant,
+        bound_ratio=float(bound_ratio),
+        tracked={"slope": float(slope), "bound_ratio": {"value": float(bound_ratio), "band": [0.0, 1.0]}},
+    )

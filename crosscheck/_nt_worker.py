@@ -57,12 +57,23 @@ def build(layers: list[dict]) -> object:
     for spec in layers:
         kind = spec["type"]
         if kind == "dense":
-            out.append(stax.Dense(spec["out"], W_std=spec["W_std"], b_std=spec["b_std"],
-                                  parameterization=spec["parameterization"]))
+            out.append(
+                stax.Dense(
+                    spec["out"], W_std=spec["W_std"], b_std=spec["b_std"], parameterization=spec["parameterization"]
+                )
+            )
         elif kind == "conv":
-            out.append(stax.Conv(spec["out"], tuple(spec["filter"]), strides=tuple(spec["strides"]),
-                                 padding=spec["padding"], W_std=spec["W_std"], b_std=spec["b_std"],
-                                 parameterization=spec["parameterization"]))
+            out.append(
+                stax.Conv(
+                    spec["out"],
+                    tuple(spec["filter"]),
+                    strides=tuple(spec["strides"]),
+                    padding=spec["padding"],
+                    W_std=spec["W_std"],
+                    b_std=spec["b_std"],
+                    parameterization=spec["parameterization"],
+                )
+            )
         elif kind == "act":
             out.append(_activation(spec))
         elif kind == "layer_norm":
@@ -70,8 +81,9 @@ def build(layers: list[dict]) -> object:
         elif kind == "scale":
             out.append(stax.DotGeneral(rhs=float(spec["value"])))
         elif kind == "residual":
-            out.append(stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), build(spec["branch"])),
-                                   stax.FanInSum()))
+            out.append(
+                stax.serial(stax.FanOut(2), stax.parallel(stax.Identity(), build(spec["branch"])), stax.FanInSum())
+            )
         elif kind == "gap":
             out.append(stax.GlobalAvgPool())
         elif kind == "flatten":

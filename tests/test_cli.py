@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ntkcheck.testing import claims
 from ntkcheck.cli import build_parser, main
+from ntkcheck.testing import claims
 from ntkcheck.testing.verify import plot_series, write_report
 
 
@@ -28,35 +28,54 @@ def test_unknown_subcommand_and_bad_dtype_rejected():
 
 
 def _record(checks: int, failures: int, error: float, tol: float, what: str) -> dict:
-    return {"claim": "x", "checks": checks, "failures": failures, "worst_ratio": error / tol, "worst_error": error,
-            "worst_tolerance": tol, "worst_what": what, "tolerance_name": "kernel_methods_agree",
-            "tolerance_reason": "r"}
+    return {
+        "claim": "x",
+        "checks": checks,
+        "failures": failures,
+        "worst_ratio": error / tol,
+        "worst_error": error,
+        "worst_tolerance": tol,
+        "worst_what": what,
+        "tolerance_name": "kernel_methods_agree",
+        "tolerance_reason": "r",
+    }
 
 
 def test_report_lists_every_claim_with_verdict(tmp_path):
     records = {
-        "records": {"asi": _record(30, 0, 1e-16, 1e-10, "ASI kernel vs original"),
-                    "doubling_trick": _record(5, 2, 1e-3, 1e-10, "per-layer kernel")},
-        "examples": {"asi": {"tests": 2, "examples": 40, "discarded": 2, "nodeids": ["a"]},
-                     "doubling_trick": {"tests": 1, "examples": 5, "discarded": 0, "nodeids": ["d"]}},
+        "records": {
+            "asi": _record(30, 0, 1e-16, 1e-10, "ASI kernel vs original"),
+            "doubling_trick": _record(5, 2, 1e-3, 1e-10, "per-layer kernel"),
+        },
+        "examples": {
+            "asi": {"tests": 2, "examples": 40, "discarded": 2, "nodeids": ["a"]},
+            "doubling_trick": {"tests": 1, "examples": 5, "discarded": 0, "nodeids": ["d"]},
+        },
         "failed": ["d"],
         "series": {"width: relu": {"x": [64, 128], "y": [0.2, 0.14], "slope": -0.5, "intercept": 0.5}},
     }
-    fig = plot_series(records["series"], tmp_path / "w.png")
-    mutants = [{"name": "m1", "description": "a bug", "killed": True, "killed_by": "t::x", "killed_by_claim": "asi"},
-               {"name": "m2", "description": "another", "killed": False, "killed_by": None, "killed_by_claim": None}]
-    report = write_report(records, tmp_path / "claims.md", profile="ci", device="cpu", dtype="float64",
-                          seconds=1.0, figure=fig, mutants=mutants)
+    assert plot_series(records["series"]) is not None and plot_series(records["records"]) is None
+    mutants = [
+        {"name": "m1", "description": "a bug", "killed": True, "killed_by": "t::x", "killed_by_claim": "asi"},
+        {"name": "m2", "description": "another", "killed": False, "killed_by": None, "killed_by_claim": None},
+    ]
+    report = write_report(
+        records, out=tmp_path, profile="ci", device="cpu", dtype="float64", seconds=1.0, mutants=mutants
+    )
     text = report.read_text()
-    assert fig is not None and fig.stat().st_size > 1000
+    figure = tmp_path / "claims-cpu-float64-width.png"
+    assert report == tmp_path / "claims-cpu-float64.md" and figure.stat().st_size > 1000
     for claim in claims.CLAIMS.values():
         assert claim.reference in text
-    assert "| 40 | 2 (5%) | 30 | 1.00e-16: ASI kernel vs original | 1.0e-10 (`kernel_methods_agree`) | holds | `m1` |" in text
+    assert (
+        "| 40 | 2 (5%) | 30 | 1.00e-16: ASI kernel vs original | 1.0e-10 (`kernel_methods_agree`) | holds | `m1` |"
+        in text
+    )
     assert "FAILED (2 checks, 1 tests)" in text
     assert text.count("NOT RUN") == len(claims.CLAIMS) - 2
     assert "1 of 2 mutants killed" in text and "| `m2` | another | SURVIVED | - |" in text
     assert "| `kernel_methods_agree` | 1e-10 | 0.0001 |" in text
-    assert "-0.500" in text and "![width convergence](w.png)" in text
+    assert "-0.500" in text and "![width convergence](claims-cpu-float64-width.png)" in text
 
 
 def test_check_close_records_and_fails_with_reproduction():
@@ -67,8 +86,11 @@ def test_check_close_records_and_fails_with_reproduction():
     tol = tolerance("kernel_methods_agree", torch.float64)
     with claims.recording(claims.Recorder()) as rec:
         claims.check_close(torch.ones(3), torch.ones(3), tol=tol, claim="asi", what="same", context="x = 1")
-        with pytest.raises(AssertionError, match=r"seed 000, Thm 4 = Thm 9 violated(.|\n)*kernel_methods_agree: Same"
-                                                 r"(.|\n)*reproduce with:(.|\n)*x = 2"):
+        with pytest.raises(
+            AssertionError,
+            match=r"seed 000, Thm 4 = Thm 9 violated(.|\n)*kernel_methods_agree: Same"
+            r"(.|\n)*reproduce with:(.|\n)*x = 2",
+        ):
             claims.check_close(torch.ones(3) * 2, torch.ones(3), tol=tol, claim="asi", what="off", context="x = 2")
         with pytest.raises(KeyError, match="claim must be one of"):
             claims.check_at_most(0.0, tol, claim="nonsense", what="", context="")
@@ -103,8 +125,11 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("the work started before the arguments were checked")
 
-    for module, name in ((ntkcheck.reporting.summary, "run_summary"), (ntkcheck.testing.verify, "run_properties"),
-                         (ntkcheck.experiments, "reproduce")):
+    for module, name in (
+        (ntkcheck.reporting.summary, "run_summary"),
+        (ntkcheck.testing.verify, "run_properties"),
+        (ntkcheck.experiments, "reproduce"),
+    ):
         monkeypatch.setattr(module, name, started)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
 
@@ -117,26 +142,53 @@ def _one_error_line(capsys, prog: str, *fragments: str) -> str:
     return err
 
 
-@pytest.mark.parametrize("argv,prog,fragments", [
-    (["report", "RUN", "--out", "FILE"], "report", ["--out", "must be a folder"]),
-    (["reproduce", "asi-1d", "--device", "cpu", "--out", "FILE"], "reproduce", ["--out", "must be a folder"]),
-    (["reproduce", "--seed", "18446744073709551616"], "reproduce",
-     ["--seed must be an int in [0, 2**32 - 1] (numpy/torch seed range), got 18446744073709551616"]),
-    (["reproduce", "--seed", "-1"], "reproduce",
-     ["--seed must be an int in [0, 2**32 - 1] (numpy/torch seed range), got -1"]),
-    (["reproduce", "--device", "tpu"], "reproduce", ["--device", "'tpu'"]),
-    (["summary", "--device", "bogus"], "summary", ["--device", "'bogus'"]),
-    (["summary", "--device", "cuda"], "summary", ["--device cuda", "no CUDA device"]),
-    (["verify", "--device", "meta"], "verify", ["--device meta"]),
-    (["verify", "--device", "cuda:0"], "verify", ["--device cuda:0", "no CUDA device"]),
-], ids=["report-out-file", "reproduce-out-file", "seed-2**64", "seed-negative", "device-tpu", "summary-device-bogus",
-        "cuda-unavailable", "verify-meta", "verify-cuda0-unavailable"])
+@pytest.mark.parametrize(
+    "argv,prog,fragments",
+    [
+        (["report", "RUN", "--out", "FILE"], "report", ["--out", "must be a folder"]),
+        (["reproduce", "asi-1d", "--device", "cpu", "--out", "FILE"], "reproduce", ["--out", "must be a folder"]),
+        (
+            ["reproduce", "--seed", "18446744073709551616"],
+            "reproduce",
+            ["--seed must be an int in [0, 2**32 - 1] (numpy/torch seed range), got 18446744073709551616"],
+        ),
+        (
+            ["reproduce", "--seed", "-1"],
+            "reproduce",
+            ["--seed must be an int in [0, 2**32 - 1] (numpy/torch seed range), got -1"],
+        ),
+        (["reproduce", "--device", "tpu"], "reproduce", ["--device", "'tpu'"]),
+        (["summary", "--device", "bogus"], "summary", ["--device", "'bogus'"]),
+        (["summary", "--device", "cuda"], "summary", ["--device cuda", "no CUDA device"]),
+        (["verify", "--device", "meta"], "verify", ["--device meta"]),
+        (["verify", "--device", "cuda:0"], "verify", ["--device cuda:0", "no CUDA device"]),
+    ],
+    ids=[
+        "report-out-file",
+        "reproduce-out-file",
+        "seed-2**64",
+        "seed-negative",
+        "device-tpu",
+        "summary-device-bogus",
+        "cuda-unavailable",
+        "verify-meta",
+        "verify-cuda0-unavailable",
+    ],
+)
 def test_bad_argument_is_one_line_and_exit_2_before_any_work(tmp_path, capsys, no_work, argv, prog, fragments):
     file = tmp_path / "a-file"
     file.write_text("keep")
     run = tmp_path / "run.json"
-    run.write_text(json.dumps({"machine_info": {}, "benchmarks": [
-        {"fullname": "b.py::test_a", "stats": {"median": 1.0, "iqr": 0.1, "min": 0.9, "rounds": 5}}]}))
+    run.write_text(
+        json.dumps(
+            {
+                "machine_info": {},
+                "benchmarks": [
+                    {"fullname": "b.py::test_a", "stats": {"median": 1.0, "iqr": 0.1, "min": 0.9, "rounds": 5}}
+                ],
+            }
+        )
+    )
     argv = [str(file) if a == "FILE" else str(run) if a == "RUN" else a for a in argv]
     assert main(argv) == 2
     _one_error_line(capsys, prog, *fragments)
@@ -196,7 +248,9 @@ def test_verify_where_no_claim_ran_keeps_the_previous_report(tmp_path, capsys, m
     """pytest ran nothing (collection error, nothing selected): exit 3, one line, the old report stays."""
     import ntkcheck.testing.verify
 
-    monkeypatch.setattr(ntkcheck.testing.verify, "run_properties", lambda **kwargs: (2, {"records": {}, "examples": {}}))
+    monkeypatch.setattr(
+        ntkcheck.testing.verify, "run_properties", lambda **kwargs: (2, {"records": {}, "examples": {}})
+    )
     previous = tmp_path / "claims-cpu-float64.md"
     previous.write_text("the previous report")
     assert main(["verify", "--device", "cpu", "--out", str(tmp_path)]) == 3
@@ -210,9 +264,12 @@ def test_verify_interrupted_while_writing_keeps_the_previous_report_and_figure(t
 
     import ntkcheck.testing.verify
 
-    records = {"records": {"asi": _record(3, 0, 1e-16, 1e-10, "ASI kernel vs original")},
-               "examples": {"asi": {"tests": 1, "examples": 3, "discarded": 0, "nodeids": ["a"]}}, "failed": [],
-               "series": {"width: relu": {"x": [64, 128], "y": [0.2, 0.14], "slope": -0.5, "intercept": 0.5}}}
+    records = {
+        "records": {"asi": _record(3, 0, 1e-16, 1e-10, "ASI kernel vs original")},
+        "examples": {"asi": {"tests": 1, "examples": 3, "discarded": 0, "nodeids": ["a"]}},
+        "failed": [],
+        "series": {"width: relu": {"x": [64, 128], "y": [0.2, 0.14], "slope": -0.5, "intercept": 0.5}},
+    }
     monkeypatch.setattr(ntkcheck.testing.verify, "run_properties", lambda **kwargs: (0, records))
     md, png = tmp_path / "claims-cpu-float64.md", tmp_path / "claims-cpu-float64-width.png"
     md.write_text("the previous report")
@@ -253,96 +310,3 @@ def test_summary_interrupted_while_writing_keeps_the_previous_summary(tmp_path, 
     assert (tmp_path / "summary.md").read_text() == "the previous summary"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.md"]
     assert code == 130
-
-
-# ---------------------------------------------------------------------------------------------
-# ntkcheck kernel
-
-
-def _kernel_files(tmp_path: Path):
-    import numpy as np
-    import torch
-
-    import ntkcheck as nk
-
-    g = torch.Generator().manual_seed(5)
-    model = nk.MLP(4, [16, 16], 2, activation="tanh", generator=g, dtype=torch.float64)
-    x = torch.randn(23, 4, generator=g, dtype=torch.float64)
-    x2 = torch.randn(9, 4, generator=g, dtype=torch.float64)
-    torch.save(model, tmp_path / "model.pt")
-    np.save(tmp_path / "x.npy", x.numpy())
-    torch.save(x2, tmp_path / "x2.pt")
-    return model, x, x2
-
-
-def _assert_kernel_file(path: Path, want) -> None:
-    import numpy as np
-
-    got = np.load(path)
-    rel = float(np.abs(got - want.numpy()).max() / want.abs().max())
-    assert got.shape == tuple(want.shape) and rel <= 1e-12, f"{path.name}: shape {got.shape}, rel. difference {rel}"
-
-
-def test_kernel_writes_the_ntk_of_a_saved_model(tmp_path, capsys):
-    import ntkcheck as nk
-
-    model, x, x2 = _kernel_files(tmp_path)
-    out = tmp_path / "K.npy"
-    assert main(["kernel", str(tmp_path / "model.pt"), str(tmp_path / "x.npy"), "--out", str(out),
-                 "--memory-budget", "40KiB", "--quiet"]) == 0
-    _assert_kernel_file(out, nk.ntk(model, x))
-    assert "tiles of" in capsys.readouterr().out and not list(tmp_path.glob("K.npy.*"))
-    assert main(["kernel", str(tmp_path / "model.pt"), str(tmp_path / "x.npy"), "--x2", str(tmp_path / "x2.pt"),
-                 "--out", str(tmp_path / "K2.npy"), "--output", "trace", "--quiet"]) == 0
-    _assert_kernel_file(tmp_path / "K2.npy", nk.ntk(model, x, x2, output="trace"))
-
-
-@pytest.mark.parametrize(("args", "message"), [
-    (["--memory-budget", "64 parsecs"], "--memory-budget must be a size"),
-    (["--x2", "missing.npy"], "--x2 missing.npy: no such file"),
-    (["--dtype", "float16"], "--dtype"),
-])
-def test_kernel_bad_arguments_are_one_line(tmp_path, capsys, monkeypatch, args, message):
-    _kernel_files(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    assert main(["kernel", "model.pt", "x.npy", "--out", "K.npy", *args]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("ntkcheck kernel: error:") and message in err and err.count("\n") == 1, err
-    assert not list(tmp_path.glob("K.npy*"))
-
-
-def test_kernel_refuses_a_file_that_is_not_a_module(tmp_path, capsys):
-    _kernel_files(tmp_path)
-    assert main(["kernel", str(tmp_path / "x2.pt"), str(tmp_path / "x.npy"), "--out", str(tmp_path / "K.npy")]) == 2
-    assert "must hold a whole module saved with torch.save(model, path), got a Tensor" in capsys.readouterr().err
-
-
-def test_kernel_under_torchrun_shares_the_tiles(tmp_path):
-    import os
-    import re
-    import signal
-    import subprocess
-    import sys
-
-    import ntkcheck as nk
-
-    model, x, _ = _kernel_files(tmp_path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "ntkcheck.cli", "kernel", "model.pt", "x.npy", "--out", "K.npy", "--memory-budget", "40KiB",
-           "--quiet"]
-    launcher = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-    try:
-        out, err = launcher.communicate(timeout=180)
-    finally:
-        if launcher.poll() is None:  # the launcher and its workers share its session
-            os.killpg(launcher.pid, signal.SIGKILL)
-            launcher.communicate()
-    assert launcher.returncode == 0, err[-3000:]
-    lines = [line for line in out.splitlines() if line.startswith("wrote")]
-    assert len(lines) == 1, f"rank 0 alone must report: {out}"
-    tiles, computed = map(int, re.search(r"(\d+) tiles of .* (\d+) computed by this process", lines[0]).groups())
-    assert 0 < computed < tiles, f"rank 0 computed {computed} of {tiles} tiles: the ranks must share them"
-    assert len(list(tmp_path.glob("K.npy*"))) == 1, "only the kernel file must remain"
-    _assert_kernel_file(tmp_path / "K.npy", nk.ntk(model, x))

@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import ntkcheck as nk
-from ntkcheck.kernels.distributed import Tile, assign, default_tile, row_shares, tile_grid
+from ntkcheck.kernels.tile_grid import Tile, assign, default_tile, row_shares, tile_grid
 
 WORLD = 2
 TILE = 4
@@ -157,14 +157,16 @@ def test_mismatch_between_ranks_raises_on_every_rank(ranks, what, named):
 def _coverage(n1: int, n2: int, tile: int, symmetric: bool) -> np.ndarray:
     hits = np.zeros((n1, n2), dtype=int)
     for t in tile_grid(n1, n2, tile, symmetric):
-        hits[t.r0:t.r1, t.c0:t.c1] += 1
+        hits[t.r0 : t.r1, t.c0 : t.c1] += 1
         if t.mirrored:
-            hits[t.c0:t.c1, t.r0:t.r1] += 1
+            hits[t.c0 : t.c1, t.r0 : t.r1] += 1
     return hits
 
 
-@pytest.mark.parametrize(("n1", "n2", "tile", "symmetric"),
-                         [(19, 19, 4, True), (19, 10, 4, False), (7, 7, 7, True), (5, 9, 2, False), (1, 1, 3, True)])
+@pytest.mark.parametrize(
+    ("n1", "n2", "tile", "symmetric"),
+    [(19, 19, 4, True), (19, 10, 4, False), (7, 7, 7, True), (5, 9, 2, False), (1, 1, 3, True)],
+)
 def test_grid_covers_every_entry_once(n1, n2, tile, symmetric):
     hits = _coverage(n1, n2, tile, symmetric)
     assert hits.min() == 1 and hits.max() == 1, f"entries covered {hits.min()} to {hits.max()} times"

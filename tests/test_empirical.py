@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import ntkcheck as nk
@@ -55,8 +56,9 @@ def test_methods_agree_on_random_architectures(arch, kind, n1, n2, data_seed):
 
 
 @settings(deadline=None)
-@given(arch=architectures(families=("mlp",), max_depth=3, max_width=32), method=st.sampled_from(METHODS),
-       data_seed=seeds())
+@given(
+    arch=architectures(families=("mlp",), max_depth=3, max_width=32), method=st.sampled_from(METHODS), data_seed=seeds()
+)
 def test_per_layer_kernels_sum_to_total_and_match(arch, method, data_seed):
     """per_layer=True returns one kernel per named parameter; they sum to the total."""
     model = arch.build()
@@ -231,7 +233,9 @@ def test_inf_in_x2_refused(small):
 def test_mismatched_features_refused(small):
     """Inputs are checked by running the model on a probe: the error names the argument and the model's complaint."""
     model, x = small
-    with pytest.raises(ValueError, match=r"x1 \(rows of shape \(2,\).*does not fit the model.*x must have shape \(N, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"x1 \(rows of shape \(2,\).*does not fit the model.*x must have shape \(N, 3\)"
+    ):
         nk.ntk(model, x[:, :2])
     with pytest.raises(ValueError, match=r"x2 must have x1's row shape \(3,\)"):
         nk.ntk(model, x, torch.zeros(2, 4, dtype=torch.float64))
@@ -253,8 +257,14 @@ def test_unknown_method_refused(small):
 
 def test_dtype_mismatch_refused(small):
     model, x = small
-    with pytest.raises(TypeError, match="x1 must match the model's parameters"):
+    with pytest.raises(
+        ValueError,
+        match=r"x1 must match the model's parameters \(torch.float64 on cpu\), "
+        r"got torch.float32 on cpu",
+    ):
         nk.ntk(model, x.float())
+    with pytest.raises(ValueError, match=r"x2 must have the dtype of x1 \(torch.float64\), got torch.float32"):
+        nk.ntk(model, x, x.float())
 
 
 def test_non_module_refused(small):

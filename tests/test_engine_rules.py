@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.nn import functional
 
 import ntkcheck as nk
 from ntkcheck.kernels.empirical import Piece, register_rule
@@ -33,8 +33,9 @@ def flat(k: torch.Tensor) -> torch.Tensor:
     return k.permute(0, 2, 1, 3).reshape(n1 * o, n2 * o)
 
 
-def assert_exact(model: nn.Module, x: torch.Tensor, x2: torch.Tensor | None = None, *, method: str = "layerwise",
-                 **kw) -> None:
+def assert_exact(
+    model: nn.Module, x: torch.Tensor, x2: torch.Tensor | None = None, *, method: str = "layerwise", **kw
+) -> None:
     """Total and per-parameter kernels equal the Jacobian's in every output mode; symmetric PSD when x2 is None."""
     for mode in MODES:
         ref = nk.ntk(model, x, x2, method="jacobian", output=mode, **kw)
@@ -72,15 +73,24 @@ def seq(*layers: nn.Module) -> nn.Module:
 
 def ntk_linear(fan_in: int, fan_out: int, wm: float = 0.7, bm: float = 0.3) -> nk.Linear:
     g = gen(1)
-    return nk.Linear(torch.randn(fan_out, fan_in, generator=g, dtype=D), torch.randn(fan_out, generator=g, dtype=D),
-                     weight_mult=wm, bias_mult=bm)
+    return nk.Linear(
+        torch.randn(fan_out, fan_in, generator=g, dtype=D),
+        torch.randn(fan_out, generator=g, dtype=D),
+        weight_mult=wm,
+        bias_mult=bm,
+    )
 
 
 def ntk_conv(cls: type, c_in: int, c_out: int, k: tuple[int, ...], **kw) -> nn.Module:
     g = gen(2)
     groups = kw.get("groups", 1)
-    return cls(torch.randn(c_out, c_in // groups, *k, generator=g, dtype=D), torch.randn(c_out, generator=g, dtype=D),
-               weight_mult=0.6, bias_mult=0.2, **kw)
+    return cls(
+        torch.randn(c_out, c_in // groups, *k, generator=g, dtype=D),
+        torch.randn(c_out, generator=g, dtype=D),
+        weight_mult=0.6,
+        bias_mult=0.2,
+        **kw,
+    )
 
 
 def xs(*shape: int, seed: int = 3) -> torch.Tensor:
@@ -100,36 +110,93 @@ RULE_CASES = {
     "linear_rank3": lambda: (seq(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 2), Pool(1)), xs(4, 6, 3)),
     "linear_rank4": lambda: (seq(nn.Linear(3, 4), nn.Tanh(), Pool(), nn.Linear(2, 2)), xs(4, 2, 3, 3)),
     "ntk_linear_rank3": lambda: (seq(ntk_linear(3, 5), nn.Tanh(), ntk_linear(5, 2), Pool(1)), xs(4, 6, 3)),
-    "conv1d": lambda: (seq(nn.Conv1d(2, 4, 3, stride=2, padding=2, dilation=2), nn.Tanh(),
-                           nn.Conv1d(4, 4, 3, padding="same", groups=2), Pool(), nn.Linear(4, 2)), xs(4, 2, 9)),
-    "conv2d": lambda: (seq(nn.Conv2d(2, 4, 3, stride=(2, 1), padding=1), nn.ReLU(),
-                           nn.Conv2d(4, 6, (3, 2), padding="same", dilation=2, groups=2), nn.Tanh(),
-                           nn.Conv2d(6, 3, 2, padding=1, padding_mode="reflect"), Pool()), xs(4, 2, 7, 6)),
-    "conv2d_no_bias": lambda: (seq(nn.Conv2d(2, 3, 3, bias=False), nn.Tanh(), Pool(), nn.Linear(3, 1)),
-                               xs(4, 2, 5, 5)),
-    "ntk_conv": lambda: (seq(ntk_conv(nk.Conv1d, 2, 4, (3,), padding="same"), nn.Tanh(), Pool(),
-                             nn.Unflatten(1, (1, 1, 4)),
-                             ntk_conv(nk.Conv2d, 1, 2, (1, 3), padding=(0, 1), groups=1), Pool()), xs(4, 2, 6)),
-    "ntk_conv2d_groups": lambda: (seq(ntk_conv(nk.Conv2d, 4, 4, (3, 3), stride=2, groups=2, dilation=1), nn.Tanh(),
-                                      Pool()), xs(4, 4, 7, 7)),
-    "layer_norm": lambda: (seq(nn.Linear(3, 4), nn.Unflatten(2, (2, 2)), nn.LayerNorm((2, 2)), nn.Flatten(2), Pool(1),
-                               nn.Linear(4, 2)), xs(4, 5, 3)),
-    "ntk_layer_norm": lambda: (seq(nn.Linear(3, 4), nk.LayerNorm(torch.rand(4, generator=gen(8), dtype=D) + 0.5,
-                                                                 torch.randn(4, generator=gen(9), dtype=D),
-                                                                 weight_mult=0.8, bias_mult=0.4), nn.Tanh(),
-                                   nn.Linear(4, 2)), xs(4, 3)),
-    "group_norm": lambda: (seq(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.Tanh(), Pool(), nn.Linear(4, 2)),
-                           xs(4, 2, 5, 5)),
+    "conv1d": lambda: (
+        seq(
+            nn.Conv1d(2, 4, 3, stride=2, padding=2, dilation=2),
+            nn.Tanh(),
+            nn.Conv1d(4, 4, 3, padding="same", groups=2),
+            Pool(),
+            nn.Linear(4, 2),
+        ),
+        xs(4, 2, 9),
+    ),
+    "conv2d": lambda: (
+        seq(
+            nn.Conv2d(2, 4, 3, stride=(2, 1), padding=1),
+            nn.ReLU(),
+            nn.Conv2d(4, 6, (3, 2), padding="same", dilation=2, groups=2),
+            nn.Tanh(),
+            nn.Conv2d(6, 3, 2, padding=1, padding_mode="reflect"),
+            Pool(),
+        ),
+        xs(4, 2, 7, 6),
+    ),
+    "conv2d_no_bias": lambda: (seq(nn.Conv2d(2, 3, 3, bias=False), nn.Tanh(), Pool(), nn.Linear(3, 1)), xs(4, 2, 5, 5)),
+    "ntk_conv": lambda: (
+        seq(
+            ntk_conv(nk.Conv1d, 2, 4, (3,), padding="same"),
+            nn.Tanh(),
+            Pool(),
+            nn.Unflatten(1, (1, 1, 4)),
+            ntk_conv(nk.Conv2d, 1, 2, (1, 3), padding=(0, 1), groups=1),
+            Pool(),
+        ),
+        xs(4, 2, 6),
+    ),
+    "ntk_conv2d_groups": lambda: (
+        seq(ntk_conv(nk.Conv2d, 4, 4, (3, 3), stride=2, groups=2, dilation=1), nn.Tanh(), Pool()),
+        xs(4, 4, 7, 7),
+    ),
+    "layer_norm": lambda: (
+        seq(nn.Linear(3, 4), nn.Unflatten(2, (2, 2)), nn.LayerNorm((2, 2)), nn.Flatten(2), Pool(1), nn.Linear(4, 2)),
+        xs(4, 5, 3),
+    ),
+    "ntk_layer_norm": lambda: (
+        seq(
+            nn.Linear(3, 4),
+            nk.LayerNorm(
+                torch.rand(4, generator=gen(8), dtype=D) + 0.5,
+                torch.randn(4, generator=gen(9), dtype=D),
+                weight_mult=0.8,
+                bias_mult=0.4,
+            ),
+            nn.Tanh(),
+            nn.Linear(4, 2),
+        ),
+        xs(4, 3),
+    ),
+    "group_norm": lambda: (
+        seq(nn.Conv2d(2, 4, 3), nn.GroupNorm(2, 4), nn.Tanh(), Pool(), nn.Linear(4, 2)),
+        xs(4, 2, 5, 5),
+    ),
     "rms_norm": lambda: (seq(nn.Linear(3, 4), nn.RMSNorm(4), nn.Tanh(), nn.Linear(4, 2), Pool(1)), xs(4, 5, 3)),
-    "batch_norm_eval": lambda: (seq(nn.Conv2d(2, 3, 3), batch_norm_eval(nn.BatchNorm2d(3)), nn.ReLU(), Pool(),
-                                    nn.Linear(3, 4), batch_norm_eval(nn.BatchNorm1d(4)), nn.Tanh(),
-                                    nn.Linear(4, 1)).eval(), xs(4, 2, 5, 5)),
-    "embedding": lambda: (seq(nn.Embedding(5, 3), nn.Tanh(), nn.Linear(3, 2), Pool(1)),
-                          torch.tensor([[0, 1, 1, 4], [2, 2, 2, 2], [4, 0, 3, 1], [1, 1, 0, 0]])),
-    "embedding_padding_idx": lambda: (seq(nn.Embedding(5, 3, padding_idx=1), nn.Flatten(), nn.Linear(12, 2)),
-                                      torch.tensor([[0, 1, 1, 4], [2, 2, 2, 2], [4, 0, 3, 1], [1, 1, 0, 0]])),
-    "ntk_embedding": lambda: (seq(nk.Embedding(torch.randn(6, 3, generator=gen(10), dtype=D), weight_mult=0.5),
-                                  nn.Flatten(), nn.Linear(9, 2)), torch.tensor([[0, 5, 5], [1, 0, 2], [5, 5, 5]])),
+    "batch_norm_eval": lambda: (
+        seq(
+            nn.Conv2d(2, 3, 3),
+            batch_norm_eval(nn.BatchNorm2d(3)),
+            nn.ReLU(),
+            Pool(),
+            nn.Linear(3, 4),
+            batch_norm_eval(nn.BatchNorm1d(4)),
+            nn.Tanh(),
+            nn.Linear(4, 1),
+        ).eval(),
+        xs(4, 2, 5, 5),
+    ),
+    "embedding": lambda: (
+        seq(nn.Embedding(5, 3), nn.Tanh(), nn.Linear(3, 2), Pool(1)),
+        torch.tensor([[0, 1, 1, 4], [2, 2, 2, 2], [4, 0, 3, 1], [1, 1, 0, 0]]),
+    ),
+    "embedding_padding_idx": lambda: (
+        seq(nn.Embedding(5, 3, padding_idx=1), nn.Flatten(), nn.Linear(12, 2)),
+        torch.tensor([[0, 1, 1, 4], [2, 2, 2, 2], [4, 0, 3, 1], [1, 1, 0, 0]]),
+    ),
+    "ntk_embedding": lambda: (
+        seq(
+            nk.Embedding(torch.randn(6, 3, generator=gen(10), dtype=D), weight_mult=0.5), nn.Flatten(), nn.Linear(9, 2)
+        ),
+        torch.tensor([[0, 5, 5], [1, 0, 2], [5, 5, 5]]),
+    ),
 }
 
 
@@ -171,7 +238,7 @@ class TiedConv(nn.Module):
 
 
 class TiedEmbedding(nn.Module):
-    """A language-model head that reuses the embedding table through F.linear: no rule sees that use."""
+    """A language-model head that reuses the embedding table through functional.linear: no rule sees that use."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,7 +248,7 @@ class TiedEmbedding(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(self.mix(self.embed(t))).mean(1)
-        return F.linear(h, self.embed.weight)
+        return functional.linear(h, self.embed.weight)
 
 
 @pytest.mark.parametrize("cls", [TiedAcrossModules, TiedConv])
@@ -261,14 +328,20 @@ def families():
     g = gen
     return {
         "CNN": (nk.CNN(3, [4, 4], 2, generator=g(), dtype=D), xs(3, 3, 6, 6)),
-        "CNN_flatten": (nk.CNN(2, [3], 2, readout="flatten", image_size=5, stride=2, padding=1, generator=g(),
-                               dtype=D), xs(3, 2, 5, 5)),
+        "CNN_flatten": (
+            nk.CNN(2, [3], 2, readout="flatten", image_size=5, stride=2, padding=1, generator=g(), dtype=D),
+            xs(3, 2, 5, 5),
+        ),
         "ResNet_dense": (nk.ResNet(5, 2, 2, in_features=3, generator=g(), dtype=D), xs(3, 3)),
         "ResNet_conv": (nk.ResNet(3, 1, 2, in_channels=2, generator=g(), dtype=D), xs(3, 2, 5, 5)),
-        "Transformer_tokens": (nk.Transformer(8, 2, 1, 8, 2, vocab_size=7, max_len=5, generator=g(), dtype=D),
-                               torch.tensor([[0, 3, 3, 6], [1, 2, 0, 0], [6, 5, 4, 3]])),
-        "Transformer_linear": (nk.Transformer(8, 2, 1, 8, 2, in_features=3, max_len=4, norm="post", generator=g(),
-                                              dtype=D), xs(3, 4, 3)),
+        "Transformer_tokens": (
+            nk.Transformer(8, 2, 1, 8, 2, vocab_size=7, max_len=5, generator=g(), dtype=D),
+            torch.tensor([[0, 3, 3, 6], [1, 2, 0, 0], [6, 5, 4, 3]]),
+        ),
+        "Transformer_linear": (
+            nk.Transformer(8, 2, 1, 8, 2, in_features=3, max_len=4, norm="post", generator=g(), dtype=D),
+            xs(3, 4, 3),
+        ),
     }
 
 
@@ -282,8 +355,15 @@ def test_model_families(family):
 
 def torch_models():
     torch.manual_seed(0)
-    conv = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU(),
-                         nn.Flatten(), nn.Linear(4, 3)).to(D)
+    conv = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).to(D)
 
     class MHA(nn.Module):
         def __init__(self, batch_first: bool) -> None:
@@ -300,11 +380,22 @@ def torch_models():
             h = h.transpose(0, 1)
             return self.head(self.attn(h, torch.tanh(h), h)[0].mean(0))
 
-    enc = nn.Sequential(nn.Linear(3, 8), nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
-                        Pool(1), nn.Linear(8, 2)).to(D).eval()
-    return {"Conv2d": (conv, xs(3, 3, 6, 6)), "MultiheadAttention": (MHA(True).to(D).eval(), xs(3, 4, 3)),
-            "MultiheadAttention_seq_first": (MHA(False).to(D).eval(), xs(3, 4, 3)),
-            "TransformerEncoderLayer": (enc, xs(3, 4, 3))}
+    enc = (
+        nn.Sequential(
+            nn.Linear(3, 8),
+            nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True),
+            Pool(1),
+            nn.Linear(8, 2),
+        )
+        .to(D)
+        .eval()
+    )
+    return {
+        "Conv2d": (conv, xs(3, 3, 6, 6)),
+        "MultiheadAttention": (MHA(True).to(D).eval(), xs(3, 4, 3)),
+        "MultiheadAttention_seq_first": (MHA(False).to(D).eval(), xs(3, 4, 3)),
+        "TransformerEncoderLayer": (enc, xs(3, 4, 3)),
+    }
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")  # torch.func's vmap of attention
@@ -365,8 +456,14 @@ def test_weight_served_by_torch_func_keeps_its_bias_served_by_the_rule():
 
 def test_convolution_row_chunks_and_symmetric_slabs_are_exact():
     """70 rows cross the convolution's row chunks (32) and, with 3 outputs, the symmetric Gram's slabs."""
-    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2, stride=2), nn.Tanh(), nn.Conv2d(6, 4, 2),
-                          nn.Tanh(), Pool(), nn.Linear(4, 3)).to(D)
+    model = nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=1, groups=2, stride=2),
+        nn.Tanh(),
+        nn.Conv2d(6, 4, 2),
+        nn.Tanh(),
+        Pool(),
+        nn.Linear(4, 3),
+    ).to(D)
     x = torch.randn(70, 4, 7, 7, generator=gen(3), dtype=D)
     assert_exact(model, x)
     assert_exact(model, x[:40], x[40:] + 0.5)

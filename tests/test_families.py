@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jacrev, vmap
+from torch.nn import functional
 
 import ntkcheck as nk
 
@@ -43,22 +43,61 @@ def _kw(head_width: int | None, **kwargs: object) -> dict[str, object]:
 
 
 FAMILIES = [
-    Family("mlp", lambda head_width=None, **kw: nk.MLP(3, [6, 5] if head_width is None else [6, head_width], 2,
-                                                       **kw), _images(4, 3)),
-    Family("cnn-gap", lambda head_width=None, **kw: nk.CNN(3, [4, 5], 2, **_kw(head_width, **kw)),
-           _images(4, 3, 6, 5)),
-    Family("cnn-flatten", lambda head_width=None, **kw: nk.CNN(
-        2, [4], 2, readout="flatten", image_size=(6, 5), stride=2, padding=1, dilation=(1, 2),
-        activation="tanh", **_kw(head_width, **kw)), _images(4, 2, 6, 5)),
-    Family("resnet-dense", lambda head_width=None, **kw: nk.ResNet(
-        6, 2, 2, in_features=3, post_activation=True, **_kw(head_width, **kw)), _images(4, 3)),
-    Family("resnet-conv", lambda head_width=None, **kw: nk.ResNet(
-        4, 2, 2, in_channels=2, activation="softplus", **_kw(head_width, **kw)), _images(4, 2, 5, 4)),
-    Family("transformer-tokens", lambda head_width=None, **kw: nk.Transformer(
-        8, 2, 2, 10, 2, vocab_size=9, max_len=6, **_kw(head_width, **kw)), _tokens(9, 4, 5)),
-    Family("transformer-features", lambda head_width=None, **kw: nk.Transformer(
-        8, 4, 1, 6, 2, in_features=3, positional="none", norm="post", readout="first", qk_scaling="linear",
-        activation="tanh", **_kw(head_width, **kw)), _images(4, 5, 3)),
+    Family(
+        "mlp",
+        lambda head_width=None, **kw: nk.MLP(3, [6, 5] if head_width is None else [6, head_width], 2, **kw),
+        _images(4, 3),
+    ),
+    Family("cnn-gap", lambda head_width=None, **kw: nk.CNN(3, [4, 5], 2, **_kw(head_width, **kw)), _images(4, 3, 6, 5)),
+    Family(
+        "cnn-flatten",
+        lambda head_width=None, **kw: nk.CNN(
+            2,
+            [4],
+            2,
+            readout="flatten",
+            image_size=(6, 5),
+            stride=2,
+            padding=1,
+            dilation=(1, 2),
+            activation="tanh",
+            **_kw(head_width, **kw),
+        ),
+        _images(4, 2, 6, 5),
+    ),
+    Family(
+        "resnet-dense",
+        lambda head_width=None, **kw: nk.ResNet(6, 2, 2, in_features=3, post_activation=True, **_kw(head_width, **kw)),
+        _images(4, 3),
+    ),
+    Family(
+        "resnet-conv",
+        lambda head_width=None, **kw: nk.ResNet(4, 2, 2, in_channels=2, activation="softplus", **_kw(head_width, **kw)),
+        _images(4, 2, 5, 4),
+    ),
+    Family(
+        "transformer-tokens",
+        lambda head_width=None, **kw: nk.Transformer(8, 2, 2, 10, 2, vocab_size=9, max_len=6, **_kw(head_width, **kw)),
+        _tokens(9, 4, 5),
+    ),
+    Family(
+        "transformer-features",
+        lambda head_width=None, **kw: nk.Transformer(
+            8,
+            4,
+            1,
+            6,
+            2,
+            in_features=3,
+            positional="none",
+            norm="post",
+            readout="first",
+            qk_scaling="linear",
+            activation="tanh",
+            **_kw(head_width, **kw),
+        ),
+        _images(4, 5, 3),
+    ),
 ]
 IDS = [f.name for f in FAMILIES]
 
@@ -112,17 +151,26 @@ def test_in_shape_fixes_what_an_image_size_fixes():
 # ---- what the layers compute --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stride, padding, dilation, groups", [
-    (1, 0, 1, 1), (2, 1, 1, 1), (1, "same", 2, 1), (2, (2, 0), (1, 2), 2), (1, "valid", 1, 4), (3, 2, 2, 2),
-])
+@pytest.mark.parametrize(
+    "stride, padding, dilation, groups",
+    [
+        (1, 0, 1, 1),
+        (2, 1, 1, 1),
+        (1, "same", 2, 1),
+        (2, (2, 0), (1, 2), 2),
+        (1, "valid", 1, 4),
+        (3, 2, 2, 2),
+    ],
+)
 def test_conv2d_is_functional_conv_times_the_multipliers(stride, padding, dilation, groups):
     gen = _gen(1)
     w = torch.randn(8, 4 // groups, 3, 2, generator=gen, dtype=F64)
     b = torch.randn(8, generator=gen, dtype=F64)
     x = torch.randn(3, 4, 9, 8, generator=gen, dtype=F64)
-    layer = nk.Conv2d(w, b, weight_mult=0.37, bias_mult=1.9, stride=stride, padding=padding, dilation=dilation,
-                      groups=groups)
-    expected = 0.37 * F.conv2d(x, w, None, stride, padding, dilation, groups) + 1.9 * b[:, None, None]
+    layer = nk.Conv2d(
+        w, b, weight_mult=0.37, bias_mult=1.9, stride=stride, padding=padding, dilation=dilation, groups=groups
+    )
+    expected = 0.37 * functional.conv2d(x, w, None, stride, padding, dilation, groups) + 1.9 * b[:, None, None]
     out = layer(x)
     torch.testing.assert_close(out, expected, rtol=1e-13, atol=1e-13)
     assert tuple(out.shape[-2:]) == layer.output_size((9, 8))
@@ -134,8 +182,9 @@ def test_conv1d_is_functional_conv_times_the_multipliers():
     w, b = torch.randn(5, 3, 4, generator=gen, dtype=F64), torch.randn(5, generator=gen, dtype=F64)
     x = torch.randn(2, 3, 11, generator=gen, dtype=F64)
     layer = nk.Conv1d(w, b, weight_mult=0.5, bias_mult=0.2, stride=2, padding=3, dilation=2)
-    torch.testing.assert_close(layer(x), 0.5 * F.conv1d(x, w, None, 2, 3, 2) + 0.2 * b[:, None], rtol=1e-13,
-                               atol=1e-13)
+    torch.testing.assert_close(
+        layer(x), 0.5 * functional.conv1d(x, w, None, 2, 3, 2) + 0.2 * b[:, None], rtol=1e-13, atol=1e-13
+    )
 
 
 def test_linear_acts_on_the_last_dimension_of_any_rank():
@@ -162,12 +211,19 @@ def test_embedding_and_layer_norm_apply_their_multipliers():
 @pytest.mark.parametrize("qk_scaling, scale", [("sqrt", 1 / math.sqrt(3)), ("linear", 1 / 3)])
 def test_self_attention_is_scaled_dot_product_attention(qk_scaling, scale):
     gen = _gen(5)
-    proj = [nk.Linear(torch.randn(6, 6, generator=gen, dtype=F64), torch.randn(6, generator=gen, dtype=F64),
-                      weight_mult=0.4, bias_mult=0.1) for _ in range(4)]
+    proj = [
+        nk.Linear(
+            torch.randn(6, 6, generator=gen, dtype=F64),
+            torch.randn(6, generator=gen, dtype=F64),
+            weight_mult=0.4,
+            bias_mult=0.1,
+        )
+        for _ in range(4)
+    ]
     attention = nk.SelfAttention(*proj, n_heads=2, qk_scaling=qk_scaling)
     x = torch.randn(3, 4, 6, generator=gen, dtype=F64)
     q, k, v = (p(x).reshape(3, 4, 2, 3).transpose(1, 2) for p in proj[:3])
-    mixed = F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(3, 4, 6)
+    mixed = functional.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(3, 4, 6)
     torch.testing.assert_close(attention(x), proj[3](mixed), rtol=1e-12, atol=1e-12)
     assert attention.logit_scale == pytest.approx(scale, rel=1e-15)
 
@@ -179,7 +235,7 @@ def test_cnn_is_its_convolutions_readout_and_head():
     h = x
     for conv, fan_in in zip(model.convs, (2 * 9, 3 * 9)):
         assert conv.weight_mult == pytest.approx(1.3 / math.sqrt(fan_in)) and conv.bias_mult == 0.2
-        h = torch.tanh(F.conv2d(h, conv.weight * 1.3 / math.sqrt(fan_in), 0.2 * conv.bias, padding=1))
+        h = torch.tanh(functional.conv2d(h, conv.weight * 1.3 / math.sqrt(fan_in), 0.2 * conv.bias, padding=1))
     head = model.head.layers[0]
     expected = h.mean(dim=(2, 3)) @ head.weight.T * 1.3 / 2 + 0.2 * head.bias
     torch.testing.assert_close(model(x), expected, rtol=1e-12, atol=1e-12)
@@ -207,12 +263,13 @@ def test_transformer_pre_norm_block_is_the_reference_computation():
     emb, pos, block = model.embed, model.position, model.blocks[0]
     assert emb.weight_mult == 1.0 and pos.weight_mult == 1.0
     h = emb.weight[ids] + pos.weight[:4]
-    a = F.layer_norm(h, (6,))  # gain 1, bias 0 at init
-    q, k, v = (p(a).reshape(3, 4, 2, 3).transpose(1, 2) for p in (block.attention.q, block.attention.k,
-                                                                     block.attention.v))
-    h = h + block.attention.out(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(3, 4, 6))
-    h = h + block.fc2(F.gelu(block.fc1(F.layer_norm(h, (6,)))))
-    expected = model.head(F.layer_norm(h, (6,)).mean(dim=1))
+    a = functional.layer_norm(h, (6,))  # gain 1, bias 0 at init
+    q, k, v = (
+        p(a).reshape(3, 4, 2, 3).transpose(1, 2) for p in (block.attention.q, block.attention.k, block.attention.v)
+    )
+    h = h + block.attention.out(functional.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(3, 4, 6))
+    h = h + block.fc2(functional.gelu(block.fc1(functional.layer_norm(h, (6,)))))
+    expected = model.head(functional.layer_norm(h, (6,)).mean(dim=1))
     torch.testing.assert_close(model(ids), expected, rtol=1e-12, atol=1e-12)
 
 
@@ -228,10 +285,14 @@ def test_layer_norms_start_at_gain_one_and_bias_zero():
 SCALING = {
     "cnn": (lambda w, gen: nk.CNN(3, [w, w], 2048, generator=gen), _images(6, 3, 5, 5)),
     "resnet-dense": (lambda w, gen: nk.ResNet(w, 2, 2048, in_features=4, generator=gen), _images(6, 4)),
-    "resnet-conv": (lambda w, gen: nk.ResNet(w, 2, 2048, in_channels=3, kernel_size=1, generator=gen),
-                    _images(6, 3, 4, 4)),
-    "transformer": (lambda w, gen: nk.Transformer(w, 4, 1, w, 2048, vocab_size=11, max_len=5, generator=gen),
-                    _tokens(11, 6, 5)),
+    "resnet-conv": (
+        lambda w, gen: nk.ResNet(w, 2, 2048, in_channels=3, kernel_size=1, generator=gen),
+        _images(6, 3, 4, 4),
+    ),
+    "transformer": (
+        lambda w, gen: nk.Transformer(w, 4, 1, w, 2048, vocab_size=11, max_len=5, generator=gen),
+        _tokens(11, 6, 5),
+    ),
 }
 
 
@@ -243,8 +304,10 @@ def test_ntk_parametrization_keeps_the_output_variance_order_one(name):
     build, inputs = SCALING[name]
     x = inputs(_gen(0), torch.float32)
     with torch.no_grad():
-        second = {w: float(torch.stack([build(w, _gen(s))(x) for s in range(seeds)]).square().mean())
-                  for w, seeds in ((64, 16), (1024, 2))}
+        second = {
+            w: float(torch.stack([build(w, _gen(s))(x) for s in range(seeds)]).square().mean())
+            for w, seeds in ((64, 16), (1024, 2))
+        }
     ratio = second[1024] / second[64]
     assert 0.01 < second[64] < 100
     assert 1 / 1.5 < ratio < 1.5, f"E f^2: {second}"
@@ -271,8 +334,7 @@ def test_standard_and_ntk_agree_at_init_with_gradients_apart_by_the_multiplier(f
 
 
 def test_standard_glorot_draws_every_parameter_at_the_glorot_scale():
-    model = nk.CNN(40, [60], parametrization="standard", init="glorot", weight_std=2.0, generator=_gen(10),
-                   dtype=F64)
+    model = nk.CNN(40, [60], parametrization="standard", init="glorot", weight_std=2.0, generator=_gen(10), dtype=F64)
     conv = model.convs[0]
     expected = 2.0 * math.sqrt(2 / (40 * 9 + 60 * 9))
     assert conv.weight_mult == 1.0 and abs(float(conv.weight.detach().std()) / expected - 1) < 0.02
@@ -281,8 +343,18 @@ def test_standard_glorot_draws_every_parameter_at_the_glorot_scale():
 
 def test_embeddings_draw_weight_std_in_both_parametrizations():
     ntk = nk.Transformer(16, 2, 1, 8, vocab_size=4000, max_len=2, weight_std=2.0, generator=_gen(11), dtype=F64)
-    std = nk.Transformer(16, 2, 1, 8, vocab_size=4000, max_len=2, weight_std=2.0, parametrization="standard",
-                         generator=_gen(11), dtype=F64)
+    std = nk.Transformer(
+        16,
+        2,
+        1,
+        8,
+        vocab_size=4000,
+        max_len=2,
+        weight_std=2.0,
+        parametrization="standard",
+        generator=_gen(11),
+        dtype=F64,
+    )
     assert ntk.embed.weight_mult == 2.0 and std.embed.weight_mult == 1.0
     assert abs(float(ntk.embed.weight.detach().std()) - 1) < 0.02
     torch.testing.assert_close(std.embed.weight, 2.0 * ntk.embed.weight)
@@ -326,8 +398,9 @@ def test_float32_and_float64_compute_the_same_function(family):
     torch.testing.assert_close(out32.double(), out64, rtol=1e-4, atol=1e-5)
     by_name = family.build(generator=_gen(0), dtype="float64")
     assert all(p.dtype == F64 for p in by_name.parameters())
-    assert all(torch.equal(p, q) for p, q in zip(by_name.parameters(), family.build(generator=_gen(0),
-                                                                                      dtype=F64).parameters()))
+    assert all(
+        torch.equal(p, q) for p, q in zip(by_name.parameters(), family.build(generator=_gen(0), dtype=F64).parameters())
+    )
 
 
 @pytest.mark.parametrize("family", FAMILIES[1:], ids=IDS[1:])
@@ -410,8 +483,9 @@ def _resnet(**kw):
 
 
 def _transformer(**kw):
-    return nk.Transformer(**{"d_model": 8, "n_heads": 2, "n_blocks": 1, "mlp_width": 16, "vocab_size": 5,
-                             "max_len": 4, **kw})
+    return nk.Transformer(
+        **{"d_model": 8, "n_heads": 2, "n_blocks": 1, "mlp_width": 16, "vocab_size": 5, "max_len": 4, **kw}
+    )
 
 
 W4 = torch.zeros(4, 2, 3, 3)
@@ -441,7 +515,6 @@ def DENSE(x):
     return nk.ResNet(8, 1, in_features=3, generator=_gen(0), dtype=F64)(x)
 
 
-
 def _case(case_id, call, error, fragment):
     return pytest.param(call, error, fragment, id=case_id)
 
@@ -460,8 +533,9 @@ CASES = [
     _case("CNN(kernel_size=3-tuple)", lambda: _cnn(kernel_size=(3, 3, 3)), ValueError, "kernel_size must be an int or"),
     _case("CNN(stride=1.5)", lambda: _cnn(stride=1.5, padding=0), TypeError, "stride must be an int"),
     _case("CNN(dilation=(1,0))", lambda: _cnn(dilation=(1, 0)), ValueError, "dilation[1] must be an int >= 1"),
-    _case("CNN(image_size too small)", lambda: _cnn(image_size=2, padding=0), ValueError,
-          "image_size (2, 2) is too small"),
+    _case(
+        "CNN(image_size too small)", lambda: _cnn(image_size=2, padding=0), ValueError, "image_size (2, 2) is too small"
+    ),
     _case("CNN(head_width=0)", lambda: _cnn(head_width=0), ValueError, "head_width must be an int >= 1"),
     _case("CNN(activation='swish')", lambda: _cnn(activation="swish"), ValueError, "activation must be one of"),
     _case("CNN(init=glorot,ntk)", lambda: _cnn(init="glorot"), ValueError, "init='glorot' applies to"),
@@ -475,11 +549,19 @@ CASES = [
     _case("ResNet(width=0)", lambda: nk.ResNet(0, 2, in_features=3), ValueError, "width must be an int >= 1"),
     _case("ResNet(blocks=0)", lambda: nk.ResNet(8, 0, in_features=3), ValueError, "blocks must be an int >= 1"),
     _case("ResNet(branch_scale=nan)", lambda: _resnet(branch_scale=math.nan), ValueError, "branch_scale must be"),
-    _case("ResNet(post_activation='yes')", lambda: _resnet(post_activation="yes"), TypeError,
-          "post_activation must be a bool"),
+    _case(
+        "ResNet(post_activation='yes')",
+        lambda: _resnet(post_activation="yes"),
+        TypeError,
+        "post_activation must be a bool",
+    ),
     _case("ResNet(dense,image_size)", lambda: _resnet(image_size=5), ValueError, "image_size applies to"),
-    _case("ResNet(parametrization='mup')", lambda: _resnet(parametrization="mup"), ValueError,
-          "parametrization must be one of"),
+    _case(
+        "ResNet(parametrization='mup')",
+        lambda: _resnet(parametrization="mup"),
+        ValueError,
+        "parametrization must be one of",
+    ),
     _case("ResNet(in_channels=2.0)", lambda: nk.ResNet(8, 1, in_channels=2.0), TypeError, "in_channels must be"),
     _case("Transformer(n_heads=3)", lambda: _transformer(n_heads=3), ValueError, "n_heads (3) must divide d_model"),
     _case("Transformer(no input)", lambda: _transformer(vocab_size=None), ValueError, "exactly one of vocab_size"),
@@ -487,8 +569,9 @@ CASES = [
     _case("Transformer(learned,no max_len)", lambda: _transformer(max_len=None), ValueError, "max_len must be given"),
     _case("Transformer(norm='sandwich')", lambda: _transformer(norm="sandwich"), ValueError, "norm must be one of"),
     _case("Transformer(readout='cls')", lambda: _transformer(readout="cls"), ValueError, "readout must be one of"),
-    _case("Transformer(positional='sin')", lambda: _transformer(positional="sin"), ValueError,
-          "positional must be one of"),
+    _case(
+        "Transformer(positional='sin')", lambda: _transformer(positional="sin"), ValueError, "positional must be one of"
+    ),
     _case("Transformer(qk_scaling=None)", lambda: _transformer(qk_scaling=None), TypeError, "qk_scaling must be"),
     _case("Transformer(mlp_width=0)", lambda: _transformer(mlp_width=0), ValueError, "mlp_width must be an int"),
     _case("Transformer(n_blocks=True)", lambda: _transformer(n_blocks=True), TypeError, "n_blocks must be an int"),
@@ -498,33 +581,80 @@ CASES = [
     _case("Conv2d(bias shape)", lambda: nk.Conv2d(W4, torch.zeros(3)), ValueError, "bias must have shape (4,)"),
     _case("Conv2d(weight_mult=-1)", lambda: nk.Conv2d(W4, None, weight_mult=-1.0), ValueError, "weight_mult"),
     _case("Embedding(weight 1-d)", lambda: nk.Embedding(torch.zeros(3)), ValueError, "weight must have shape"),
-    _case("LayerNorm(bias shape)", lambda: nk.LayerNorm(torch.ones(3), torch.zeros(4)), ValueError,
-          "bias must have shape (3,)"),
-    _case("SelfAttention(n_heads=4,d=6)", lambda: nk.SelfAttention(
-        *(nk.Linear(torch.zeros(6, 6), None) for _ in range(4)), n_heads=4), ValueError, "n_heads (4) must divide"),
-    _case("CNN(x channels)", lambda: F64_CNN(torch.zeros(2, 4, 5, 5, dtype=F64)), ValueError,
-          "x must have shape (N, 3, size, size)"),
-    _case("CNN(x float32)", lambda: F64_CNN(torch.zeros(2, 3, 5, 5)), TypeError, "x must have the model's dtype"),
+    _case(
+        "LayerNorm(bias shape)",
+        lambda: nk.LayerNorm(torch.ones(3), torch.zeros(4)),
+        ValueError,
+        "bias must have shape (3,)",
+    ),
+    _case(
+        "SelfAttention(n_heads=4,d=6)",
+        lambda: nk.SelfAttention(*(nk.Linear(torch.zeros(6, 6), None) for _ in range(4)), n_heads=4),
+        ValueError,
+        "n_heads (4) must divide",
+    ),
+    _case(
+        "CNN(x channels)",
+        lambda: F64_CNN(torch.zeros(2, 4, 5, 5, dtype=F64)),
+        ValueError,
+        "x must have shape (N, 3, size, size)",
+    ),
+    _case(
+        "CNN(x float32)",
+        lambda: F64_CNN(torch.zeros(2, 3, 5, 5)),
+        ValueError,
+        "x must match the model's parameters (torch.float64 on cpu), got torch.float32 on cpu",
+    ),
+    _case(
+        "CNN(x int64)",
+        lambda: F64_CNN(torch.zeros(2, 3, 5, 5, dtype=torch.long)),
+        TypeError,
+        "x must be a floating-point tensor of the model's dtype",
+    ),
     _case("CNN(x 3-d)", lambda: F64_CNN(torch.zeros(3, 5, 5, dtype=F64)), ValueError, "x must have shape"),
     _case("CNN(x list)", lambda: F64_CNN([[1.0]]), TypeError, "x must be a torch.Tensor"),
     _case("CNN(x empty batch)", lambda: F64_CNN(torch.zeros(0, 3, 5, 5, dtype=F64)), ValueError, "N >= 1"),
-    _case("CNN(flatten,x size)", lambda: FLAT_CNN(torch.zeros(2, 3, 5, 6, dtype=F64)), ValueError,
-          "x must have shape (N, 3, 6, 6)"),
-    _case("CNN(x too small)", lambda: VALID_CNN(torch.zeros(2, 3, 4, 4, dtype=F64)), ValueError,
-          "x has images of size (4, 4), too small"),
+    _case(
+        "CNN(flatten,x size)",
+        lambda: FLAT_CNN(torch.zeros(2, 3, 5, 6, dtype=F64)),
+        ValueError,
+        "x must have shape (N, 3, 6, 6)",
+    ),
+    _case(
+        "CNN(x too small)",
+        lambda: VALID_CNN(torch.zeros(2, 3, 4, 4, dtype=F64)),
+        ValueError,
+        "x has images of size (4, 4), too small",
+    ),
     _case("ResNet(x features)", lambda: DENSE(torch.zeros(2, 4, dtype=F64)), ValueError, "x must have shape (N, 3)"),
     _case("Transformer(x float)", lambda: TOKENS(torch.zeros(2, 3, dtype=F64)), TypeError, "x must hold integer"),
     _case("Transformer(x bool)", lambda: TOKENS(torch.zeros(2, 3, dtype=torch.bool)), TypeError, "x must hold integer"),
     _case("Transformer(x id 5)", lambda: TOKENS(torch.tensor([[0, 5]])), ValueError, "token ids in [0, 5)"),
     _case("Transformer(x id -1)", lambda: TOKENS(torch.tensor([[-1, 2]])), ValueError, "values in [-1, 2]"),
-    _case("Transformer(x too long)", lambda: TOKENS(torch.zeros(1, 5, dtype=torch.long)), ValueError,
-          "at most max_len=4 positions"),
-    _case("Transformer(x features)", lambda: SEQUENCES(torch.zeros(2, 3, 4, dtype=F64)), ValueError,
-          "x must have shape (N, size, 3)"),
-    _case("double(CNN single head)", lambda: nk.double_last_layer(nk.CNN(3, [4], generator=_gen(0))), ValueError,
-          "head_width"),
-    _case("double(nn.Conv2d)", lambda: nk.double_last_layer(nn.Conv2d(1, 1, 1)), TypeError,
-          "mlp must be an ntkcheck.MLP, CNN, ResNet or Transformer"),
+    _case(
+        "Transformer(x too long)",
+        lambda: TOKENS(torch.zeros(1, 5, dtype=torch.long)),
+        ValueError,
+        "at most max_len=4 positions",
+    ),
+    _case(
+        "Transformer(x features)",
+        lambda: SEQUENCES(torch.zeros(2, 3, 4, dtype=F64)),
+        ValueError,
+        "x must have shape (N, size, 3)",
+    ),
+    _case(
+        "double(CNN single head)",
+        lambda: nk.double_last_layer(nk.CNN(3, [4], generator=_gen(0))),
+        ValueError,
+        "head_width",
+    ),
+    _case(
+        "double(nn.Conv2d)",
+        lambda: nk.double_last_layer(nn.Conv2d(1, 1, 1)),
+        TypeError,
+        "mlp must be an ntkcheck.MLP, CNN, ResNet or Transformer",
+    ),
 ]
 
 

@@ -17,8 +17,9 @@ import pytest
 import torch
 from scipy.integrate import solve_ivp
 
-from ntkcheck.dynamics.flows import FlowLimitError, ode_flow
+from ntkcheck.dynamics.flows import ode_flow
 from ntkcheck.dynamics.losses import MSE, LpLoss
+from ntkcheck.errors import FlowLimitError
 
 L4 = LpLoss(4.0)
 TIMES = [1.0, 10.0, math.inf]
@@ -51,8 +52,9 @@ def l4_reference(K: np.ndarray, y: np.ndarray, t_end: float) -> np.ndarray:
     def jac(_t: float, h: np.ndarray) -> np.ndarray:
         return -K * ((12 / n) * (h - y) ** 2)[None, :]
 
-    sol = solve_ivp(rhs, (0.0, t_end), np.zeros(n), method="Radau", jac=jac, rtol=1e-12, atol=1e-14,
-                    t_eval=[1.0, t_end])
+    sol = solve_ivp(
+        rhs, (0.0, t_end), np.zeros(n), method="Radau", jac=jac, rtol=1e-12, atol=1e-14, t_eval=[1.0, t_end]
+    )
     assert sol.success
     return sol.y.T
 
@@ -65,7 +67,7 @@ def test_ill_conditioned_flow_is_fast_and_accurate(loss, cond: float) -> None:
     K, y = kernel(20, cond)
     start = time.process_time()
     # a bounded step budget: a return to step counts that grow with cond fails here instead of running for minutes
-    res = ode_flow(K, y, loss, TIMES, max_cond=1e3 * cond, max_steps=20_000)
+    res = ode_flow(K, y, loss=loss, times=TIMES, max_cond=1e3 * cond, max_steps=20_000)
     seconds = time.process_time() - start
     assert seconds <= 10.0, seconds
     assert res.converged and res.residual <= 1.01e-10
@@ -81,7 +83,7 @@ def test_ill_conditioned_flow_is_fast_and_accurate(loss, cond: float) -> None:
 
 def test_two_outputs_run_per_block_and_match_the_closed_form() -> None:
     K, y = kernel(20, 1e12, outputs=2)
-    res = ode_flow(K, y, MSE, TIMES, max_cond=1e15, max_steps=40_000)
+    res = ode_flow(K, y, loss=MSE, times=TIMES, max_cond=1e15, max_steps=40_000)
     ref = np.stack([mse_reference(K.numpy(), y[:, c].numpy(), TIMES) for c in range(2)], axis=-1)
     err = np.linalg.norm((res.train.numpy() - ref).reshape(3, -1), axis=1) / float(np.linalg.norm(y.numpy()))
     assert err.max() <= 1e-6, err
@@ -90,7 +92,7 @@ def test_two_outputs_run_per_block_and_match_the_closed_form() -> None:
 def test_max_steps_raises_flow_limit_error_saying_how_far_it_got() -> None:
     K, y = kernel(20, 1e6)
     with pytest.raises(FlowLimitError) as info:
-        ode_flow(K, y, L4, TIMES, max_cond=1e9, max_steps=50)
+        ode_flow(K, y, loss=L4, times=TIMES, max_cond=1e9, max_steps=50)
     err = info.value
     assert isinstance(err, RuntimeError)
     assert err.steps == 51 and err.seconds >= 0 and err.t > 0 and 0 < err.residual < 1
@@ -104,7 +106,7 @@ def test_max_seconds_raises_flow_limit_error() -> None:
     K, y = kernel(20, 1e2)
     start = time.perf_counter()
     with pytest.raises(FlowLimitError, match=r"max_seconds=0\.3 before its stop .* s it had reached flow time") as info:
-        ode_flow(K, y, LpLoss(1.2), TIMES, max_seconds=0.3, max_steps=None)  # a p = 1.2 entry slides along 0
+        ode_flow(K, y, loss=LpLoss(1.2), times=TIMES, max_seconds=0.3, max_steps=None)  # a p = 1.2 entry slides along 0
     assert info.value.seconds >= 0.3 and time.perf_counter() - start < 5.0
     assert info.value.residual > 1e-3  # no progress toward the stop
 
@@ -112,15 +114,15 @@ def test_max_seconds_raises_flow_limit_error() -> None:
 def test_limit_counts_steps_of_all_blocks_and_names_the_block() -> None:
     K, y = kernel(10, 1e4, outputs=3)
     y[:, 0] = 0.0  # block 1 starts at its targets: nothing to integrate there
-    full = ode_flow(K, y, L4, [math.inf], max_cond=1e7)
+    full = ode_flow(K, y, loss=L4, times=[math.inf], max_cond=1e7)
     assert full.converged and full.steps > 100
-    assert ode_flow(K, y, L4, [math.inf], max_cond=1e7, max_steps=full.steps).converged  # exactly enough
+    assert ode_flow(K, y, loss=L4, times=[math.inf], max_cond=1e7, max_steps=full.steps).converged  # exactly enough
     # one step fewer fails in the last block: the budget is shared (each block alone needs far fewer steps)
     with pytest.raises(FlowLimitError, match=r"\(block 3 of 3\) with .* in this block") as info:
-        ode_flow(K, y, L4, [math.inf], max_cond=1e7, max_steps=full.steps - 1)
+        ode_flow(K, y, loss=L4, times=[math.inf], max_cond=1e7, max_steps=full.steps - 1)
     assert info.value.steps == full.steps
     with pytest.raises(FlowLimitError, match=r"after 6 integration steps .*\(block 2 of 3\)"):
-        ode_flow(K, y, L4, [math.inf], max_cond=1e7, max_steps=5)
+        ode_flow(K, y, loss=L4, times=[math.inf], max_cond=1e7, max_steps=5)
 
 
 def test_every_call_is_bounded_by_default() -> None:
@@ -131,8 +133,8 @@ def test_every_call_is_bounded_by_default() -> None:
 
 def test_progress_line_only_when_asked(capsys) -> None:
     K, y = kernel(20, 1e6)
-    ode_flow(K, y, L4, TIMES, max_cond=1e9)  # stderr is not a terminal under pytest: no bar
+    ode_flow(K, y, loss=L4, times=TIMES, max_cond=1e9)  # stderr is not a terminal under pytest: no bar
     assert "ode_flow" not in capsys.readouterr().err
-    ode_flow(K, y, L4, TIMES, max_cond=1e9, progress=True)
+    ode_flow(K, y, loss=L4, times=TIMES, max_cond=1e9, progress=True)
     err = capsys.readouterr().err
     assert "ode_flow: |h - Y| down" in err and "decades, t = " in err and "steps" in err

@@ -40,6 +40,17 @@ def _kernels(seed: int = 0, n: int = 7, m: int = 4, d: int = 3, out: int = 1):
     return nngp, ntk, y
 
 
+def _ensemble(nngp, ntk, y, times, **kw) -> GaussianPrediction:
+    """:func:`ensemble_predict` on the kernels of :func:`_kernels`: ``ntk=None`` trains the readout layer only
+    (the NNGP kernel is the kernel of training), ``ntk = (Theta, Theta*X)`` every layer."""
+    K, Kx, Ktt = nngp
+    if ntk is None:
+        return ensemble_predict(K, y, k_test_train=Kx, nngp_test_test=Ktt, times=times, **kw)
+    return ensemble_predict(
+        ntk[0], y, k_test_train=ntk[1], nngp_train=K, nngp_test_train=Kx, nngp_test_test=Ktt, times=times, **kw
+    )
+
+
 def _close(actual: torch.Tensor, expected: torch.Tensor, what: str, rtol: float = RTOL) -> None:
     assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
     err = float((actual - expected).abs().max())
@@ -61,9 +72,11 @@ def _assert_psd(cov: torch.Tensor, what: str) -> None:
 @pytest.mark.parametrize("readout_only", [False, True])
 def test_mean_at_infinite_time_is_the_interpolant(out, readout_only):
     nngp, ntk, y = _kernels(out=out)
-    r = ensemble_predict(nngp, None if readout_only else ntk, y, INF)
+    r = _ensemble(nngp, None if readout_only else ntk, y, INF)
     k, kx = (nngp[0], nngp[1]) if readout_only else ntk
-    _close(r.mean[0], nk.interpolate(k, y, kx), "ensemble mean at t = inf vs interpolate (seed 000 eq (5))")
+    _close(
+        r.mean[0], nk.interpolate(k, y, k_test_train=kx), "ensemble mean at t = inf vs interpolate (seed 000 eq (5))"
+    )
 
 
 @pytest.mark.parametrize("lr", [1.0, 0.37])
@@ -71,9 +84,9 @@ def test_mean_at_infinite_time_is_the_interpolant(out, readout_only):
 @pytest.mark.parametrize("readout_only", [False, True])
 def test_mean_at_time_t_is_the_flow_from_zero_initial_output(lr, out, readout_only):
     nngp, ntk, y = _kernels(seed=1, out=out)
-    r = ensemble_predict(nngp, None if readout_only else ntk, y, TIMES, lr=lr)
+    r = _ensemble(nngp, None if readout_only else ntk, y, TIMES, lr=lr)
     k, kx = (nngp[0], nngp[1]) if readout_only else ntk
-    flow = nk.mse_flow(k, y, TIMES, k_test_train=kx, lr=lr)  # h_ini = 0
+    flow = nk.mse_flow(k, y, times=TIMES, k_test_train=kx, lr=lr)  # h_ini = 0
     assert flow.test is not None
     _close(r.mean, flow.test, "ensemble mean vs mse_flow with h_ini = 0 (seed 000 eq (3))")
     assert torch.equal(r.times, flow.times)
@@ -81,8 +94,8 @@ def test_mean_at_time_t_is_the_flow_from_zero_initial_output(lr, out, readout_on
 
 def test_readout_only_ensemble_at_infinite_time_is_the_gp_posterior():
     nngp, _, y = _kernels(seed=2, out=2)
-    e = ensemble_predict(nngp, None, y, [INF])
-    p = gp_inference(nngp[0], y, nngp[1], nngp[2])
+    e = _ensemble(nngp, None, y, [INF])
+    p = gp_inference(nngp[0], y, k_test_train=nngp[1], k_test_test=nngp[2])
     assert p.covariance is not None and e.covariance is not None
     _close(e.mean[0], p.mean, "readout-only ensemble mean at t = inf (eigh) vs gp_inference (Cholesky)")
     _close(e.covariance[0], p.covariance, "readout-only ensemble covariance at t = inf vs gp_inference")
@@ -91,8 +104,8 @@ def test_readout_only_ensemble_at_infinite_time_is_the_gp_posterior():
 def test_ntk_formula_with_the_nngp_as_ntk_reduces_to_the_readout_formula():
     """Lee et al. 2019 eq (16) with Theta = K equals K** - K*X K^-1 (I - e^{-2cKt}) K_X* (two code paths)."""
     nngp, _, y = _kernels(seed=3)
-    general = ensemble_predict(nngp, (nngp[0], nngp[1]), y, TIMES, lr=0.8)
-    readout = ensemble_predict(nngp, None, y, TIMES, lr=0.8)
+    general = _ensemble(nngp, (nngp[0], nngp[1]), y, TIMES, lr=0.8)
+    readout = _ensemble(nngp, None, y, TIMES, lr=0.8)
     assert general.covariance is not None and readout.covariance is not None
     _close(general.mean, readout.mean, "mean")
     _close(general.covariance, readout.covariance, "covariance (general vs readout-only formula)", rtol=1e-9)
@@ -104,10 +117,10 @@ def test_ntk_formula_with_the_nngp_as_ntk_reduces_to_the_readout_formula():
 @pytest.mark.parametrize("readout_only", [False, True])
 def test_covariance_is_symmetric_positive_semidefinite(readout_only):
     nngp, ntk, y = _kernels(seed=4, n=9, m=6, out=2)
-    r = ensemble_predict(nngp, None if readout_only else ntk, y, [0.0, 0.01, 0.5, 3.0, 40.0, INF])
+    r = _ensemble(nngp, None if readout_only else ntk, y, [0.0, 0.01, 0.5, 3.0, 40.0, INF])
     assert r.covariance is not None and r.covariance.shape == (6, 6, 6)
     _assert_psd(r.covariance, "ensemble covariance")
-    p = gp_inference(nngp[0], y, nngp[1], nngp[2])
+    p = gp_inference(nngp[0], y, k_test_train=nngp[1], k_test_test=nngp[2])
     assert p.covariance is not None
     _assert_psd(p.covariance[None], "gp_inference covariance")
 
@@ -115,30 +128,33 @@ def test_covariance_is_symmetric_positive_semidefinite(readout_only):
 @pytest.mark.parametrize("readout_only", [False, True])
 def test_at_time_zero_the_ensemble_is_the_prior(readout_only):
     nngp, ntk, y = _kernels(seed=5)
-    r = ensemble_predict(nngp, None if readout_only else ntk, y, [0.0, 1.0])
+    r = _ensemble(nngp, None if readout_only else ntk, y, [0.0, 1.0])
     assert r.covariance is not None
     assert torch.equal(r.mean[0], torch.zeros_like(r.mean[0])), "mean at t = 0 must be 0 (the prior mean)"
     _close(r.covariance[0], nngp[2], "covariance at t = 0 vs the prior NNGP K** on the test points", rtol=1e-14)
-    assert float((r.covariance[1] - nngp[2]).abs().max()) > 1e-3 * float(nngp[2].abs().max()), \
+    assert float((r.covariance[1] - nngp[2]).abs().max()) > 1e-3 * float(nngp[2].abs().max()), (
         "the covariance must move away from the prior once training starts"
+    )
 
 
 def test_noise_free_gp_posterior_on_the_training_points_has_zero_variance():
     nngp, ntk, y = _kernels(seed=6, out=2)
     K = nngp[0]
-    p = gp_inference(K, y, K, K)
+    p = gp_inference(K, y, k_test_train=K, k_test_test=K)
     assert p.covariance is not None
     _close(p.mean, y, "posterior mean on the training points vs y_train", rtol=1e-11)
-    assert float(p.covariance.abs().max()) <= 1e-11 * float(K.abs().max()), \
+    assert float(p.covariance.abs().max()) <= 1e-11 * float(K.abs().max()), (
         f"posterior variance on the training points: max |cov| = {float(p.covariance.abs().max()):.3e}"
+    )
     # every trained member interpolates: the NTK ensemble at t = inf is N(Y, 0) on X as well
-    e = ensemble_predict((K, K, K), (ntk[0], ntk[0]), y, INF)
+    e = _ensemble((K, K, K), (ntk[0], ntk[0]), y, INF)
     assert e.covariance is not None
     _close(e.mean[0], y, "NTK ensemble mean on the training points at t = inf", rtol=1e-11)
-    assert float(e.covariance.abs().max()) <= 1e-10 * float(K.abs().max()), \
+    assert float(e.covariance.abs().max()) <= 1e-10 * float(K.abs().max()), (
         f"NTK ensemble variance on the training points at t = inf: {float(e.covariance.abs().max()):.3e}"
+    )
     # with a noise variance the posterior keeps uncertainty
-    q = gp_inference(K, y, K, K, diag_reg=1e-2)
+    q = gp_inference(K, y, k_test_train=K, k_test_test=K, diag_reg=1e-2)
     assert q.covariance is not None and float(q.covariance.diagonal().min()) > 1e-4 * float(K.diagonal().min())
 
 
@@ -152,11 +168,21 @@ def test_covariance_equals_sampled_gaussian_initial_outputs_pushed_through_the_f
     f0 = L @ torch.randn(n + m, S, generator=torch.Generator().manual_seed(70), dtype=D)
     k, kx = (nngp[0], nngp[1]) if readout_only else ntk
     times = [0.4, 3.0, INF]
-    flow = nk.mse_flow(k, y[:, None].expand(n, S).contiguous(), times, k_test_train=kx,
-                       h_ini_train=f0[:n].contiguous(), h_ini_test=f0[n:].contiguous(), lr=0.6)
+    flow = nk.mse_flow(
+        k,
+        y[:, None].expand(n, S).contiguous(),
+        times=times,
+        k_test_train=kx,
+        h_ini_train=f0[:n].contiguous(),
+        h_ini_test=f0[n:].contiguous(),
+        lr=0.6,
+    )
     assert flow.test is not None
-    _within_standard_errors(flow.test.permute(2, 0, 1), ensemble_predict(nngp, None if readout_only else ntk, y,
-                                                                          times, lr=0.6), "Gaussian f_0 samples")
+    _within_standard_errors(
+        flow.test.permute(2, 0, 1),
+        _ensemble(nngp, None if readout_only else ntk, y, times, lr=0.6),
+        "Gaussian f_0 samples",
+    )
 
 
 def _within_standard_errors(samples: torch.Tensor, ens: GaussianPrediction, what: str) -> None:
@@ -187,7 +213,7 @@ def test_wide_networks_trained_by_the_linearized_flow_approach_the_ensemble():
         return nk.MLP(d, [w], 1, weight_std=1.5, bias_std=0.2, generator=gen, dtype=D)
 
     times = [0.5, 2.0, INF]
-    ens = analytic_ensemble(net(g, 2), x[:n], y, x[n:], times)
+    ens = analytic_ensemble(net(g, 2), x[:n], y, x_test=x[n:], times=times)
     gen = torch.Generator().manual_seed(80)
     preds = []
     for _ in range(S):
@@ -196,8 +222,9 @@ def test_wide_networks_trained_by_the_linearized_flow_approach_the_ensemble():
         theta = J @ J.T
         with torch.no_grad():
             f0 = f(x)[:, 0]
-        flow = nk.mse_flow(theta[:n, :n], y, times, k_test_train=theta[n:, :n], h_ini_train=f0[:n],
-                           h_ini_test=f0[n:])
+        flow = nk.mse_flow(
+            theta[:n, :n], y, times=times, k_test_train=theta[n:, :n], h_ini_train=f0[:n], h_ini_test=f0[n:]
+        )
         assert flow.test is not None
         preds.append(flow.test)
     _within_standard_errors(torch.stack(preds), ens, f"{S} networks of width {width}")
@@ -208,10 +235,10 @@ def test_wide_networks_trained_by_the_linearized_flow_approach_the_ensemble():
 
 def test_several_outputs_share_one_covariance_and_solve_columnwise():
     nngp, ntk, y = _kernels(seed=9, out=3)
-    r = ensemble_predict(nngp, ntk, y, TIMES)
+    r = _ensemble(nngp, ntk, y, TIMES)
     assert r.mean.shape == (len(TIMES), 4, 3) and r.covariance is not None and r.covariance.shape == (len(TIMES), 4, 4)
     for o in range(3):
-        c = ensemble_predict(nngp, ntk, y[:, o].contiguous(), TIMES)
+        c = _ensemble(nngp, ntk, y[:, o].contiguous(), TIMES)
         _close(r.mean[..., o], c.mean, f"output column {o}")
         assert c.covariance is not None
         _close(r.covariance, c.covariance, "covariance is independent of the targets")
@@ -225,12 +252,14 @@ def test_diag_reg_is_relative_to_the_mean_diagonal_unless_absolute():
     Kr = K + delta * torch.eye(K.shape[0], dtype=D)
     expected_mean = Kx @ torch.linalg.solve(Kr, y)
     expected_cov = Ktt - Kx @ torch.linalg.solve(Kr, Kx.T)
-    for p in (gp_inference(K, y, Kx, Ktt, diag_reg=reg),
-              gp_inference(K, y, Kx, Ktt, diag_reg=delta, diag_reg_absolute_scale=True)):
+    for p in (
+        gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=reg),
+        gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=delta, diag_reg_absolute_scale=True),
+    ):
         assert p.covariance is not None
         _close(p.mean, expected_mean, "regularised posterior mean")
         _close(p.covariance, expected_cov, "regularised posterior covariance")
-    e = ensemble_predict(nngp, None, y, INF, diag_reg=reg)
+    e = _ensemble(nngp, None, y, INF, diag_reg=reg)
     assert e.covariance is not None
     _close(e.mean[0], expected_mean, "regularised readout-only ensemble at t = inf")
     _close(e.covariance[0], expected_cov, "regularised readout-only ensemble covariance at t = inf")
@@ -244,21 +273,21 @@ def test_analytic_ensemble_fills_the_kernels_of_the_model():
     K = nk.analytic_nngp(model, torch.cat([x, xt]))[:, :, 0, 0]
     T = nk.analytic_ntk(model, torch.cat([x, xt]))[:, :, 0, 0]
     for get, ntk in (("ntk", (T[:6, :6], T[6:, :6])), ("nngp", None)):
-        a = analytic_ensemble(model, x, y, xt, TIMES, get=get, lr=0.5)
-        b = ensemble_predict((K[:6, :6], K[6:, :6], K[6:, 6:]), ntk, y, TIMES, lr=0.5)
+        a = analytic_ensemble(model, x, y, x_test=xt, times=TIMES, get=get, lr=0.5)
+        b = _ensemble((K[:6, :6], K[6:, :6], K[6:, 6:]), ntk, y, TIMES, lr=0.5)
         assert a.covariance is not None and b.covariance is not None
         _close(a.mean, b.mean, f"analytic_ensemble mean ({get})")
         _close(a.covariance, b.covariance, f"analytic_ensemble covariance ({get})")
     with pytest.raises(ValueError, match=r"y_train must have shape \(n, 2\)"):
-        analytic_ensemble(model, x, y[:, 0], xt, 1.0)
+        analytic_ensemble(model, x, y[:, 0], x_test=xt, times=1.0)
     with pytest.raises(ValueError, match="get must be one of"):
-        analytic_ensemble(model, x, y, xt, 1.0, get="ntkgp")
+        analytic_ensemble(model, x, y, x_test=xt, times=1.0, get="ntkgp")
 
 
 def test_mean_only_needs_no_nngp():
     nngp, ntk, y = _kernels(seed=12)
-    a = ensemble_predict(None, ntk, y, TIMES, compute_cov=False)
-    b = ensemble_predict(nngp, ntk, y, TIMES)
+    a = ensemble_predict(ntk[0], y, k_test_train=ntk[1], times=TIMES, compute_cov=False)
+    b = _ensemble(nngp, ntk, y, TIMES)
     assert a.covariance is None
     assert torch.equal(a.mean, b.mean)
 
@@ -273,15 +302,15 @@ def test_singular_kernel_is_refused_with_its_condition_number_unless_regularised
     T, Tx = ntk[0][dup][:, dup], ntk[1][:, dup]
     y = y[dup]
     with pytest.raises(nk.SingularKernelError, match=r"condition number (inf|\d\.\d+e\+\d+) > threshold .*diag_reg"):
-        gp_inference(K, y, Kx, Ktt)
-    with pytest.raises(nk.SingularKernelError, match=r"ntk\[0\] is singular .*condition number"):
-        ensemble_predict((K, Kx, Ktt), (T, Tx), y, [1.0, INF])
-    with pytest.raises(nk.SingularKernelError, match=r"nngp\[0\] is singular"):
-        ensemble_predict((K, Kx, Ktt), None, y, 1.0)
+        gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt)
+    with pytest.raises(nk.SingularKernelError, match=r"k_train is singular .*condition number"):
+        _ensemble((K, Kx, Ktt), (T, Tx), y, [1.0, INF])
+    with pytest.raises(nk.SingularKernelError, match=r"k_train is singular"):
+        _ensemble((K, Kx, Ktt), None, y, 1.0)
     with pytest.raises(nk.SingularKernelError, match=r"diag_reg=1e-30"):
-        gp_inference(K, y, Kx, Ktt, diag_reg=1e-30)  # too small to help: refused, naming it
-    p = gp_inference(K, y, Kx, Ktt, diag_reg=1e-8)
-    e = ensemble_predict((K, Kx, Ktt), (T, Tx), y, [1.0, INF], diag_reg=1e-8)
+        gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=1e-30)  # too small to help: refused, naming it
+    p = gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=1e-8)
+    e = _ensemble((K, Kx, Ktt), (T, Tx), y, [1.0, INF], diag_reg=1e-8)
     assert p.covariance is not None and e.covariance is not None
     for v in (p.mean, p.covariance, e.mean, e.covariance):
         assert bool(torch.isfinite(v).all())
@@ -292,42 +321,112 @@ def _bad_calls():
     K, Kx, Ktt = nngp
     T, Tx = ntk
     f32 = K.float()
+    prior = {"nngp_train": K, "nngp_test_train": Kx, "nngp_test_test": Ktt}
     return [
-        (lambda: gp_inference(K.numpy(), y, Kx), TypeError, "k_train_train must be a torch.Tensor"),
-        (lambda: gp_inference(K[None], y, Kx), ValueError, r"k_train_train must have shape \(n, n\)"),
-        (lambda: gp_inference(K[:, :, None, None], y, Kx), ValueError, "kernel of one output"),
-        (lambda: gp_inference(K + torch.triu(K, 1), y, Kx), ValueError, "k_train_train must be symmetric"),
-        (lambda: gp_inference(K - 2 * torch.eye(7, dtype=D) * K.diagonal().max(), y, Kx), ValueError,
-         "k_train_train is not positive semi-definite"),
-        (lambda: gp_inference(K, y[:5], Kx), ValueError, "y_train must have 7 rows"),
-        (lambda: gp_inference(K, y.float(), Kx), TypeError, "y_train must have the dtype of k_train_train"),
-        (lambda: gp_inference(K, y, Kx.T), ValueError, r"k_test_train must have shape \(m, 7\)"),
-        (lambda: gp_inference(K, y, Kx, Ktt[:2, :2]), ValueError, r"k_test_test must have shape \(4, 4\)"),
-        (lambda: gp_inference(K, y, Kx, 0.01 * Ktt), ValueError, r"NNGP kernels \(the joint train/test matrix"),
-        (lambda: gp_inference(K, y, Kx, Ktt, diag_reg=-1.0), ValueError, "diag_reg must be a finite float >= 0"),
-        (lambda: gp_inference(K, y, Kx, Ktt, diag_reg=True), TypeError, "diag_reg must be a finite float"),
-        (lambda: gp_inference(K, y, Kx, Ktt, diag_reg_absolute_scale=1), TypeError, "diag_reg_absolute_scale"),
-        (lambda: gp_inference(K, y.clone().fill_(math.nan), Kx), ValueError, "y_train contains 7 NaN"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, -1.0), ValueError, "t must be >= 0"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, [1.0, math.nan]), ValueError, "t must be >= 0"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, "soon"), TypeError, "t must be a number"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, 1.0, lr=0.0), ValueError, "lr must be a positive"),
-        (lambda: ensemble_predict((K, Kx), ntk, y, 1.0), TypeError, r"nngp must be a tuple \(K, K\*X, K\*\*\)"),
-        (lambda: ensemble_predict(K, ntk, y, 1.0), TypeError, "nngp must be a tuple"),
-        (lambda: ensemble_predict((K, Kx, Ktt), T, y, 1.0), TypeError, "ntk must be a tuple"),
-        (lambda: ensemble_predict((K, Kx, None), ntk, y, 1.0), ValueError, r"nngp\[2\] .* is None but compute_cov"),
-        (lambda: ensemble_predict(None, ntk, y, 1.0), ValueError, "nngp is None but compute_cov=True"),
-        (lambda: ensemble_predict(None, None, y, 1.0, compute_cov=False), ValueError, "nngp and ntk are both None"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, 1.0, compute_cov=1), TypeError, "compute_cov must be a bool"),
-        (lambda: ensemble_predict((K, Kx, Ktt), (T[:6, :6], Tx[:, :6]), y, 1.0), ValueError,
-         r"ntk\[0\] must have the shape of nngp\[0\]"),
-        (lambda: ensemble_predict((K, Kx, Ktt), (T, Tx[:3]), y, 1.0), ValueError, r"ntk\[1\] must have shape \(4, 7\)"),
-        (lambda: ensemble_predict((K, Kx, Ktt), (T.float(), Tx.float()), y, 1.0), TypeError,
-         r"ntk\[0\] must have the dtype of nngp\[0\]"),
-        (lambda: ensemble_predict((f32, Kx, Ktt), None, y, 1.0), TypeError, r"nngp\[1\] must have the dtype"),
-        (lambda: ensemble_predict((K, Kx, Ktt[:3, :3]), ntk, y, 1.0), ValueError,
-         r"nngp\[2\] \(K\*\*\) must have shape"),
-        (lambda: ensemble_predict((K, Kx, Ktt), ntk, y, 1.0, max_cond=0.5), ValueError, "max_cond must be"),
+        (lambda: gp_inference(K.numpy(), y, k_test_train=Kx), TypeError, "k_train must be a torch.Tensor"),
+        (lambda: gp_inference(K[None], y, k_test_train=Kx), ValueError, r"k_train must have shape \(n, n\)"),
+        (lambda: gp_inference(K[:, :, None, None], y, k_test_train=Kx), ValueError, "kernel of one output"),
+        (lambda: gp_inference(K + torch.triu(K, 1), y, k_test_train=Kx), ValueError, "k_train must be symmetric"),
+        (
+            lambda: gp_inference(K - 2 * torch.eye(7, dtype=D) * K.diagonal().max(), y, k_test_train=Kx),
+            ValueError,
+            "k_train is not positive semi-definite",
+        ),
+        (lambda: gp_inference(K, y[:5], k_test_train=Kx), ValueError, "y_train must have 7 rows"),
+        (
+            lambda: gp_inference(K, y.float(), k_test_train=Kx),
+            ValueError,
+            r"y_train must have the dtype of k_train \(torch.float64\), got torch.float32",
+        ),
+        (lambda: gp_inference(K, y, k_test_train=Kx.T), ValueError, r"k_test_train must have shape \(m, 7\)"),
+        (
+            lambda: gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt[:2, :2]),
+            ValueError,
+            r"k_test_test must have shape \(4, 4\)",
+        ),
+        (
+            lambda: gp_inference(K, y, k_test_train=Kx, k_test_test=0.01 * Ktt),
+            ValueError,
+            r"NNGP kernels \(the joint train/test matrix",
+        ),
+        (
+            lambda: gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=-1.0),
+            ValueError,
+            "diag_reg must be a finite float >= 0",
+        ),
+        (
+            lambda: gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg=True),
+            TypeError,
+            "diag_reg must be a finite float",
+        ),
+        (
+            lambda: gp_inference(K, y, k_test_train=Kx, k_test_test=Ktt, diag_reg_absolute_scale=1),
+            TypeError,
+            "diag_reg_absolute_scale",
+        ),
+        (lambda: gp_inference(K, y.clone().fill_(math.nan), k_test_train=Kx), ValueError, "y_train contains 7 NaN"),
+        (lambda: gp_inference(K, y, Kx), TypeError, "positional argument"),
+        (lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times=-1.0), ValueError, "times must be >= 0"),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times=[1.0, math.nan]),
+            ValueError,
+            "times must be >= 0",
+        ),
+        (lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times="soon"), TypeError, "times must be a number"),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times=1.0, lr=0.0),
+            ValueError,
+            "lr must be a positive",
+        ),
+        (lambda: ensemble_predict(T, y, Tx, times=1.0), TypeError, "positional argument"),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, nngp_train=K, nngp_test_test=Ktt, times=1.0),
+            ValueError,
+            "nngp_train and nngp_test_train must be given together",
+        ),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, nngp_train=K, nngp_test_train=Kx, times=1.0),
+            ValueError,
+            r"nngp_test_test \(K\*\*, the test-test NNGP kernel\) is None but compute_cov=True",
+        ),
+        (lambda: ensemble_predict(K, y, k_test_train=Kx, times=1.0), ValueError, "nngp_test_test .* is None"),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times=1.0, compute_cov=1),
+            TypeError,
+            "compute_cov must be a bool",
+        ),
+        (
+            lambda: ensemble_predict(T[:6, :6], y[:6], k_test_train=Tx[:, :6], **prior, times=1.0),
+            ValueError,
+            r"nngp_train must have the shape of k_train",
+        ),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx[:3], **prior, times=1.0),
+            ValueError,
+            r"nngp_test_train must have shape \(3, 7\)",
+        ),
+        (
+            lambda: ensemble_predict(T.float(), y.float(), k_test_train=Tx.float(), **prior, times=1.0),
+            ValueError,
+            r"nngp_train must have the dtype of k_train \(torch.float32\), got torch.float64",
+        ),
+        (
+            lambda: ensemble_predict(f32, y, k_test_train=Kx, nngp_test_test=Ktt, times=1.0),
+            ValueError,
+            r"k_test_train must have the dtype of k_train",
+        ),
+        (
+            lambda: ensemble_predict(
+                T, y, k_test_train=Tx, nngp_train=K, nngp_test_train=Kx, nngp_test_test=Ktt[:3, :3], times=1.0
+            ),
+            ValueError,
+            r"nngp_test_test \(K\*\*\) must have shape",
+        ),
+        (
+            lambda: ensemble_predict(T, y, k_test_train=Tx, **prior, times=1.0, max_cond=0.5),
+            ValueError,
+            "max_cond must be",
+        ),
     ]
 
 

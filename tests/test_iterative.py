@@ -8,15 +8,12 @@ import scipy.linalg
 import torch
 
 import ntkcheck as nk
-from ntkcheck.dynamics.iterative import (
-    IterativeConvergenceError,
-    blocked_cholesky_solve,
-    cg_interpolate,
-    cg_solve,
-    krylov_mse_flow,
-)
-from ntkcheck.kernels.operator import ntk_operator
+from ntkcheck.dynamics.iterative.blocked_cholesky import blocked_cholesky_solve
+from ntkcheck.dynamics.iterative.cg import cg_interpolate, cg_solve
+from ntkcheck.dynamics.iterative.krylov import krylov_mse_flow
 from ntkcheck.dynamics.solvers import SingularKernelError
+from ntkcheck.errors import IterativeConvergenceError
+from ntkcheck.kernels.operator import ntk_operator
 
 F64 = torch.float64
 
@@ -37,10 +34,17 @@ def ntk_problem():
     g = _gen(0)
     model = nk.MLP(3, [24], 2, generator=g, dtype=F64)
     x, xt = torch.randn(40, 3, generator=g, dtype=F64), torch.randn(7, 3, generator=g, dtype=F64)
-    return dict(model=model, x=x, K=nk.ntk(model, x), Kx=nk.ntk(model, xt, x),
-                Kt=nk.ntk(model, x, output="trace"), Ktx=nk.ntk(model, xt, x, output="trace"),
-                y=torch.randn(40, 2, generator=g, dtype=F64), h0=torch.randn(40, 2, generator=g, dtype=F64),
-                h0x=torch.randn(7, 2, generator=g, dtype=F64))
+    return dict(
+        model=model,
+        x=x,
+        K=nk.ntk(model, x),
+        Kx=nk.ntk(model, xt, x),
+        Kt=nk.ntk(model, x, output="trace"),
+        Ktx=nk.ntk(model, xt, x, output="trace"),
+        y=torch.randn(40, 2, generator=g, dtype=F64),
+        h0=torch.randn(40, 2, generator=g, dtype=F64),
+        h0x=torch.randn(7, 2, generator=g, dtype=F64),
+    )
 
 
 def _ridge_kernel(n: int, seed: int, ridge: float = 0.1) -> torch.Tensor:
@@ -62,9 +66,9 @@ def _spread_kernel(n: int, seed: int, lam_min: float) -> torch.Tensor:
 def test_cg_interpolant_equals_dense_solve_on_the_operator(ntk_problem, preconditioner: str) -> None:
     p = ntk_problem
     op = ntk_operator(p["model"], p["x"], output="trace")
-    want = nk.interpolate(p["Kt"], p["y"], p["Ktx"])
+    want = nk.interpolate(p["Kt"], p["y"], k_test_train=p["Ktx"])
     assert nk.condition_number(p["Kt"]) < 1e5
-    got = cg_interpolate(op, p["y"], p["Ktx"], preconditioner=preconditioner, rank=20)
+    got = cg_interpolate(op, p["y"], k_test_train=p["Ktx"], preconditioner=preconditioner, rank=20)
     err = _rel(got.prediction, want)
     assert err < 1e-8, f"cg_interpolate({preconditioner}) vs interpolate: relative error {err:.2e}"
     assert 1 <= got.iterations <= 400 and 0 < got.residual <= 1e-10
@@ -75,13 +79,20 @@ def test_cg_interpolant_equals_dense_solve_on_the_operator(ntk_problem, precondi
 
 def test_cg_multi_output_full_kernel_and_initial_function(ntk_problem, tmp_path) -> None:
     p = ntk_problem
-    want = nk.interpolate(p["K"], p["y"], p["Kx"], h_ini_train=p["h0"], h_ini_test=p["h0x"])
+    want = nk.interpolate(p["K"], p["y"], k_test_train=p["Kx"], h_ini_train=p["h0"], h_ini_test=p["h0x"])
     path = tmp_path / "k.npy"
     n, o = 40, 2
     np.save(path, p["K"].permute(0, 2, 1, 3).reshape(n * o, n * o).numpy())
     for kernel in (ntk_operator(p["model"], p["x"]), p["K"], np.load(path, mmap_mode="r")):
-        got = cg_interpolate(kernel, p["y"], p["Kx"], h_ini_train=p["h0"], h_ini_test=p["h0x"],
-                             preconditioner="pivoted_cholesky", rank=40)
+        got = cg_interpolate(
+            kernel,
+            p["y"],
+            k_test_train=p["Kx"],
+            h_ini_train=p["h0"],
+            h_ini_test=p["h0x"],
+            preconditioner="pivoted_cholesky",
+            rank=40,
+        )
         assert got.prediction.shape == (7, 2)
         assert _rel(got.prediction, want) < 1e-8, type(kernel).__name__
     train = cg_interpolate(p["K"], p["y"], h_ini_train=p["h0"])
@@ -103,7 +114,8 @@ def test_cg_solve_several_right_hand_sides() -> None:
 def test_cg_non_convergence_raises_with_the_residual() -> None:
     K = _spread_kernel(200, 3, 1e-8)
     b = torch.randn(200, generator=_gen(4), dtype=F64)
-    with pytest.raises(IterativeConvergenceError, match=r"within max_iter=15 kernel products: relative residual") as info:
+    match = r"within max_iter=15 kernel products: relative residual"
+    with pytest.raises(IterativeConvergenceError, match=match) as info:
         cg_solve(K, b, max_iter=15, preconditioner="none")
     err = info.value
     assert err.iterations >= 15 and err.residual > 1e-10
@@ -129,15 +141,20 @@ def test_diag_reg_matches_the_closed_form(ntk_problem) -> None:
     K, Kx, y = p["Kt"], p["Ktx"], p["y"]
     for reg in (1e-3, 0.5):
         want = _closed_form(K, y, Kx, reg)
-        assert _rel(nk.interpolate(K, y, Kx, diag_reg=reg), want) < 1e-10
+        assert _rel(nk.interpolate(K, y, k_test_train=Kx, diag_reg=reg), want) < 1e-10
         assert _rel(nk.interpolate(K, y, diag_reg=reg), _closed_form(K, y, K, reg)) < 1e-10
         op = ntk_operator(p["model"], p["x"], output="trace")
         for kernel in (op, K):
-            got = cg_interpolate(kernel, y, Kx, diag_reg=reg, preconditioner="pivoted_cholesky", rank=10)
+            got = cg_interpolate(kernel, y, k_test_train=Kx, diag_reg=reg, preconditioner="pivoted_cholesky", rank=10)
             assert _rel(got.prediction, want) < 1e-8
-        assert _rel(cg_solve(K, y, diag_reg=reg).solution,
-                    scipy.linalg.solve(K.numpy() + reg * float(K.diagonal().mean()) * np.eye(40), y.numpy())) < 1e-8
-        flow = nk.mse_flow(K, y, [np.inf], k_test_train=Kx, diag_reg=reg)
+        assert (
+            _rel(
+                cg_solve(K, y, diag_reg=reg).solution,
+                scipy.linalg.solve(K.numpy() + reg * float(K.diagonal().mean()) * np.eye(40), y.numpy()),
+            )
+            < 1e-8
+        )
+        flow = nk.mse_flow(K, y, times=[np.inf], k_test_train=Kx, diag_reg=reg)
         assert _rel(flow.test[0], want) < 1e-10 and _rel(flow.train[0], _closed_form(K, y, K, reg)) < 1e-10
 
 
@@ -150,7 +167,7 @@ def test_diag_reg_flow_is_the_weight_decay_flow(ntk_problem) -> None:
     c = 2 * lr / 40
     A = K.numpy() + mu * np.eye(40)
     a = scipy.linalg.solve(A, (np.eye(40) - scipy.linalg.expm(-c * t * A)) @ (y - h0).numpy())
-    flow = nk.mse_flow(K, y, [t], k_test_train=Kx, h_ini_train=h0, h_ini_test=h0x, lr=lr, diag_reg=reg)
+    flow = nk.mse_flow(K, y, times=[t], k_test_train=Kx, h_ini_train=h0, h_ini_test=h0x, lr=lr, diag_reg=reg)
     assert _rel(flow.train[0], h0.numpy() + K.numpy() @ a) < 1e-10
     assert _rel(flow.test[0], h0x.numpy() + Kx.numpy() @ a) < 1e-10
 
@@ -158,19 +175,31 @@ def test_diag_reg_flow_is_the_weight_decay_flow(ntk_problem) -> None:
 def test_decompose_with_diag_reg(ntk_problem) -> None:
     p = ntk_problem
     K, Kx, y, h0, h0x = p["Kt"], p["Ktx"], p["y"], p["h0"], p["h0x"]
-    d = nk.decompose(K, y, Kx, h0, h0x, diag_reg=0.1)
+    d = nk.decompose(K, y, k_test_train=Kx, h_ini_train=h0, h_ini_test=h0x, diag_reg=0.1)
     assert _rel(d.total, h0x.numpy() + _closed_form(K, y - h0, Kx, 0.1)) < 1e-10
     assert _rel(d.unbiased + d.init_bias, d.total) < 1e-12
 
 
-@pytest.mark.parametrize("bad, exc", [(-1e-3, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
-                                      (True, TypeError), ("0.1", TypeError)])
+@pytest.mark.parametrize(
+    "bad, exc",
+    [
+        (-1e-3, ValueError),
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (True, TypeError),
+        ("0.1", TypeError),
+    ],
+)
 def test_diag_reg_is_validated(bad, exc) -> None:
     K, y = _ridge_kernel(10, 5), torch.ones(10, dtype=F64)
-    for call in (lambda: nk.interpolate(K, y, diag_reg=bad), lambda: nk.decompose(K, y, None, y, None, diag_reg=bad),
-                 lambda: nk.mse_flow(K, y, [1.0], diag_reg=bad), lambda: cg_solve(K, y, diag_reg=bad),
-                 lambda: krylov_mse_flow(K, y, [1.0], diag_reg=bad),
-                 lambda: blocked_cholesky_solve(K.numpy(), y, diag_reg=bad)):
+    for call in (
+        lambda: nk.interpolate(K, y, diag_reg=bad),
+        lambda: nk.decompose(K, y, k_test_train=None, h_ini_train=y, h_ini_test=None, diag_reg=bad),
+        lambda: nk.mse_flow(K, y, times=[1.0], diag_reg=bad),
+        lambda: cg_solve(K, y, diag_reg=bad),
+        lambda: krylov_mse_flow(K, y, times=[1.0], diag_reg=bad),
+        lambda: blocked_cholesky_solve(K.numpy(), y, diag_reg=bad),
+    ):
         with pytest.raises(exc, match="diag_reg must be a finite float >= 0"):
             call()
 
@@ -188,11 +217,27 @@ def test_diag_reg_is_keyword_only() -> None:
 def test_krylov_flow_equals_the_dense_flow(ntk_problem, reg: float) -> None:
     p = ntk_problem
     times = [0.0, 0.05, 1.0, 20.0, 400.0]
-    want = nk.mse_flow(p["K"], p["y"], times, k_test_train=p["Kx"], h_ini_train=p["h0"], h_ini_test=p["h0x"],
-                       lr=0.5, diag_reg=reg)
+    want = nk.mse_flow(
+        p["K"],
+        p["y"],
+        times=times,
+        k_test_train=p["Kx"],
+        h_ini_train=p["h0"],
+        h_ini_test=p["h0x"],
+        lr=0.5,
+        diag_reg=reg,
+    )
     for kernel in (ntk_operator(p["model"], p["x"]), p["K"]):
-        got = krylov_mse_flow(kernel, p["y"], times, k_test_train=p["Kx"], h_ini_train=p["h0"],
-                              h_ini_test=p["h0x"], lr=0.5, diag_reg=reg)
+        got = krylov_mse_flow(
+            kernel,
+            p["y"],
+            times=times,
+            k_test_train=p["Kx"],
+            h_ini_train=p["h0"],
+            h_ini_test=p["h0x"],
+            lr=0.5,
+            diag_reg=reg,
+        )
         assert got.train.shape == want.train.shape and got.test.shape == want.test.shape
         assert _rel(got.train, want.train) < 1e-8 and _rel(got.test, want.test) < 1e-8
         assert 1 <= got.iterations <= 80 and got.error <= 1e-10
@@ -203,10 +248,10 @@ def test_krylov_flow_limits() -> None:
     K = _spread_kernel(300, 6, 1e-6)
     y = torch.randn(300, generator=_gen(7), dtype=F64)
     with pytest.raises(IterativeConvergenceError, match=r"within max_iter=10 steps: change estimate") as info:
-        krylov_mse_flow(K, y, [1e6], max_iter=10)
+        krylov_mse_flow(K, y, times=[1e6], max_iter=10)
     assert info.value.residual > 1e-10
     with pytest.raises(ValueError, match="times must be finite for krylov_mse_flow"):
-        krylov_mse_flow(K, y, [1.0, float("inf")])
+        krylov_mse_flow(K, y, times=[1.0, float("inf")])
 
 
 # ------------------------------------------------------------------------------ blocked Cholesky

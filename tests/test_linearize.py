@@ -234,13 +234,13 @@ def test_bad_arguments_name_the_argument(device):
         jacobian(model, data(4, 3, device=device))
     with pytest.raises(ValueError, match="x must have shape"):
         jacobian(model, x[0])
-    with pytest.raises(TypeError, match="x must have the dtype"):
+    with pytest.raises(ValueError, match="x must have the dtype of the model's parameters"):
         jacobian(model, x.float())
     with pytest.raises(ValueError, match="x_train contains"):
         min_norm_linearized(model, bad, torch.zeros(4, dtype=F64, device=device))
     with pytest.raises(ValueError, match="y_train must have shape"):
         min_norm_linearized(model, x, torch.zeros(5, dtype=F64, device=device))
-    with pytest.raises(TypeError, match="y_train must have the dtype"):
+    with pytest.raises(ValueError, match="y_train must have the dtype"):
         min_norm_linearized(model, x, torch.zeros(4, device=device))
     y = torch.zeros(4, dtype=F64, device=device)
     y[0] = float("inf")
@@ -260,18 +260,35 @@ def _net(*middle: nn.Module) -> nn.Module:
     return nn.Sequential(nn.Linear(2, 16), *middle, nn.Linear(16, 1)).to(F64)
 
 
-@pytest.mark.parametrize("build, names, fits_in_eval", [
-    (lambda: _net(nn.Tanh(), nn.Dropout(0.5)), r"model\.2 \(Dropout, training mode: random\)", True),
-    (lambda: _net(nn.Tanh(), nn.AlphaDropout(0.2)), r"model\.2 \(AlphaDropout, training mode", True),
-    (lambda: _net(nn.RReLU()), r"model\.1 \(RReLU, training mode: random\)", False),
-    (lambda: _net(nn.BatchNorm1d(16), nn.Tanh()), r"model\.1 \(BatchNorm1d, training mode: normalises by the batch\)",
-     True),
-    (lambda: _net(nn.BatchNorm1d(16, track_running_stats=False), nn.Tanh()).eval(),
-     r"model\.1 \(BatchNorm1d, no running statistics: normalises by the batch\)", False),
-    (lambda: linearize(_net(nn.Tanh(), nn.Dropout(0.5))), r"model\.base\.2 \(Dropout, training mode", True),
-    (lambda: _net(_NoisyTanh()), r"two forward passes", True),
-], ids=["dropout", "alpha-dropout", "rrelu", "batchnorm-train", "batchnorm-no-running-stats", "linearized-dropout",
-        "functional-dropout"])
+@pytest.mark.parametrize(
+    "build, names, fits_in_eval",
+    [
+        (lambda: _net(nn.Tanh(), nn.Dropout(0.5)), r"model\.2 \(Dropout, training mode: random\)", True),
+        (lambda: _net(nn.Tanh(), nn.AlphaDropout(0.2)), r"model\.2 \(AlphaDropout, training mode", True),
+        (lambda: _net(nn.RReLU()), r"model\.1 \(RReLU, training mode: random\)", False),
+        (
+            lambda: _net(nn.BatchNorm1d(16), nn.Tanh()),
+            r"model\.1 \(BatchNorm1d, training mode: normalises by the batch\)",
+            True,
+        ),
+        (
+            lambda: _net(nn.BatchNorm1d(16, track_running_stats=False), nn.Tanh()).eval(),
+            r"model\.1 \(BatchNorm1d, no running statistics: normalises by the batch\)",
+            False,
+        ),
+        (lambda: linearize(_net(nn.Tanh(), nn.Dropout(0.5))), r"model\.base\.2 \(Dropout, training mode", True),
+        (lambda: _net(_NoisyTanh()), r"two forward passes", True),
+    ],
+    ids=[
+        "dropout",
+        "alpha-dropout",
+        "rrelu",
+        "batchnorm-train",
+        "batchnorm-no-running-stats",
+        "linearized-dropout",
+        "functional-dropout",
+    ],
+)
 def test_min_norm_linearized_refuses_random_or_batch_coupled_models(build, names, fits_in_eval):
     model = build()
     x, y = data(6, 2), data(6, 1, seed=13)

@@ -131,8 +131,14 @@ def test_loss_arguments_are_checked() -> None:
 
 @pytest.mark.parametrize(
     "loss",
-    [LpLoss(1.5), LpLoss(2), LpLoss(3), LpLoss(4), 0.5 * LpLoss(2) + LpLoss(4),
-     DistLoss(lambda a, b: (torch.sqrt(1 + (a - b) ** 2) - 1).sum())],
+    [
+        LpLoss(1.5),
+        LpLoss(2),
+        LpLoss(3),
+        LpLoss(4),
+        0.5 * LpLoss(2) + LpLoss(4),
+        DistLoss(lambda a, b: (torch.sqrt(1 + (a - b) ** 2) - 1).sum()),
+    ],
     ids=["p1.5", "p2", "p3", "p4", "mixture", "pseudo_huber"],
 )
 def test_check_conditions_accepts_section4_losses(loss: Loss) -> None:

@@ -29,10 +29,15 @@ def _mlp(g: torch.Generator, out: int = 2) -> nk.MLP:
 
 
 @pytest.mark.parametrize("fn", [nk.monte_carlo_ntk, nk.monte_carlo_nngp])
-@pytest.mark.parametrize("n_samples, err, match", [(1, ValueError, "n_samples must be an int >= 2"),
-                                                   (0, ValueError, "n_samples must be an int >= 2"),
-                                                   (3.0, TypeError, "n_samples must be an int"),
-                                                   (True, TypeError, "n_samples must be an int")])
+@pytest.mark.parametrize(
+    "n_samples, err, match",
+    [
+        (1, ValueError, "n_samples must be an int >= 2"),
+        (0, ValueError, "n_samples must be an int >= 2"),
+        (3.0, TypeError, "n_samples must be an int"),
+        (True, TypeError, "n_samples must be an int"),
+    ],
+)
 def test_n_samples_below_two_or_not_int_is_refused(fn, n_samples, err, match):
     with pytest.raises(err, match=match):
         fn(_mlp, _x(), n_samples=n_samples)

@@ -37,8 +37,15 @@ def test_ntk_raw_parameters_are_standard_normal():
 
 def test_standard_glorot_is_seed000_init():
     """init='glorot': every parameter ~ N(0, v_std^2 * 2/(fan_in + fan_out)) (seed 000 §7)."""
-    model = nk.MLP(300, [500], parametrization="standard", init="glorot", weight_std=5.0,
-                   generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = nk.MLP(
+        300,
+        [500],
+        parametrization="standard",
+        init="glorot",
+        weight_std=5.0,
+        generator=torch.Generator().manual_seed(2),
+        dtype=torch.float64,
+    )
     layer = model.layers[0].requires_grad_(False)
     expected = 5.0 * math.sqrt(2 / 800)
     assert layer.weight_mult == 1.0 and layer.bias_mult == 1.0
@@ -47,8 +54,15 @@ def test_standard_glorot_is_seed000_init():
 
 
 def test_standard_fan_in_is_he_lecun_init():
-    model = nk.MLP(400, [600], parametrization="standard", weight_std=math.sqrt(2), bias_std=0.0,
-                   generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    model = nk.MLP(
+        400,
+        [600],
+        parametrization="standard",
+        weight_std=math.sqrt(2),
+        bias_std=0.0,
+        generator=torch.Generator().manual_seed(3),
+        dtype=torch.float64,
+    )
     layer = model.layers[0].requires_grad_(False)
     assert abs(float(layer.weight.std()) / math.sqrt(2 / 400) - 1) < 0.01
     assert float(layer.bias.abs().max()) == 0.0
@@ -206,8 +220,21 @@ def test_device_that_is_no_device_name_refused():
 def test_sequence_cnn_computes_conv1d_stack():
     """dims=1: Conv1d layers on (N, C, L), activation after each, then the readout and the head."""
     gen = torch.Generator().manual_seed(3)
-    model = nk.CNN(2, [4], kernel_size=3, stride=2, padding="valid", readout="flatten", image_size=9, dims=1,
-                   activation="tanh", weight_std=1.2, bias_std=0.4, generator=gen, dtype=torch.float64)
+    model = nk.CNN(
+        2,
+        [4],
+        kernel_size=3,
+        stride=2,
+        padding="valid",
+        readout="flatten",
+        image_size=9,
+        dims=1,
+        activation="tanh",
+        weight_std=1.2,
+        bias_std=0.4,
+        generator=gen,
+        dtype=torch.float64,
+    )
     x = torch.randn(3, 2, 9, generator=gen, dtype=torch.float64)
     conv, head = model.convs[0], model.head.layers[0]
     assert isinstance(conv, nk.models.Conv1d) and model.in_shape == (2, 9)
@@ -222,16 +249,18 @@ def test_sequence_cnn_computes_conv1d_stack():
 def test_resnet_layer_norm_placement(norm):
     """norm='pre': h + s branch(LN(h)) and a final LN; 'post': LN(h + s branch(h)); LN over the channels."""
     gen = torch.Generator().manual_seed(4)
-    model = nk.ResNet(6, 1, in_channels=2, dims=1, kernel_size=3, norm=norm, activation="erf",
-                      generator=gen, dtype=torch.float64)
+    model = nk.ResNet(
+        6, 1, in_channels=2, dims=1, kernel_size=3, norm=norm, activation="erf", generator=gen, dtype=torch.float64
+    )
     for p in model.parameters():  # gains and biases away from 1 and 0, so their place shows
         p.add_(0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
     x = torch.randn(3, 2, 5, generator=gen, dtype=torch.float64)
     block = model.residual[0]
 
     def ln(module, h):  # over the channels (dim 1) at each position
-        return torch.nn.functional.layer_norm(h.transpose(1, 2), (6,), module.weight, module.bias,
-                                              module.eps).transpose(1, 2)
+        return torch.nn.functional.layer_norm(
+            h.transpose(1, 2), (6,), module.weight, module.bias, module.eps
+        ).transpose(1, 2)
 
     h = model.stem(x)
     if norm == "pre":
@@ -242,11 +271,14 @@ def test_resnet_layer_norm_placement(norm):
     assert (model.final_norm is None) == (norm == "post")
 
 
-@pytest.mark.parametrize("kwargs,error,match", [
-    (dict(cls="CNN", dims=3), ValueError, "dims must be 1"),
-    (dict(cls="ResNet", in_features=3, dims=1), ValueError, "dims applies to convolutional"),
-    (dict(cls="ResNet", in_features=3, norm="layer"), ValueError, "norm"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        (dict(cls="CNN", dims=3), ValueError, "dims must be 1"),
+        (dict(cls="ResNet", in_features=3, dims=1), ValueError, "dims applies to convolutional"),
+        (dict(cls="ResNet", in_features=3, norm="layer"), ValueError, "norm"),
+    ],
+)
 def test_new_family_options_are_checked(kwargs, error, match):
     kwargs = dict(kwargs)
     cls = getattr(nk, kwargs.pop("cls"))

@@ -25,7 +25,7 @@ def explicit_jjt(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     params = [p for p in model.parameters() if p.requires_grad]
     rows = []
     for n in range(x.shape[0]):
-        out = model(x[n:n + 1]).reshape(-1)
+        out = model(x[n : n + 1]).reshape(-1)
         for o in range(out.shape[0]):
             g = torch.autograd.grad(out[o], params, retain_graph=True, allow_unused=True)
             rows.append(torch.cat([(torch.zeros_like(p) if t is None else t).flatten() for p, t in zip(params, g)]))

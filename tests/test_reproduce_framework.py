@@ -5,13 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pytest
-
 import torch
+from matplotlib.figure import Figure
 
 from ntkcheck.cli import build_parser, main
 from ntkcheck.experiments import EXPERIMENTS, Reproduction, Verdict, experiment, reproduce, write_report
@@ -22,21 +18,37 @@ from ntkcheck.testing.verify import write_report as write_claims_report
 
 
 def _result(measured: float = 0.1, skipped: str | None = None) -> Reproduction:
-    fig, ax = plt.subplots()
+    fig = Figure()
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1])
     return Reproduction(
-        name="demo", title="Demo experiment", reference="seed 000, Fig 1", mode="quick", device="cpu",
+        name="demo",
+        title="Demo experiment",
+        reference="seed 000, Fig 1",
+        mode="quick",
+        device="cpu",
         settings={"width": 64, "lr": 0.5},
         verdicts=[Verdict("L2 and L4 outputs overlap", measured, 0.05, "<=", "O(1/sqrt(m)) at m = 500.")],
         tables={"Outputs": [{"loss": "L2", "max |diff|": 0.01}, {"loss": "L4", "max |diff|": 0.02}]},
-        figures={"outputs": fig}, notes=["a note"], seconds=1.5, skipped=skipped,
+        figures={"outputs": fig},
+        notes=["a note"],
+        seconds=1.5,
+        skipped=skipped,
     )
 
 
-@pytest.mark.parametrize("measured, comparison, holds", [
-    (0.1, "<=", False), (0.01, "<=", True), (0.05, "<=", True), (0.1, ">=", True), (0.01, ">=", False),
-    (math.nan, "<=", False), (math.nan, ">=", False),
-])
+@pytest.mark.parametrize(
+    "measured, comparison, holds",
+    [
+        (0.1, "<=", False),
+        (0.01, "<=", True),
+        (0.05, "<=", True),
+        (0.1, ">=", True),
+        (0.01, ">=", False),
+        (math.nan, "<=", False),
+        (math.nan, ">=", False),
+    ],
+)
 def test_verdict_compares_measured_with_threshold(measured, comparison, holds):
     assert Verdict("c", measured, 0.05, comparison, "why").holds is holds
 
@@ -48,7 +60,7 @@ def test_reproduction_holds_only_when_every_verdict_holds_and_it_ran():
 
 
 def test_write_report_writes_markdown_with_verdicts_tables_and_figures(tmp_path: Path):
-    path = write_report(_result(0.1), tmp_path)
+    path = write_report(_result(0.1), out=tmp_path)
     assert path == tmp_path / "reproduce-demo.md"
     text = path.read_text()
     assert "# Demo experiment" in text and "seed 000, Fig 1" in text
@@ -59,22 +71,25 @@ def test_write_report_writes_markdown_with_verdicts_tables_and_figures(tmp_path:
 
 
 def test_skipped_report_says_why(tmp_path: Path):
-    text = write_report(_result(skipped="mlxtend is not installed: pip install mlxtend"), tmp_path).read_text()
+    text = write_report(_result(skipped="mlxtend is not installed: pip install mlxtend"), out=tmp_path).read_text()
     assert "**Skipped:** mlxtend is not installed: pip install mlxtend" in text
     assert "## Verdicts" not in text
 
 
 def test_claims_report_links_reproductions(tmp_path: Path):
     done = [(_result(0.01), tmp_path / "reproduce-demo.md")]
-    text = write_claims_report({}, tmp_path / "claims.md", profile="ci", device="cpu", dtype="float64", seconds=1.0,
-                               figure=None, reproductions=done).read_text()
+    text = write_claims_report(
+        {}, out=tmp_path, profile="ci", device="cpu", dtype="float64", seconds=1.0, reproductions=done
+    ).read_text()
     assert "## Reproductions (quick)" in text
-    assert "| Demo experiment | seed 000, Fig 1 | L2 and L4 outputs overlap: holds | 2 | [reproduce-demo.md](reproduce-demo.md) |" in text
+    row = "| Demo experiment | seed 000, Fig 1 | L2 and L4 outputs overlap: holds | 2 | "
+    assert row + "[reproduce-demo.md](reproduce-demo.md) |" in text
 
 
 def test_registry_names_the_seven_experiments_and_each_module_has_config_and_run():
-    assert sorted(EXPERIMENTS) == sorted(["loss-invariance", "asi-1d", "boston", "mnist", "sigma-scaling",
-                                          "init-rates", "frequency"])
+    assert sorted(EXPERIMENTS) == sorted(
+        ["loss-invariance", "asi-1d", "boston", "mnist", "sigma-scaling", "init-rates", "frequency"]
+    )
     for name in EXPERIMENTS:
         module = experiment(name)
         quick, full = module.Config.quick(seed=3), module.Config.full(seed=3)
@@ -142,14 +157,17 @@ def test_width_trend_recovers_a_power_law_and_extrapolates_it():
     assert [r["width"] for r in rows[:3]] == [256, 512, 1024] and "5000" in str(rows[-1]["width"])
 
 
-@pytest.mark.parametrize("values, status", [
-    # misses at the run's width (512), falls like w^-1/2 and reaches 0.1 before 5000: approaching
-    ({256: [0.28] * 3, 512: [0.2] * 3, 1024: [0.14] * 3}, "width effect: approaching"),
-    # falls, but too slowly to reach 0.1 by the paper's width: did not hold
-    ({256: [0.3] * 3, 512: [0.29] * 3, 1024: [0.28] * 3}, "did not hold"),
-    # grows with width: did not hold
-    ({256: [0.15] * 3, 512: [0.2] * 3, 1024: [0.3] * 3}, "did not hold"),
-])
+@pytest.mark.parametrize(
+    "values, status",
+    [
+        # misses at the run's width (512), falls like w^-1/2 and reaches 0.1 before 5000: approaching
+        ({256: [0.28] * 3, 512: [0.2] * 3, 1024: [0.14] * 3}, "width effect: approaching"),
+        # falls, but too slowly to reach 0.1 by the paper's width: did not hold
+        ({256: [0.3] * 3, 512: [0.29] * 3, 1024: [0.28] * 3}, "did not hold"),
+        # grows with width: did not hold
+        ({256: [0.15] * 3, 512: [0.2] * 3, 1024: [0.3] * 3}, "did not hold"),
+    ],
+)
 def test_a_miss_counts_as_a_width_effect_only_when_the_fit_reaches_the_threshold_at_the_papers_width(values, status):
     v = verdict("eq (6) gap", values[512], 0.1, "<=", "plot tolerance", trend=_trend(values, 5000))
     assert v.status == status and v.passes is (status != "did not hold")
@@ -158,9 +176,16 @@ def test_a_miss_counts_as_a_width_effect_only_when_the_fit_reaches_the_threshold
 
 def test_width_effect_in_the_report_shows_every_width_and_the_fit(tmp_path: Path):
     trend = _trend({256: [0.28, 0.3, 0.26], 512: [0.2, 0.21, 0.19], 1024: [0.14, 0.15, 0.13]}, 5000)
-    result = Reproduction("demo", "Demo", "seed 000", "quick", "cpu", {"width": 512},
-                          verdicts=[verdict("eq (6) gap", [0.2, 0.21, 0.19], 0.1, "<=", "plot tolerance", trend=trend)])
-    text = write_report(result, tmp_path).read_text()
+    result = Reproduction(
+        "demo",
+        "Demo",
+        "seed 000",
+        "quick",
+        "cpu",
+        {"width": 512},
+        verdicts=[verdict("eq (6) gap", [0.2, 0.21, 0.19], 0.1, "<=", "plot tolerance", trend=trend)],
+    )
+    text = write_report(result, out=tmp_path).read_text()
     assert result.holds
     assert "*width effect: approaching*" in text and "### Width sweep: eq (6) gap" in text
     assert "| 1024 | 0.14 |" in text and "5000 (paper, fitted)" in text and "fit q ∝ w^(" in text
@@ -186,9 +211,26 @@ def test_h_ini_scales_like_v_to_the_L_plus_1_over_sqrt_width(hidden):
     x = torch.linspace(-1, 1, 16, dtype=torch.float64).unsqueeze(1)
 
     def mean_square(width: int, v: float) -> float:
-        return sum(output_rms(MLP(1, [width] * hidden, 1, parametrization="standard", init="glorot", weight_std=v,
-                                  generator=torch.Generator().manual_seed(s), dtype=torch.float64), x) ** 2
-                   for s in range(200)) / 200
+        return (
+            sum(
+                output_rms(
+                    MLP(
+                        1,
+                        [width] * hidden,
+                        1,
+                        parametrization="standard",
+                        init="glorot",
+                        weight_std=v,
+                        generator=torch.Generator().manual_seed(s),
+                        dtype=torch.float64,
+                    ),
+                    x,
+                )
+                ** 2
+                for s in range(200)
+            )
+            / 200
+        )
 
     paper = mean_square(256, 8.0)
     ratio = mean_square(64, 4.0) / paper
@@ -208,15 +250,17 @@ def test_h_ini_scales_like_v_to_the_L_plus_1_over_sqrt_width(hidden):
 def test_a_kill_while_writing_keeps_the_previous_report_and_figures(tmp_path: Path, monkeypatch):
     """A KeyboardInterrupt in the middle of the second figure's savefig: nothing of the new report lands."""
     first = _result(0.01)
-    fig2, ax = plt.subplots()
+    fig2 = Figure()
+    ax = fig2.subplots()
     ax.plot([0, 1], [1, 0])
     first.figures["second"] = fig2
-    write_report(first, tmp_path)
+    write_report(first, out=tmp_path)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert set(before) == {"reproduce-demo.md", "reproduce-demo-outputs.png", "reproduce-demo-second.png"}
 
     new = _result(0.1)  # a different verdict, so the Markdown would differ
-    fig3, ax = plt.subplots()
+    fig3 = Figure()
+    ax = fig3.subplots()
     ax.plot([0, 1], [0.5, 0.5])
     new.figures["second"] = fig3
     real = type(fig3).savefig
@@ -229,6 +273,6 @@ def test_a_kill_while_writing_keeps_the_previous_report_and_figures(tmp_path: Pa
 
     monkeypatch.setattr(type(fig3), "savefig", killed)
     with pytest.raises(KeyboardInterrupt):
-        write_report(new, tmp_path)
+        write_report(new, out=tmp_path)
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert after == before  # same files, same bytes: no temporaries left, nothing replaced

@@ -13,9 +13,20 @@ import ntkcheck as nk
 from ntkcheck.experiments import experiment, mode_of, write_report
 from ntkcheck.experiments import frequency as freq
 from ntkcheck.experiments import init_rates as rates
+from ntkcheck.experiments._fourier import centroid, energy_spectrum, gap_cutoff, gaussian_split, nudft
+from ntkcheck.experiments._sphere import multiplicities, sphere_spectrum, uniform_sphere
 
-TINY_RATES = dict(dims=(3,), info_dims=(), ns=(16, 32, 64), seeds=3, n_test=60, h_ini="gp", times=(-2.0, 5.0, 8),
-                  bootstrap=20, degrees=30)
+TINY_RATES = dict(
+    dims=(3,),
+    info_dims=(),
+    ns=(16, 32, 64),
+    seeds=3,
+    n_test=60,
+    h_ini="gp",
+    times=(-2.0, 5.0, 8),
+    bootstrap=20,
+    degrees=30,
+)
 TINY_FREQ = dict(seeds=2, width=64, n_train=8, grid=64, sphere_dim=3, sphere_train=24, sphere_test=60)
 
 
@@ -26,7 +37,7 @@ TINY_FREQ = dict(seeds=2, width=64, n_train=8, grid=64, sphere_dim=3, sphere_tra
 def test_nudft_of_sinusoids_recovers_their_coefficients():
     x = torch.arange(128, dtype=torch.float64) / 128
     values = torch.cos(2 * math.pi * 5 * x) + 0.5 * torch.sin(2 * math.pi * 3 * x)
-    c = freq.nudft(values, x, torch.arange(-8, 9, dtype=torch.float64))
+    c = nudft(values, x, torch.arange(-8, 9, dtype=torch.float64))
     coef = dict(zip(range(-8, 9), c.tolist()))
     assert abs(coef[5] - 0.5) < 1e-12 and abs(coef[-5] - 0.5) < 1e-12
     assert abs(coef[3] - (-0.25j)) < 1e-12 and abs(coef[-3] - 0.25j) < 1e-12
@@ -40,26 +51,26 @@ def test_nudft_with_vector_frequencies_matches_projection():
     vals = torch.randn(50, generator=gen, dtype=torch.float64)
     p = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
     ks = torch.arange(4, dtype=torch.float64)
-    assert torch.allclose(freq.nudft(vals, pts, ks[:, None] * p), freq.nudft(vals, pts @ p, ks), atol=1e-13)
+    assert torch.allclose(nudft(vals, pts, ks[:, None] * p), nudft(vals, pts @ p, ks), atol=1e-13)
 
 
 def test_energy_spectrum_of_a_pure_cosine_peaks_at_its_frequency():
     grid = torch.arange(256, dtype=torch.float64) * (2 * math.pi / 256)
-    e = freq.energy_spectrum(torch.cos(7 * grid), grid, 128)
+    e = energy_spectrum(torch.cos(7 * grid), grid, 128)
     assert int(np.argmax(e)) == 7
     assert e[7] == pytest.approx(0.5, abs=1e-12)  # the mean square of cos
     assert e.sum() == pytest.approx(0.5, abs=1e-12)
-    assert freq.centroid(e) == pytest.approx(7.0, abs=1e-9)
+    assert centroid(e) == pytest.approx(7.0, abs=1e-9)
 
 
 def test_gaussian_split_keeps_constants_low_and_sums_back():
     gen = torch.Generator().manual_seed(1)
     pts = torch.randn(40, 3, generator=gen, dtype=torch.float64)
     const = torch.full((40,), 2.5, dtype=torch.float64)
-    low, high = freq.gaussian_split(const, pts, 0.7)
+    low, high = gaussian_split(const, pts, 0.7)
     assert high.abs().max() < 1e-12
     v = torch.randn(40, generator=gen, dtype=torch.float64)
-    low, high = freq.gaussian_split(v, pts, 0.7)
+    low, high = gaussian_split(v, pts, 0.7)
     assert torch.allclose(low + high, v)
     assert float(high.norm()) > 0
 
@@ -69,22 +80,22 @@ def test_gaussian_split_keeps_constants_low_and_sums_back():
 
 
 def test_uniform_sphere_radius_and_shape():
-    x = rates.uniform_sphere(100, 4, torch.Generator().manual_seed(0))
+    x = uniform_sphere(100, 4, torch.Generator().manual_seed(0))
     assert x.shape == (100, 5)
     assert torch.allclose(x.norm(dim=1), torch.full((100,), math.sqrt(5.0), dtype=torch.float64))
 
 
 def test_multiplicities_are_those_of_spherical_harmonics():
-    assert rates._multiplicities(2, 5).tolist() == [1, 3, 5, 7, 9, 11]  # S^2: 2k + 1
-    assert rates._multiplicities(3, 4).tolist() == [1, 4, 9, 16, 25]  # S^3: (k + 1)^2
+    assert multiplicities(2, 5).tolist() == [1, 3, 5, 7, 9, 11]  # S^2: 2k + 1
+    assert multiplicities(3, 4).tolist() == [1, 4, 9, 16, 25]  # S^3: (k + 1)^2
 
 
 def test_funk_hecke_spectrum_sums_to_the_kernel_diagonal():
     d = 3
     model = rates.network(d, rates.Config(**TINY_RATES))
-    mu_gp, mult = rates.sphere_spectrum("nngp", model, d, 60)
-    mu_ntk, _ = rates.sphere_spectrum("ntk", model, d, 60)
-    x0 = rates.uniform_sphere(1, d, torch.Generator().manual_seed(0))
+    mu_gp, mult = sphere_spectrum("nngp", model, d, 60)
+    mu_ntk, _ = sphere_spectrum("ntk", model, d, 60)
+    x0 = uniform_sphere(1, d, torch.Generator().manual_seed(0))
     assert (mult * mu_gp).sum() == pytest.approx(float(nk.analytic_nngp(model, x0)[0, 0]), rel=1e-3)
     assert (mult * mu_ntk).sum() == pytest.approx(float(nk.analytic_ntk(model, x0)[0, 0]), rel=1e-2)
     assert (mu_gp > 0).all() and (mu_ntk > 0).all()  # with biases no harmonic degree is lost
@@ -103,8 +114,8 @@ def test_target_energy_lives_on_degrees_up_to_two():
 def test_predicted_errors_decrease_with_n_and_mirrored_is_below_standard():
     d = 3
     model = rates.network(d, rates.Config(**TINY_RATES))
-    mu, mult = rates.sphere_spectrum("ntk", model, d, 40)
-    gp, _ = rates.sphere_spectrum("nngp", model, d, 40)
+    mu, mult = sphere_spectrum("ntk", model, d, 40)
+    gp, _ = sphere_spectrum("nngp", model, d, 40)
     energy = rates.target_energy(d, 40)
     ns = np.array([10.0, 100.0, 1000.0, 10000.0])
     mir = rates.predicted_errors(ns, mu, mult, None, energy, 1.0)
@@ -170,15 +181,16 @@ def test_init_rates_flow_at_infinity_is_decompose_total(tiny_rates):
 def test_init_rates_report_is_written(tiny_rates, tmp_path):
     assert experiment("init-rates") is rates and tiny_rates.mode == "custom"
     assert set(tiny_rates.figures) == {"rates", "local-slopes"}
-    path = write_report(tiny_rates, tmp_path)
+    path = write_report(tiny_rates, out=tmp_path)
     text = path.read_text()
     assert path.name == "reproduce-init-rates.md" and "## Verdicts" in text and "-3/(d+3)" in text
     assert (tmp_path / "reproduce-init-rates-rates.png").stat().st_size > 1000
 
 
 def test_init_rates_with_real_networks_is_reproducible_from_its_seed():
-    config = rates.Config(**{**TINY_RATES, "ns": (8, 16, 32), "n_test": 20, "seeds": 3, "h_ini": "network",
-                             "width": 16, "bootstrap": 10})
+    config = rates.Config(
+        **{**TINY_RATES, "ns": (8, 16, 32), "n_test": 20, "seeds": 3, "h_ini": "network", "width": 16, "bootstrap": 10}
+    )
     a, b = rates.run(config, device="cpu"), rates.run(config, device="cpu")
     key = "Error at the best stopping time (seed-averaged)"
     errors = [r["error standard"] for r in a.tables[key]]
@@ -203,16 +215,16 @@ def test_frequency_tiny_run_measures_real_properties(tiny_freq, tmp_path):
     assert all(v > 0 for v in sphere.values)
     bands = result.tables["Seed-averaged energy by frequency band (circle)"]
     assert bands[0]["share left"] < bands[-1]["share left"]  # low frequencies fitted away, high ones kept
-    path = write_report(result, tmp_path)
+    path = write_report(result, out=tmp_path)
     assert "## Verdicts" in path.read_text() and (tmp_path / "reproduce-frequency-circle.png").exists()
 
 
 def test_gap_cutoff_is_pi_over_the_largest_gap_around_the_circle():
     n = 16
     equi = 2 * math.pi * (np.arange(n) + 0.3) / n
-    assert freq.gap_cutoff(equi) == pytest.approx(n / 2)  # equispaced: the Nyquist frequency
+    assert gap_cutoff(equi) == pytest.approx(n / 2)  # equispaced: the Nyquist frequency
     # three points; the largest gap wraps around from 5 to 2 pi + 0.5
-    assert freq.gap_cutoff(np.array([5.0, 0.5, 2.0])) == pytest.approx(math.pi / 3.0)
+    assert gap_cutoff(np.array([5.0, 0.5, 2.0])) == pytest.approx(math.pi / 3.0)
 
 
 def test_frequency_without_the_sphere_view():

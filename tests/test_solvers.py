@@ -9,10 +9,10 @@ import pytest
 import scipy.linalg
 import torch
 
+from ntkcheck.dynamics._ode.field import _PolarFlow
 from ntkcheck.dynamics.flows import (
     ConvergenceWarning,
     DivergenceWarning,
-    _PolarFlow,
     mse_flow,
     mse_gd,
     ode_flow,
@@ -63,10 +63,10 @@ def ref_interpolate(K, Kx, y, h0, h0x) -> np.ndarray:
 @pytest.mark.parametrize("n", [1, 7, 64, 512])
 def test_interpolate_matches_scipy(n: int) -> None:
     d = problem(n, m=9, seed=n)
-    out = interpolate(d["K"], d["y"], d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
+    out = interpolate(d["K"], d["y"], k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
     assert out.shape == (9,) and out.dtype == F64
     assert rel(out, ref_interpolate(d["K"], d["Kx"], d["y"], d["h0"], d["h0x"])) <= 1e-10
-    zero = interpolate(d["K"], d["y"], d["Kx"])
+    zero = interpolate(d["K"], d["y"], k_test_train=d["Kx"])
     assert rel(zero, d["Kx"].numpy() @ scipy.linalg.solve(d["K"].numpy(), d["y"].numpy(), assume_a="pos")) <= 1e-10
     # at the training points the interpolant reproduces Y (constraint of eq (5))
     assert rel(interpolate(d["K"], d["y"], h_ini_train=d["h0"]), d["y"]) <= 1e-10
@@ -74,7 +74,7 @@ def test_interpolate_matches_scipy(n: int) -> None:
 
 def test_interpolate_multi_output_columns() -> None:
     d = problem(12, outputs=3, seed=1)
-    out = interpolate(d["K"], d["y"], d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
+    out = interpolate(d["K"], d["y"], k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
     assert out.shape == (5, 3)
     assert rel(out, ref_interpolate(d["K"], d["Kx"], d["y"], d["h0"], d["h0x"])) <= 1e-10
 
@@ -88,7 +88,7 @@ def test_interpolate_block_multi_output_kernel() -> None:
     K, Kx = Kall[:n, :n], Kall[n:, :n]
     y, h0 = torch.randn(n, O, generator=g, dtype=F64), torch.randn(n, O, generator=g, dtype=F64)
     h0x = torch.randn(m, O, generator=g, dtype=F64)
-    out = interpolate(K, y, Kx, h_ini_train=h0, h_ini_test=h0x)
+    out = interpolate(K, y, k_test_train=Kx, h_ini_train=h0, h_ini_test=h0x)
     Kf = K.permute(0, 2, 1, 3).reshape(n * O, n * O).numpy()
     Kxf = Kx.permute(0, 2, 1, 3).reshape(m * O, n * O).numpy()
     ref = h0x.numpy().ravel() + Kxf @ scipy.linalg.solve(Kf, (y - h0).numpy().ravel(), assume_a="pos")
@@ -97,7 +97,8 @@ def test_interpolate_block_multi_output_kernel() -> None:
     d = problem(8, outputs=2, seed=3)
     block = torch.einsum("ij,ab->ijab", d["K"], torch.eye(2, dtype=F64))
     blockx = torch.einsum("ij,ab->ijab", d["Kx"], torch.eye(2, dtype=F64))
-    assert rel(interpolate(block, d["y"], blockx), interpolate(d["K"], d["y"], d["Kx"])) <= 1e-12
+    expected = interpolate(d["K"], d["y"], k_test_train=d["Kx"])
+    assert rel(interpolate(block, d["y"], k_test_train=blockx), expected) <= 1e-12
 
 
 def test_condition_number_matches_numpy() -> None:
@@ -110,19 +111,20 @@ def _duplicated_kernel() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(5)
     x = torch.randn(6, 3, generator=g, dtype=F64)
     x[4] = x[1]  # duplicated input: rank-deficient kernel
-    return torch.exp(-torch.cdist(x, x) ** 2), x
+    return torch.exp(-(torch.cdist(x, x) ** 2)), x
 
 
 def test_singular_kernel_raises_with_condition_number() -> None:
     K, _ = _duplicated_kernel()
     y = torch.arange(6, dtype=F64)
-    with pytest.raises(SingularKernelError, match=r"k_train is singular .*condition number .* > threshold .*smallest eigenvalue"):
+    match = r"k_train is singular .*condition number .* > threshold .*smallest eigenvalue"
+    with pytest.raises(SingularKernelError, match=match):
         interpolate(K, y)
     assert issubclass(SingularKernelError, ValueError)
     with pytest.raises(SingularKernelError, match=r"condition number"):
-        mse_flow(K, y, [1.0])
+        mse_flow(K, y, times=[1.0])
     with pytest.raises(SingularKernelError, match=r"condition number"):
-        ode_flow(K, y, MSE, [1.0])
+        ode_flow(K, y, loss=MSE, times=[1.0])
 
 
 def test_pinv_path_matches_numpy_pinv() -> None:
@@ -130,11 +132,11 @@ def test_pinv_path_matches_numpy_pinv() -> None:
     g = torch.Generator().manual_seed(6)
     y, Kx = torch.randn(6, generator=g, dtype=F64), torch.randn(3, 6, generator=g, dtype=F64)
     rc = 1e-10
-    out = interpolate(K, y, Kx, pinv_rcond=rc)
+    out = interpolate(K, y, k_test_train=Kx, pinv_rcond=rc)
     ref = Kx.numpy() @ np.linalg.pinv(K.numpy(), rtol=rc, hermitian=True) @ y.numpy()
     assert rel(out, ref) <= 1e-10
     # the truncated MSE flow reaches the same pseudo-inverse interpolant at t = inf
-    flow = mse_flow(K, y, [math.inf], k_test_train=Kx, pinv_rcond=rc)
+    flow = mse_flow(K, y, times=[math.inf], k_test_train=Kx, pinv_rcond=rc)
     assert rel(flow.test[0], ref) <= 1e-8
 
 
@@ -143,7 +145,7 @@ def test_pinv_cutoff_is_the_one_named() -> None:
     Q = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(28), dtype=F64))[0]
     K = Q @ torch.diag(torch.tensor([3.0, 1.0, 0.5, 1e-6, 1e-9, 0.0], dtype=F64)) @ Q.T
     y = torch.linspace(-1, 1, 6, dtype=F64)
-    out = interpolate(K, y, K[:2], pinv_rcond=1e-7)
+    out = interpolate(K, y, k_test_train=K[:2], pinv_rcond=1e-7)
     ref = K[:2].numpy() @ np.linalg.pinv(K.numpy(), rtol=1e-7, hermitian=True) @ y.numpy()
     assert rel(out, ref) <= 1e-8
     tight = K[:2].numpy() @ np.linalg.pinv(K.numpy(), rtol=1e-12, hermitian=True) @ y.numpy()
@@ -181,14 +183,19 @@ def test_y_train_rows_must_match() -> None:
 def test_k_test_train_columns_must_match() -> None:
     d = problem(5)
     with pytest.raises(ValueError, match=r"k_test_train columns must match k_train"):
-        interpolate(d["K"], d["y"], d["Kx"][:, :4])
+        interpolate(d["K"], d["y"], k_test_train=d["Kx"][:, :4])
 
 
 @pytest.mark.parametrize("arg", ["k_train", "y_train", "k_test_train", "h_ini_train", "h_ini_test"])
 def test_nan_inputs_are_refused(arg: str) -> None:
     d = problem(5)
-    kw = dict(k_train=d["K"].clone(), y_train=d["y"].clone(), k_test_train=d["Kx"].clone(),
-              h_ini_train=d["h0"].clone(), h_ini_test=d["h0x"].clone())
+    kw = dict(
+        k_train=d["K"].clone(),
+        y_train=d["y"].clone(),
+        k_test_train=d["Kx"].clone(),
+        h_ini_train=d["h0"].clone(),
+        h_ini_test=d["h0x"].clone(),
+    )
     kw[arg].view(-1)[0] = math.nan
     with pytest.raises(ValueError, match=rf"{arg} contains 1 NaN or infinite entries"):
         interpolate(**kw)
@@ -196,27 +203,28 @@ def test_nan_inputs_are_refused(arg: str) -> None:
 
 def test_dtype_and_device_mismatch_refused() -> None:
     d = problem(5)
-    with pytest.raises(TypeError, match=r"y_train must have the dtype of k_train"):
+    match = r"y_train must have the dtype of k_train \(torch.float64\), got torch.float32"
+    with pytest.raises(ValueError, match=match):
         interpolate(d["K"], d["y"].float())
-    with pytest.raises(TypeError, match=r"k_test_train must have the dtype of k_train"):
-        interpolate(d["K"], d["y"], d["Kx"].float())
+    with pytest.raises(ValueError, match=r"k_test_train must have the dtype of k_train"):
+        interpolate(d["K"], d["y"], k_test_train=d["Kx"].float())
 
 
 def test_initial_function_needed_at_both_point_sets() -> None:
     d = problem(5)
     with pytest.raises(ValueError, match=r"h_ini_test is required"):
-        interpolate(d["K"], d["y"], d["Kx"], h_ini_train=d["h0"])
+        interpolate(d["K"], d["y"], k_test_train=d["Kx"], h_ini_train=d["h0"])
     with pytest.raises(ValueError, match=r"h_ini_test was given without h_ini_train"):
-        interpolate(d["K"], d["y"], d["Kx"], h_ini_test=d["h0x"])
+        interpolate(d["K"], d["y"], k_test_train=d["Kx"], h_ini_test=d["h0x"])
     with pytest.raises(ValueError, match=r"h_ini_train must have the shape of y_train"):
         interpolate(d["K"], d["y"], h_ini_train=d["h0"][:3])
 
 
 def test_float32_is_computed_in_float32() -> None:
     d = problem(20, seed=7)
-    out32 = interpolate(d["K"].float(), d["y"].float(), d["Kx"].float())
+    out32 = interpolate(d["K"].float(), d["y"].float(), k_test_train=d["Kx"].float())
     assert out32.dtype == torch.float32
-    assert rel(out32.double(), interpolate(d["K"], d["y"], d["Kx"])) <= 1e-4
+    assert rel(out32.double(), interpolate(d["K"], d["y"], k_test_train=d["Kx"])) <= 1e-4
 
 
 @pytest.mark.gpu
@@ -224,11 +232,11 @@ def test_float32_is_computed_in_float32() -> None:
 def test_device_follows_inputs() -> None:
     d = problem(40, seed=8)
     cuda = {k: v.cuda() for k, v in d.items()}
-    out = interpolate(cuda["K"], cuda["y"], cuda["Kx"], h_ini_train=cuda["h0"], h_ini_test=cuda["h0x"])
+    out = interpolate(cuda["K"], cuda["y"], k_test_train=cuda["Kx"], h_ini_train=cuda["h0"], h_ini_test=cuda["h0x"])
     assert out.is_cuda
     assert rel(out, ref_interpolate(d["K"], d["Kx"], d["y"], d["h0"], d["h0x"])) <= 1e-10
-    flow = mse_flow(cuda["K"], cuda["y"], [1.0, math.inf], k_test_train=cuda["Kx"])
-    assert flow.train.is_cuda and rel(flow.test[1], interpolate(d["K"], d["y"], d["Kx"])) <= 1e-10
+    flow = mse_flow(cuda["K"], cuda["y"], times=[1.0, math.inf], k_test_train=cuda["Kx"])
+    assert flow.train.is_cuda and rel(flow.test[1], interpolate(d["K"], d["y"], k_test_train=d["Kx"])) <= 1e-10
 
 
 # ------------------------------------------------------------------ consistency, Thm 5
@@ -280,7 +288,7 @@ def test_min_norm_parameters_refuses_rank_deficient_jacobian() -> None:
 
 def test_decompose_theorem_2() -> None:
     d = problem(40, m=11, seed=12)
-    dec = decompose(d["K"], d["y"], d["Kx"], d["h0"], d["h0x"])
+    dec = decompose(d["K"], d["y"], k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
     assert rel(dec.total, dec.unbiased + dec.init_bias) <= 1e-12  # eq (6)
     assert rel(dec.total, ref_interpolate(d["K"], d["Kx"], d["y"], d["h0"], d["h0x"])) <= 1e-10
     zero = torch.zeros_like
@@ -289,15 +297,15 @@ def test_decompose_theorem_2() -> None:
     assert rel(dec.init_bias, d["h0x"].numpy() - dec.fit_of_init.numpy()) <= 1e-14
     assert torch.equal(dec.h_ini, d["h0x"])
     # at the training points the initial-output bias vanishes
-    dec_train = decompose(d["K"], d["y"], None, d["h0"], None)
+    dec_train = decompose(d["K"], d["y"], k_test_train=None, h_ini_train=d["h0"], h_ini_test=None)
     assert float(dec_train.init_bias.abs().max()) <= 1e-10 * float(d["h0"].abs().max())
 
 
 def test_lemma_3_linearity() -> None:
     d = problem(30, seed=13)
     y2 = torch.randn(30, generator=torch.Generator().manual_seed(14), dtype=F64)
-    lhs = interpolate(d["K"], 2.5 * d["y"] + y2, d["Kx"])
-    rhs = 2.5 * interpolate(d["K"], d["y"], d["Kx"]) + interpolate(d["K"], y2, d["Kx"])
+    lhs = interpolate(d["K"], 2.5 * d["y"] + y2, k_test_train=d["Kx"])
+    rhs = 2.5 * interpolate(d["K"], d["y"], k_test_train=d["Kx"]) + interpolate(d["K"], y2, k_test_train=d["Kx"])
     assert rel(lhs, rhs) <= 1e-12
 
 
@@ -307,7 +315,7 @@ def test_lemma_3_linearity() -> None:
 def test_mse_flow_limits() -> None:
     d = problem(25, seed=15)
     kw = dict(k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
-    flow = mse_flow(d["K"], d["y"], [0.0, math.inf], **kw)
+    flow = mse_flow(d["K"], d["y"], times=[0.0, math.inf], **kw)
     assert flow.train.shape == (2, 25) and flow.test.shape == (2, 5)
     assert rel(flow.train[0], d["h0"]) <= 1e-12 and rel(flow.test[0], d["h0x"]) <= 1e-14
     assert rel(flow.test[1], interpolate(d["K"], d["y"], **kw)) <= 1e-10
@@ -317,7 +325,7 @@ def test_mse_flow_limits() -> None:
 def test_mse_flow_matches_matrix_exponential() -> None:
     d = problem(10, seed=16, outputs=2)
     n, lr, times = 10, 0.7, [0.3, 2.0, 15.0]
-    flow = mse_flow(d["K"], d["y"], times, k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"], lr=lr)
+    flow = mse_flow(d["K"], d["y"], times=times, k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"], lr=lr)
     K, Kx, y, h0, h0x = (d[k].numpy() for k in ("K", "Kx", "y", "h0", "h0x"))
     for i, t in enumerate(times):
         # dh/dt = -lr K (2/n)(h - Y)
@@ -330,7 +338,7 @@ def test_mse_flow_matches_matrix_exponential() -> None:
 def test_mse_flow_loss_decreases_monotonically() -> None:
     d = problem(20, seed=17)
     times = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 60)])
-    flow = mse_flow(d["K"], d["y"], times, h_ini_train=d["h0"])
+    flow = mse_flow(d["K"], d["y"], times=times, h_ini_train=d["h0"])
     losses = np.array([float(MSE(h, d["y"])) for h in flow.train])
     steps = np.diff(losses)
     assert np.all(steps <= 0)
@@ -348,16 +356,16 @@ def test_mse_flow_one_eigendecomposition_for_many_times(monkeypatch: pytest.Monk
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.linalg, "eigh", spy)
-    flow = mse_flow(d["K"], d["y"], np.linspace(0, 50, 40), k_test_train=d["Kx"])
+    flow = mse_flow(d["K"], d["y"], times=np.linspace(0, 50, 40), k_test_train=d["Kx"])
     assert len(calls) == 1 and flow.train.shape == (40, 15)
 
 
 def test_mse_flow_times_checked() -> None:
     d = problem(4)
     with pytest.raises(ValueError, match=r"times must be >= 0"):
-        mse_flow(d["K"], d["y"], [1.0, -0.5])
+        mse_flow(d["K"], d["y"], times=[1.0, -0.5])
     with pytest.raises(ValueError, match=r"lr must be a positive finite float"):
-        mse_flow(d["K"], d["y"], [1.0], lr=0.0)
+        mse_flow(d["K"], d["y"], times=[1.0], lr=0.0)
 
 
 # ------------------------------------------------------------------ ODE flow for L^p losses
@@ -367,7 +375,7 @@ def test_mse_flow_times_checked() -> None:
 def test_ode_flow_converges_to_interpolant(p: float) -> None:
     d = problem(7, seed=19)
     kw = dict(k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
-    res = ode_flow(d["K"], d["y"], LpLoss(p), [0.0, 1.0, math.inf], **kw)
+    res = ode_flow(d["K"], d["y"], loss=LpLoss(p), times=[0.0, 1.0, math.inf], **kw)
     assert res.converged and res.residual <= 1.001e-10  # the stop event is located on the dense output
     ref = interpolate(d["K"], d["y"], **kw)
     assert rel(res.final_test, ref) <= 1e-6 and rel(res.test[2], ref) <= 1e-6
@@ -381,39 +389,39 @@ def test_ode_flow_mse_matches_closed_form() -> None:
     d = problem(7, seed=20, outputs=2)
     kw = dict(k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"], lr=0.8)
     times = [0.1, 0.5, 2.0, 10.0, 40.0]
-    res = ode_flow(d["K"], d["y"], LpLoss(2), times, **kw)
-    closed = mse_flow(d["K"], d["y"], times, **kw)
+    res = ode_flow(d["K"], d["y"], loss=LpLoss(2), times=times, **kw)
+    closed = mse_flow(d["K"], d["y"], times=times, **kw)
     for i in range(len(times)):
         assert rel(res.train[i], closed.train[i]) <= 1e-6
         assert rel(res.test[i], closed.test[i]) <= 1e-6
     # it stops where the tolerance is reached: the exact residual at t_final is tol
-    at_stop = mse_flow(d["K"], d["y"], [res.t_final], **kw).train[0]
+    at_stop = mse_flow(d["K"], d["y"], times=[res.t_final], **kw).train[0]
     assert rel(at_stop, d["y"]) / rel(d["h0"], d["y"]) == pytest.approx(1e-10, rel=1e-4)
 
 
 def test_ode_flow_mixture_and_grad_tol() -> None:
     d = problem(6, seed=21)
-    res = ode_flow(d["K"], d["y"], 0.5 * LpLoss(2) + LpLoss(3), [math.inf], k_test_train=d["Kx"])
-    assert rel(res.final_test, interpolate(d["K"], d["y"], d["Kx"])) <= 1e-6
-    res = ode_flow(d["K"], d["y"], MSE, [math.inf], grad_tol=1e-9)
+    res = ode_flow(d["K"], d["y"], loss=0.5 * LpLoss(2) + LpLoss(3), times=[math.inf], k_test_train=d["Kx"])
+    assert rel(res.final_test, interpolate(d["K"], d["y"], k_test_train=d["Kx"])) <= 1e-6
+    res = ode_flow(d["K"], d["y"], loss=MSE, times=[math.inf], grad_tol=1e-9)
     assert res.converged and res.grad_norm <= 1.01e-9
 
 
 def test_ode_flow_warns_when_tolerance_not_reached() -> None:
     d = problem(6, seed=22)
     with pytest.warns(ConvergenceWarning, match=r"stopped at t=2 .*\|\|grad_h dist\|\| = \d"):
-        res = ode_flow(d["K"], d["y"], LpLoss(4), [1.0, 2.0], max_time=2.0)
+        res = ode_flow(d["K"], d["y"], loss=LpLoss(4), times=[1.0, 2.0], max_time=2.0)
     assert not res.converged and res.t_final == pytest.approx(2.0, rel=1e-9)
     with pytest.raises(ValueError, match=r"times must not exceed max_time"):
-        ode_flow(d["K"], d["y"], MSE, [3.0], max_time=2.0)
+        ode_flow(d["K"], d["y"], loss=MSE, times=[3.0], max_time=2.0)
 
 
 def test_ode_flow_refuses_cross_entropy() -> None:
     d = problem(4)
     with pytest.raises(ValueError, match=r"outside the class of seed 000 §4"):
-        ode_flow(d["K"], d["y"], CrossEntropy(), [1.0])
+        ode_flow(d["K"], d["y"], loss=CrossEntropy(), times=[1.0])
     with pytest.raises(TypeError, match=r"loss must be a ntkcheck.dynamics.losses.Loss"):
-        ode_flow(d["K"], d["y"], lambda h, y: h, [1.0])  # type: ignore[arg-type]
+        ode_flow(d["K"], d["y"], loss=lambda h, y: h, times=[1.0])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("p", [1.5, 2.0, 4.0])
@@ -454,14 +462,14 @@ def test_gd_at_or_above_the_limit_raises() -> None:
     d = problem(12, seed=25)
     lr = max_stable_lr(d["K"])
     with pytest.raises(ValueError, match=r"lr=.* >= n / lambda_max = .*lambda_max="):
-        mse_gd(d["K"], d["y"], lr, [10])
+        mse_gd(d["K"], d["y"], lr=lr, steps=[10])
 
 
 def test_gd_above_the_limit_warns_and_diverges() -> None:
     d = problem(12, seed=26)
     lr = 1.05 * max_stable_lr(d["K"])
     with pytest.warns(DivergenceWarning, match=r"lambda_max"):
-        gd = mse_gd(d["K"], d["y"], lr, [0, 50, 100], on_unstable="warn")
+        gd = mse_gd(d["K"], d["y"], lr=lr, steps=[0, 50, 100], on_unstable="warn")
     err = [float((h - d["y"]).norm()) for h in gd.train]
     assert err[2] > err[1] > err[0]
 
@@ -470,7 +478,7 @@ def test_gd_below_the_limit_matches_explicit_iteration() -> None:
     d = problem(9, seed=27)
     lr = 0.95 * max_stable_lr(d["K"])  # top mode oscillates (1 < c lambda < 2) but converges
     steps = [0, 1, 7, 60]
-    gd = mse_gd(d["K"], d["y"], lr, steps, k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
+    gd = mse_gd(d["K"], d["y"], lr=lr, steps=steps, k_test_train=d["Kx"], h_ini_train=d["h0"], h_ini_test=d["h0x"])
     K, Kx, y, h, hx = (d[k].numpy().copy() for k in ("K", "Kx", "y", "h0", "h0x"))
     for k in range(61):
         if k in steps:
@@ -496,22 +504,38 @@ def spectral_kernel(evals, seed: int = 0, dtype: torch.dtype = F64) -> tuple[tor
 INDEFINITE = [-4.1, -1.0, 0.5, 2.0, 3.0, 4.8]
 
 
-@pytest.mark.parametrize("call", [
-    lambda K, y: interpolate(K, y),
-    lambda K, y: interpolate(K, y, pinv_rcond=1e-8),
-    lambda K, y: decompose(K, y, K[:2], y, y[:2], pinv_rcond=1e-8),
-    lambda K, y: mse_flow(K, y, [1.0]),
-    lambda K, y: mse_flow(K, y, [1.0, math.inf], pinv_rcond=1e-8),
-    lambda K, y: mse_gd(K, y, 0.1, [1, 5]),
-    lambda K, y: ode_flow(K, y, MSE, [1.0]),
-    lambda K, y: max_stable_lr(K),
-    lambda K, y: condition_number(K),
-], ids=["interpolate", "interpolate-pinv", "decompose-pinv", "mse_flow", "mse_flow-pinv", "mse_gd", "ode_flow",
-        "max_stable_lr", "condition_number"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda K, y: interpolate(K, y),
+        lambda K, y: interpolate(K, y, pinv_rcond=1e-8),
+        lambda K, y: decompose(K, y, k_test_train=K[:2], h_ini_train=y, h_ini_test=y[:2], pinv_rcond=1e-8),
+        lambda K, y: mse_flow(K, y, times=[1.0]),
+        lambda K, y: mse_flow(K, y, times=[1.0, math.inf], pinv_rcond=1e-8),
+        lambda K, y: mse_gd(K, y, lr=0.1, steps=[1, 5]),
+        lambda K, y: ode_flow(K, y, loss=MSE, times=[1.0]),
+        lambda K, y: max_stable_lr(K),
+        lambda K, y: condition_number(K),
+    ],
+    ids=[
+        "interpolate",
+        "interpolate-pinv",
+        "decompose-pinv",
+        "mse_flow",
+        "mse_flow-pinv",
+        "mse_gd",
+        "ode_flow",
+        "max_stable_lr",
+        "condition_number",
+    ],
+)
 def test_indefinite_kernel_refused_with_its_eigenvalues(call) -> None:
     K, y = spectral_kernel(INDEFINITE, seed=30)
-    with pytest.raises(ValueError, match=r"(k_train|k) is not positive semi-definite: smallest eigenvalue -4\.1 "
-                                         r"\(largest 4\.8\).*tol = 100 N eps"):
+    with pytest.raises(
+        ValueError,
+        match=r"(k_train|k) is not positive semi-definite: smallest eigenvalue -4\.1 "
+        r"\(largest 4\.8\).*tol = 100 N eps",
+    ):
         call(K, y)
 
 
@@ -524,8 +548,11 @@ def test_indefinite_block_kernel_refused() -> None:
 
 def test_max_stable_lr_refuses_a_kernel_on_which_gd_diverges() -> None:
     # gradient descent multiplies the -5 mode by 1 + lr (2/n) 5 > 1 at every step: no stable lr exists
-    with pytest.raises(ValueError, match=r"k_train is not positive semi-definite: "
-                                         r"smallest eigenvalue -5 \(largest 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"k_train is not positive semi-definite: "
+        r"smallest eigenvalue -5 \(largest 1\)",
+    ):
         max_stable_lr(torch.diag(torch.tensor([-5.0, 1.0], dtype=F64)))
 
 
@@ -539,10 +566,10 @@ def test_rounding_level_negative_eigenvalues_pass(dtype: torch.dtype) -> None:
     assert float(evals[0]) < 0  # the case under test: a PSD kernel that looks indefinite by rounding
     y = feats.double() @ torch.tensor([1.0, -2.0, 0.5], dtype=F64)  # in the range of K: interpolable
     rc = 1e-5 if dtype == torch.float32 else 1e-10
-    out = interpolate(K, y.to(dtype), K[:5], pinv_rcond=rc)
+    out = interpolate(K, y.to(dtype), k_test_train=K[:5], pinv_rcond=rc)
     ref = K[:5].double().numpy() @ np.linalg.pinv(K.double().numpy(), rtol=rc, hermitian=True) @ y.numpy()
     assert rel(out.double(), ref) <= (1e-3 if dtype == torch.float32 else 1e-9)
-    assert mse_flow(K, y.to(dtype), [1.0, math.inf], pinv_rcond=rc).train.shape == (2, 40)
+    assert mse_flow(K, y.to(dtype), times=[1.0, math.inf], pinv_rcond=rc).train.shape == (2, 40)
     assert max_stable_lr(K) == pytest.approx(40 / float(evals[-1]), rel=1e-5)
     assert condition_number(K) > 1 / (40 * torch.finfo(dtype).eps)
 
@@ -551,8 +578,11 @@ def test_asymmetric_kernel_message_gives_the_relative_asymmetry() -> None:
     K = problem(4)["K"].clone()
     K[0, 1] += 1e-3
     ratio = 1e-3 / float(K.abs().max())
-    with pytest.raises(ValueError, match=rf"k_train must be symmetric: relative asymmetry max\|K - K\^T\| / max\|K\| = "
-                                         rf"{ratio:.3e}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"k_train must be symmetric: relative asymmetry max\|K - K\^T\| / max\|K\| = "
+        rf"{ratio:.3e}",
+    ):
         interpolate(K, torch.ones(4, dtype=F64))
     with pytest.raises(ValueError, match=r"k must be symmetric: relative asymmetry"):
         condition_number(K)
@@ -561,27 +591,40 @@ def test_asymmetric_kernel_message_gives_the_relative_asymmetry() -> None:
 def test_pinv_rcond_below_eps_refused() -> None:
     # float32, cond 1e8: a cutoff of 1e-10 keeps eigenvalues that are float32 rounding noise
     K, y = spectral_kernel(np.logspace(0, -8, 10), seed=33, dtype=torch.float32)
-    for call in (lambda: interpolate(K, y, pinv_rcond=1e-10), lambda: mse_flow(K, y, [1.0], pinv_rcond=1e-10),
-                 lambda: decompose(K, y, None, y, None, pinv_rcond=1e-10)):
-        with pytest.raises(ValueError, match=r"pinv_rcond=1e-10 is below the machine epsilon of the kernel's dtype "
-                                             r"torch\.float32 \(eps = 1\.19e-07\)"):
+    for call in (
+        lambda: interpolate(K, y, pinv_rcond=1e-10),
+        lambda: mse_flow(K, y, times=[1.0], pinv_rcond=1e-10),
+        lambda: decompose(K, y, k_test_train=None, h_ini_train=y, h_ini_test=None, pinv_rcond=1e-10),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"pinv_rcond=1e-10 is below the machine epsilon of the kernel's dtype "
+            r"torch\.float32 \(eps = 1\.19e-07\)",
+        ):
             call()
     interpolate(K, y, pinv_rcond=float(torch.finfo(torch.float32).eps))  # eps itself is allowed
 
 
-@pytest.mark.parametrize("call", [
-    lambda K, y, mc: interpolate(K, y, max_cond=mc),
-    lambda K, y, mc: interpolate(K, y, pinv_rcond=1e-6, max_cond=mc),
-    lambda K, y, mc: decompose(K, y, None, y, None, max_cond=mc),
-    lambda K, y, mc: mse_flow(K, y, [1.0], max_cond=mc),
-    lambda K, y, mc: mse_flow(K, y, [1.0], pinv_rcond=1e-6, max_cond=mc),
-    lambda K, y, mc: ode_flow(K, y, MSE, [1.0], max_cond=mc),
-], ids=["interpolate", "interpolate-pinv", "decompose", "mse_flow", "mse_flow-pinv", "ode_flow"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda K, y, mc: interpolate(K, y, max_cond=mc),
+        lambda K, y, mc: interpolate(K, y, pinv_rcond=1e-6, max_cond=mc),
+        lambda K, y, mc: decompose(K, y, k_test_train=None, h_ini_train=y, h_ini_test=None, max_cond=mc),
+        lambda K, y, mc: mse_flow(K, y, times=[1.0], max_cond=mc),
+        lambda K, y, mc: mse_flow(K, y, times=[1.0], pinv_rcond=1e-6, max_cond=mc),
+        lambda K, y, mc: ode_flow(K, y, loss=MSE, times=[1.0], max_cond=mc),
+    ],
+    ids=["interpolate", "interpolate-pinv", "decompose", "mse_flow", "mse_flow-pinv", "ode_flow"],
+)
 def test_max_cond_beyond_the_dtype_refused(call) -> None:
     # cond 1e16 > 1 / eps: with max_cond = 1e30 the solve would run and lose every digit
     K, y = spectral_kernel(np.logspace(0, -16, 8), seed=34)
-    with pytest.raises(ValueError, match=r"max_cond=1e\+30 exceeds what torch\.float64 can honour, "
-                                         r"1 / eps = 4\.5e\+15"):
+    with pytest.raises(
+        ValueError,
+        match=r"max_cond=1e\+30 exceeds what torch\.float64 can honour, "
+        r"1 / eps = 4\.5e\+15",
+    ):
         call(K, y, 1e30)
     with pytest.raises(TypeError, match=r"max_cond must be None or a float > 1, got str"):
         call(K, y, "1e6")
@@ -593,7 +636,7 @@ def test_half_precision_refused_naming_the_argument(dtype: torch.dtype) -> None:
     with pytest.raises(TypeError, match=rf"k_train must have dtype torch\.float32 or torch\.float64 .*got {dtype}"):
         interpolate(d["K"].to(dtype), d["y"].to(dtype))
     with pytest.raises(TypeError, match=r"k_train must have dtype torch\.float32 or torch\.float64"):
-        mse_flow(d["K"].to(dtype), d["y"].to(dtype), [1.0])
+        mse_flow(d["K"].to(dtype), d["y"].to(dtype), times=[1.0])
     with pytest.raises(TypeError, match=r"k must have dtype torch\.float32 or torch\.float64"):
         condition_number(d["K"].to(dtype))
     with pytest.raises(TypeError, match=r"jacobian must have dtype torch\.float32 or torch\.float64"):
@@ -637,8 +680,11 @@ def test_min_norm_parameters_accuracy_on_an_ill_conditioned_jacobian(cond_jjt: f
 def test_min_norm_parameters_max_cond_is_on_j_jt_up_to_one_over_eps_squared() -> None:
     J, r = prescribed_jacobian(8, 30, 1e16, 3)  # cond(J) = 1e8: above the default bound 1 / (N eps)
     Jt, rt = torch.from_numpy(J), torch.from_numpy(r)
-    with pytest.raises(SingularKernelError, match=r"J J\^T \(jacobian\) is singular.*condition number 1\.0\d*e\+16 > "
-                                                  r"threshold .*cond\(J\)\^2"):
+    with pytest.raises(
+        SingularKernelError,
+        match=r"J J\^T \(jacobian\) is singular.*condition number 1\.0\d*e\+16 > "
+        r"threshold .*cond\(J\)\^2",
+    ):
         min_norm_parameters(Jt, rt)
     got = min_norm_parameters(Jt, rt, max_cond=1e17)  # loosened: the solve on J still keeps ~8 digits
     assert rel(got, np.linalg.lstsq(J, r, rcond=None)[0]) <= 1e-6

@@ -74,7 +74,8 @@ def test_hutchinson_within_4_standard_errors(big, big_file) -> None:
         assert est.n_probes == m
         assert abs(est.estimate - trace) <= 4 * est.stderr, (
             f"trace_estimate({type(kernel).__name__}): {est.estimate:.6g} vs trace {trace:.6g}, "
-            f"{abs(est.estimate - trace) / est.stderr:.2f} standard errors")
+            f"{abs(est.estimate - trace) / est.stderr:.2f} standard errors"
+        )
         expected_se = sd_one / math.sqrt(m)
         assert 0.6 < est.stderr / expected_se < 1.5, f"stderr {est.stderr:.4g}, expected ~{expected_se:.4g}"
 

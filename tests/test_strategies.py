@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import HealthCheck, Phase, find, given, settings, strategies as st
+from hypothesis import HealthCheck, Phase, find, given, settings
+from hypothesis import strategies as st
 
 import ntkcheck as nk
 from ntkcheck.testing.strategies import (
@@ -143,14 +144,23 @@ def test_initial_functions_take_every_input_shape(family):
 
 
 def test_explicit_descriptions_of_every_family_build():
-    common = dict(in_features=2, out_features=2, activation="relu", bias=True, parametrization="ntk",
-                  weight_std=1.0, bias_std=0.1, seed=0)
-    for arch in (Arch(widths=(3, 4), family="cnn", image_size=5, stride=2, padding=1, readout="flatten", **common),
-                 Arch(widths=(4,), family="resnet", blocks=2, branch_scale=0.5, **common),
-                 Arch(widths=(4,), family="resnet", image_size=4, **common),
-                 Arch(widths=(4,), family="transformer", d_model=8, heads=2, seq_len=3, vocab=4, norm="post",
-                      **common),
-                 Arch(widths=(4,), family="transformer", d_model=4, seq_len=3, **common)):
+    common = dict(
+        in_features=2,
+        out_features=2,
+        activation="relu",
+        bias=True,
+        parametrization="ntk",
+        weight_std=1.0,
+        bias_std=0.1,
+        seed=0,
+    )
+    for arch in (
+        Arch(widths=(3, 4), family="cnn", image_size=5, stride=2, padding=1, readout="flatten", **common),
+        Arch(widths=(4,), family="resnet", blocks=2, branch_scale=0.5, **common),
+        Arch(widths=(4,), family="resnet", image_size=4, **common),
+        Arch(widths=(4,), family="transformer", d_model=8, heads=2, seq_len=3, vocab=4, norm="post", **common),
+        Arch(widths=(4,), family="transformer", d_model=4, seq_len=3, **common),
+    ):
         model = arch.build()
         x = dataset_for(arch, 1, 3).x()
         assert nk.ntk(model, x).shape == (3, 3, 2, 2)

@@ -14,10 +14,12 @@ import torch
 from torch import nn
 
 import ntkcheck as nk
+import ntkcheck.dynamics.curvature as curvature
+from ntkcheck.dynamics.curvature import sharpness
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.losses import MSE, CrossEntropy, LpLoss
-from ntkcheck.dynamics.training import DivergenceWarning, TrainingDivergedError, TrainResult, sharpness, train
-import ntkcheck.dynamics.training as training_module
+from ntkcheck.dynamics.results import TrainResult
+from ntkcheck.dynamics.training import DivergenceWarning, TrainingDivergedError, train
 
 F64 = torch.float64
 L4 = LpLoss(4)
@@ -47,8 +49,16 @@ def thm5_setup():
     x = torch.randn(4, 4, generator=g, dtype=F64)
     x = x / x.norm(dim=1, keepdim=True)
     y = torch.sin(3 * x[:, 0])
-    model = nk.MLP(4, [32], 1, activation="relu", parametrization="standard", init="glorot",
-                   dtype=F64, generator=torch.Generator().manual_seed(0))
+    model = nk.MLP(
+        4,
+        [32],
+        1,
+        activation="relu",
+        parametrization="standard",
+        init="glorot",
+        dtype=F64,
+        generator=torch.Generator().manual_seed(0),
+    )
     return model, x, y
 
 
@@ -100,7 +110,7 @@ def test_gd_loss_decreases_and_stops_at_budget(device):
     result = train(lin, x, y, MSE, lr=lr, steps=40, record_every=10)
     assert isinstance(result, TrainResult) and result.model is lin
     assert result.steps_run == 40 and not result.converged
-    assert result.history.steps == [0, 10, 20, 30, 40]
+    assert result.history.steps == (0, 10, 20, 30, 40)
     losses = result.history.train_loss
     assert all(b < a for a, b in zip(losses, losses[1:]))  # GD below the limit on a quadratic: monotone
     assert losses[-1] < 0.5 * losses[0]
@@ -120,7 +130,7 @@ def test_stops_at_loss_threshold(device):
     result = train(model, x, y, MSE, lr=lr, steps=300, loss_threshold=threshold, record_every=25)
     assert result.converged and result.steps_run == 57
     assert result.final_loss < threshold
-    assert result.history.steps == [0, 25, 50, 57]
+    assert result.history.steps == (0, 25, 50, 57)
     assert result.history.train_loss[-1] == result.final_loss
     # a threshold never reached: the budget ends the run, not converged
     result = train(mlp(device=device), x, y, MSE, lr=lr, steps=30, loss_threshold=1e-12)
@@ -133,7 +143,7 @@ def test_test_loss_is_recorded_at_the_interval(device):
     model = mlp(device=device)
     lr = 0.5 / sharpness(model, x, y, MSE)
     result = train(model, x, y, MSE, lr=lr, steps=23, record_every=5, x_test=xt, y_test=yt)
-    assert result.history.steps == [0, 5, 10, 15, 20, 23]
+    assert result.history.steps == (0, 5, 10, 15, 20, 23)
     assert len(result.history.test_loss) == len(result.history.steps)
     with torch.no_grad():
         assert math.isclose(result.history.test_loss[-1], float(MSE(model(xt).reshape(-1), yt)), rel_tol=1e-12)
@@ -147,8 +157,17 @@ def test_sgd_is_reproducible_with_the_generator(device):
 
     def run(seed):
         model = mlp(device=device)
-        train(model, x, y, MSE, optimizer="sgd", lr=0.05, steps=15, batch_size=4,
-              generator=torch.Generator().manual_seed(seed))
+        train(
+            model,
+            x,
+            y,
+            MSE,
+            optimizer="sgd",
+            lr=0.05,
+            steps=15,
+            batch_size=4,
+            generator=torch.Generator().manual_seed(seed),
+        )
         return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
     a, b, c = run(0), run(0), run(1)
@@ -217,7 +236,7 @@ def exact_lambda_max(model, x, y, loss) -> tuple[float, float]:
     def f(flat):
         parts, i = {}, 0
         for n, shape in zip(names, shapes):
-            parts[n], i = flat[i:i + shape.numel()].reshape(shape), i + shape.numel()
+            parts[n], i = flat[i : i + shape.numel()].reshape(shape), i + shape.numel()
         return torch.func.functional_call(model, {**parts, **{k: v.clone() for k, v in saved.items()}}, (x,))
 
     h0 = f(flat0).detach().reshape(y.shape)
@@ -250,9 +269,8 @@ def test_the_checks_estimate_is_within_its_margin_of_the_exact_lambda_max(name, 
         y = torch.stack([y, -y], dim=1)
     exact, _ = exact_lambda_max(model, x, y, loss)
     params = [p for p in model.parameters() if p.requires_grad]
-    estimate = training_module._measure(model, x, y, loss, params, training_module.CHECK_RTOL,
-                                        training_module._CHECK_NCV)
-    assert estimate <= exact * (1 + 1e-12) and exact <= estimate * (1 + training_module.CHECK_RTOL), (estimate, exact)
+    estimate = curvature._measure(model, x, y, loss, params, curvature.CHECK_RTOL, curvature._CHECK_NCV)
+    assert estimate <= exact * (1 + 1e-12) and exact <= estimate * (1 + curvature.CHECK_RTOL), (estimate, exact)
     result = train(model, x, y, loss, lr=1e-3, steps=1)
     assert result.sharpness == estimate and result.lr_check_skipped is None
 
@@ -286,15 +304,21 @@ def test_indefinite_curvature_gives_the_largest_algebraic_eigenvalue():
     assert math.isclose(sharpness(model, x, y, cosine_loss), largest, rel_tol=1e-9)
 
 
-@pytest.mark.parametrize("loss", [LpLoss(1.5), MSE + LpLoss(1.2),
-                                  lambda h, t: (h - t).abs().pow(1.5).mean()], ids=["lp1.5", "mixture", "callable"])
+@pytest.mark.parametrize(
+    "loss",
+    [LpLoss(1.5), MSE + LpLoss(1.2), lambda h, t: (h - t).abs().pow(1.5).mean()],
+    ids=["lp1.5", "mixture", "callable"],
+)
 def test_sharpness_refuses_curvature_unbounded_at_a_zero_residual(loss):
     x, y = problem()
     model = mlp()
     with torch.no_grad():
         y[3] = model(x)[3, 0]  # a zero residual: p (p-1) |r|^(p-2) is unbounded there
-    with pytest.raises(training_module.CurvatureError, match=r"loss .* curvature .*smallest \|h_i - y_i\| at the "
-                       r"current outputs is 0\.000e\+00 \(entry 3\)") as info:
+    with pytest.raises(
+        curvature.CurvatureError,
+        match=r"loss .* curvature .*smallest \|h_i - y_i\| at the "
+        r"current outputs is 0\.000e\+00 \(entry 3\)",
+    ) as info:
         sharpness(model, x, y, loss)
     assert isinstance(info.value, ValueError) and str(info.value).startswith("loss ")
     # train() skips its step-size check and says why (no NaN anywhere)
@@ -409,7 +433,11 @@ def test_nan_loss_raises_with_the_history_attached(device):
         (dict(x="x"), TypeError, "x must be"),
         (dict(x=torch.zeros(8, 2, dtype=F64)), ValueError, "x must have 3 features"),
         (dict(x=torch.full((8, 3), float("nan"), dtype=F64)), ValueError, "x contains"),
-        (dict(x=torch.zeros(8, 3)), TypeError, "x must have the dtype"),
+        (
+            dict(x=torch.zeros(8, 3)),
+            ValueError,
+            r"x must have the dtype of the model's parameters \(torch.float64\), got torch.float32",
+        ),
         (dict(y=torch.zeros(7, dtype=F64)), ValueError, "y must have one row per row of x"),
         (dict(y=torch.zeros(8, 2, dtype=F64)), ValueError, "y has shape"),
         (dict(y=torch.full((8,), float("inf"), dtype=F64)), ValueError, "y contains"),
@@ -445,5 +473,13 @@ def test_nan_outputs_raise_diverged_even_with_a_loss_that_validates_its_input(de
     y = torch.full((8,), -50.0, dtype=F64, device=device)
     with pytest.raises(TrainingDivergedError, match=r"outputs hold .* at step 1 ") as info:
         train(LogOutput().to(device), x, y, MSE, lr=0.1, steps=50, check_lr=False)
-    assert info.value.result.history.steps == [0]
+    assert info.value.result.history.steps == (0,)
     assert math.isfinite(info.value.result.final_loss)
+
+
+def test_data_on_another_device_than_the_model_is_refused_not_moved() -> None:
+    """train() names both devices instead of moving the data to the model's device."""
+    model = nk.MLP(3, [4], 1, dtype=F64).to("meta")
+    x, y = torch.zeros(8, 3, dtype=F64), torch.zeros(8, 1, dtype=F64)
+    with pytest.raises(ValueError, match=r"x must be on the device of the model's parameters \(meta\), got cpu"):
+        train(model, x, y, MSE, steps=1, lr=0.1)

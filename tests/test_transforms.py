@@ -11,8 +11,7 @@ import ntkcheck as nk
 
 
 def _frozen_mlp(seed: int = 0) -> nk.MLP:
-    model = nk.MLP(3, [8, 8], 2, activation="tanh", generator=torch.Generator().manual_seed(seed),
-                   dtype=torch.float64)
+    model = nk.MLP(3, [8, 8], 2, activation="tanh", generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     model.layers[0].requires_grad_(False)
     model.layers[1].requires_grad_(False)
     return model
@@ -84,8 +83,13 @@ def _dropout_net(device: str = "cpu") -> nn.Module:
     return nn.Sequential(nn.Linear(3, 16), nn.Tanh(), nn.Dropout(0.5), nn.Linear(16, 2)).double().to(device)
 
 
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
+    ],
+)
 def test_asi_of_dropout_net_is_zero_in_train_mode(device):
     """ASI's h = 0 at init (seed 000 Thm 4) holds in train mode: both branches draw the same dropout mask."""
     model = _dropout_net(device).train()

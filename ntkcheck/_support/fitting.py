@@ -18,6 +18,7 @@ def loglog_slope(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarra
         raise ValueError(f"x and y must hold the same number (at least 2) of points, got {xs.size} and {ys.size}")
     bad = ~(np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0))
     if bad.any():
-        raise ValueError(f"x and y must be positive and finite for a log-log fit, got x={xs[bad].tolist()}, "
-                         f"y={ys[bad].tolist()}")
+        raise ValueError(
+            f"x and y must be positive and finite for a log-log fit, got x={xs[bad].tolist()}, y={ys[bad].tolist()}"
+        )
     return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])

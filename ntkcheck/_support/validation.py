@@ -7,7 +7,8 @@ the offending argument and says what was expected.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
         raise TypeError(f"{name} must be one of {list(choices)} (a str), got {type(value).__name__} {value!r}")
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def check_inputs(x: object, name: str, *, features: int | None = None) -> torch.Tensor:
@@ -105,8 +106,10 @@ def check_device(value: object, name: str) -> torch.device | None:
     if value is None:
         return None
     if not isinstance(value, (str, torch.device)):
-        raise TypeError(f"{name} must be a torch.device, a str such as 'cpu' or 'cuda:0', or None, "
-                        f"got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{name} must be a torch.device, a str such as 'cpu' or 'cuda:0', or None, "
+            f"got {type(value).__name__} {value!r}"
+        )
     try:
         device = torch.device(value)
     except RuntimeError as err:
@@ -116,14 +119,17 @@ def check_device(value: object, name: str) -> torch.device | None:
     if device.type == "cuda":
         count = torch.cuda.device_count()
         if count == 0 or (device.index is not None and device.index >= count):
-            raise ValueError(f"{name} {str(device)!r} is not available: this machine has {count} CUDA devices; "
-                             f"available here: {available_devices()}")
+            raise ValueError(
+                f"{name} {str(device)!r} is not available: this machine has {count} CUDA devices; "
+                f"available here: {available_devices()}"
+            )
         return device
     try:
         torch.empty(0, device=device)
     except (RuntimeError, AssertionError) as err:  # torch raises AssertionError for a backend it was built without
-        raise ValueError(f"{name} {str(device)!r} is not available on this machine; "
-                         f"available here: {available_devices()}") from err
+        raise ValueError(
+            f"{name} {str(device)!r} is not available on this machine; available here: {available_devices()}"
+        ) from err
     return device
 
 
@@ -145,11 +151,42 @@ def check_finite_float(value: object, name: str) -> float:
 
 
 def check_same_device_dtype(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    """Raise unless two tensors share dtype and device."""
+    """Raise ``ValueError`` naming both tensors and both dtypes or devices unless ``b`` has the dtype and the
+    device of ``a``."""
     if a.dtype != b.dtype:
-        raise TypeError(f"{name_b} must have the dtype of {name_a} ({a.dtype}), got {b.dtype}")
+        raise ValueError(
+            f"{name_b} must have the dtype of {name_a} ({a.dtype}), got {b.dtype} "
+            f"({name_a}: {a.dtype}, {name_b}: {b.dtype})"
+        )
     if a.device != b.device:
-        raise ValueError(f"{name_b} must be on the device of {name_a} ({a.device}), got {b.device}")
+        raise ValueError(
+            f"{name_b} must be on the device of {name_a} ({a.device}), got {b.device} "
+            f"({name_a}: {a.device}, {name_b}: {b.device})"
+        )
+
+
+def check_matches_parameters(
+    x: torch.Tensor, name: str, model: torch.nn.Module, *, trainable_only: bool = True
+) -> None:
+    """Raise ``ValueError`` naming ``name`` and both dtypes and devices unless ``x`` is on the device of every
+    parameter of ``model`` (every trainable one with ``trainable_only``) and, when ``x`` is floating-point (not
+    token ids), has its dtype."""
+    for p in model.parameters():
+        if trainable_only and not p.requires_grad:
+            continue
+        if p.device != x.device or (x.is_floating_point() and p.dtype != x.dtype):
+            raise ValueError(
+                f"{name} must match the model's parameters ({p.dtype} on {p.device}), "
+                f"got {x.dtype} on {x.device} ({name}: {x.dtype} on {x.device}, "
+                f"parameters: {p.dtype} on {p.device})"
+            )
+
+
+def check_same_rows(x1: torch.Tensor, x2: torch.Tensor) -> None:
+    """Raise ``ValueError`` naming both unless ``x2`` has the row shape, dtype and device of ``x1``."""
+    if x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(f"x2 must have x1's row shape {tuple(x1.shape[1:])}, got {tuple(x2.shape[1:])}")
+    check_same_device_dtype(x1, x2, "x1", "x2")
 
 
 def check_finite_result(t: torch.Tensor, what: str) -> torch.Tensor:
@@ -188,14 +225,16 @@ def check_batch(x: object, name: str) -> torch.Tensor:
 
 
 def check_kernel_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc: str) -> torch.Tensor:
-    """``x`` as a dense, finite, non-empty float32/float64 tensor of one of ``ndims`` dimensions (kernels, targets, outputs)."""
+    """``x`` as a dense, finite, non-empty float32/float64 tensor of one of ``ndims`` dimensions (kernels, targets,
+    outputs)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape {shape_doc}, got {type(x).__name__}")
     if x.layout != torch.strided:
         raise TypeError(f"{name} must be a dense (strided) tensor, got layout {x.layout}")
     if x.dtype not in (torch.float32, torch.float64):
-        raise TypeError(f"{name} must have dtype torch.float32 or torch.float64 (the dtypes the solvers support), "
-                        f"got {x.dtype}")
+        raise TypeError(
+            f"{name} must have dtype torch.float32 or torch.float64 (the dtypes the solvers support), got {x.dtype}"
+        )
     if x.is_meta:
         raise ValueError(f"{name} is on the meta device: it holds no values (move it to a real device first)")
     if x.ndim not in ndims:
@@ -205,3 +244,24 @@ def check_kernel_tensor(x: object, name: str, ndims: tuple[int, ...], shape_doc:
     if not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains {int((~torch.isfinite(x)).sum())} NaN or infinite entries")
     return x
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return value
+
+
+def check_optional_callable(value: object, name: str) -> Callable[..., Any] | None:
+    """Return ``value`` if it is callable or None, else raise ``TypeError`` naming ``name``."""
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {type(value).__name__}")
+    return value
+
+
+def check_module(value: object, name: str = "model") -> torch.nn.Module:
+    """Return ``value`` if it is a ``torch.nn.Module``, else raise ``TypeError`` naming ``name``."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
+    return value

@@ -26,8 +26,9 @@ Notation and conventions (those of :mod:`ntkcheck.dynamics.solvers` and :mod:`nt
 is their ``t=None``.  ``diag_reg`` and ``diag_reg_absolute_scale`` are theirs: the matrix that is
 inverted (or exponentiated) is ``A + delta I`` with ``delta = diag_reg * trace(A) / n``
 (``diag_reg_absolute_scale=False``, the default) or ``delta = diag_reg``; the other kernel blocks
-are used unregularised.  Our ``ensemble_predict(ntk=None)`` is their ``get='nngp'``, our
-``ensemble_predict(ntk=(Theta, Theta*X))`` their ``get='ntk'``.  The crosscheck
+are used unregularised.  Our ``ensemble_predict(K, Y, k_test_train=K*X)`` (the NNGP kernel trains: readout
+only) is their ``get='nngp'``, our ``ensemble_predict(Theta, Y, k_test_train=Theta*X, nngp_train=K,
+nngp_test_train=K*X)`` their ``get='ntk'``.  The crosscheck
 ``crosscheck/test_gp_against_neural_tangents.py`` asserts the agreement.
 
 **Derivation** (``ensemble_predict``).  Write ``E_t = exp(-c Theta t)``.  The linearized network
@@ -48,7 +49,8 @@ remaining random part ``f_0 - h_Theta(.; 0, X, f_0(X))`` is the initialization b
 ``cov_inf`` is.  At ``t = 0``, ``A_0 = 0`` and the covariance is the prior ``K**``.  On the training
 points (``Theta*X = Theta``, ``K*X = K** = K``) ``cov_inf = 0``: every member interpolates.
 
-Training only the readout layer (``ntk=None``) the NTK IS the NNGP kernel (Lee et al. 2019 §2.3.1):
+Training only the readout layer (no ``nngp_train``: the training kernel is the NNGP kernel) the NTK IS the NNGP
+kernel (Lee et al. 2019 §2.3.1):
 with ``Theta = K`` the terms combine to::
 
     mean_t = K*X K^-1 (I - exp(-c K t)) Y
@@ -70,16 +72,24 @@ rounding of order ``cond * eps * max|K|``.  A non-finite result raises ``Floatin
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_choice, check_finite_result, check_kernel_tensor, check_same_device_dtype
-from ntkcheck.dynamics.flows import _check_lr, _times
-from ntkcheck.dynamics.solvers import SingularKernelError, _check_psd, _kernel_matrix, _threshold
+from ntkcheck._support.validation import check_choice, check_finite_result
+from ntkcheck.dynamics._arguments import check_lr, check_same_device_dtype, times_array
+from ntkcheck.dynamics._gp_checks import (
+    _check_joint,
+    _cross,
+    _diag_reg,
+    _refuse_singular,
+    _regularise,
+    _square,
+    _symmetric,
+    _targets,
+)
+from ntkcheck.errors import SingularKernelError
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 
 __all__ = ["GaussianPrediction", "analytic_ensemble", "ensemble_predict", "gp_inference"]
@@ -101,91 +111,12 @@ class GaussianPrediction:
     times: torch.Tensor | None
 
 
-# ---------------------------------------------------------------------------------------------
-# validation
-
-
-def _square(k: object, name: str) -> torch.Tensor:
-    """A symmetric PSD (n, n) kernel of one output, symmetrised; ``ValueError`` for (n, n, O, O)."""
-    if isinstance(k, torch.Tensor) and k.ndim == 4:
-        raise ValueError(f"{name} must be the (n, n) kernel of one output (the network's kernel is K (x) I_O), "
-                         f"got shape {tuple(k.shape)}; pass k[:, :, 0, 0] of a K (x) I kernel")
-    check_kernel_tensor(k, name, (2,), "(n, n)")
-    return _kernel_matrix(k, name)
-
-
-def _cross(k: object, name: str, like: torch.Tensor, like_name: str, n: int, m: int | None) -> torch.Tensor:
-    """A (m, n) test-train kernel with the dtype and device of ``like``."""
-    shape = f"(m, {n})" if m is None else f"({m}, {n})"
-    kx = check_kernel_tensor(k, name, (2,), shape)
-    check_same_device_dtype(like, kx, like_name, name)
-    if kx.shape[1] != n or (m is not None and kx.shape[0] != m):
-        raise ValueError(f"{name} must have shape {shape} (test rows, training columns), got {tuple(kx.shape)}")
-    return kx
-
-
-def _targets(y: object, K: torch.Tensor, name_k: str) -> torch.Tensor:
-    """``y_train`` (n,) or (n, O) as an (n, O) matrix."""
-    y = check_kernel_tensor(y, "y_train", (1, 2), "(n,) or (n, O)")
-    check_same_device_dtype(K, y, name_k, "y_train")
-    if y.shape[0] != K.shape[0]:
-        raise ValueError(f"y_train must have {K.shape[0]} rows (the size of {name_k}), got shape {tuple(y.shape)}")
-    return y.reshape(-1, 1) if y.ndim == 1 else y
-
-
-def _check_joint(K: torch.Tensor, Kx: torch.Tensor, Ktt: torch.Tensor, name: str) -> None:
-    """``ValueError`` unless the joint NNGP matrix ``[[K, K_X*], [K*X, K**]]`` is PSD (up to rounding)."""
-    joint = torch.cat([torch.cat([K, Kx.T], dim=1), torch.cat([Kx, Ktt], dim=1)], dim=0)
-    _check_psd(joint.detach(), f"{name} (the joint train/test matrix [[K, K_X*], [K*X, K**]])")
-
-
-def _diag_reg(diag_reg: object, absolute: object) -> tuple[float, bool]:
-    if isinstance(diag_reg, bool) or not isinstance(diag_reg, (int, float)):
-        raise TypeError(f"diag_reg must be a finite float >= 0, got {type(diag_reg).__name__} {diag_reg!r}")
-    if not (math.isfinite(diag_reg) and diag_reg >= 0):
-        raise ValueError(f"diag_reg must be a finite float >= 0, got {diag_reg!r}")
-    if not isinstance(absolute, bool):
-        raise TypeError(f"diag_reg_absolute_scale must be a bool, got {type(absolute).__name__} {absolute!r}")
-    return float(diag_reg), absolute
-
-
-def _regularise(K: torch.Tensor, diag_reg: float, absolute: bool) -> torch.Tensor:
-    """``K + delta I``, ``delta = diag_reg`` (absolute) or ``diag_reg * trace(K) / n`` (neural-tangents' default)."""
-    if diag_reg == 0:
-        return K
-    delta = diag_reg if absolute else diag_reg * float(torch.trace(K.detach())) / K.shape[0]
-    return K + delta * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
-
-
-def _refuse_singular(lam: torch.Tensor, size: int, dtype: torch.dtype, max_cond: object, name: str,
-                     diag_reg: float) -> None:
-    """:class:`SingularKernelError` with the measured condition number if it exceeds the solvers' bound."""
-    threshold = _threshold(size, dtype, max_cond)
-    lo, hi = float(lam.min()), float(lam.max())
-    cond = hi / lo if lo > 0 and hi > 0 else math.inf
-    if cond > threshold:
-        what = name if diag_reg == 0 else f"{name} + diag_reg I (diag_reg={diag_reg:g})"
-        raise SingularKernelError(
-            f"{what} is singular or numerically rank-deficient: condition number {cond:.3e} > threshold "
-            f"{threshold:.3e} (smallest eigenvalue {lo:.3e}, largest {hi:.3e}); duplicated inputs make the kernel "
-            f"singular. Pass diag_reg=... (relative to the mean diagonal; e.g. 1e-10) to predict with K + delta I."
-        )
-
-
-def _symmetric(c: torch.Tensor) -> torch.Tensor:
-    return (c + c.mT) / 2
-
-
-# ---------------------------------------------------------------------------------------------
-# public API
-
-
 def gp_inference(
-    k_train_train: torch.Tensor,
+    k_train: torch.Tensor,
     y_train: torch.Tensor,
+    *,
     k_test_train: torch.Tensor,
     k_test_test: torch.Tensor | None = None,
-    *,
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     max_cond: float | None = None,
@@ -201,31 +132,32 @@ def gp_inference(
     neural-tangents' ``predict.gp_inference(...)(get='nngp', ...)``.  Given the NTK instead of the
     NNGP, the mean is the trained networks' mean at ``t = inf`` (but the covariance is not theirs:
     use :func:`ensemble_predict`).  ``k_test_test=None`` skips the covariance.  With
-    ``k_test_train = k_train_train`` and ``diag_reg = 0`` the posterior on the training points is
+    ``k_test_train = k_train`` and ``diag_reg = 0`` the posterior on the training points is
     ``N(Y, 0)``.
 
     Computed by a Cholesky factorisation ``K_r = L L^T`` (``cov = K** - W^T W``,
     ``W = L^-1 K_X*``), after the condition-number guard of the module docstring.
     """
-    K = _square(k_train_train, "k_train_train")
-    Y = _targets(y_train, K, "k_train_train")
+    K = _square(k_train, "k_train")
+    Y = _targets(y_train, K, "k_train")
     n = K.shape[0]
-    Kx = _cross(k_test_train, "k_test_train", K, "k_train_train", n, None)
+    Kx = _cross(k_test_train, "k_test_train", K, "k_train", n, None)
     m = Kx.shape[0]
     Ktt = None
     if k_test_test is not None:
         Ktt = _square(k_test_test, "k_test_test")
-        check_same_device_dtype(K, Ktt, "k_train_train", "k_test_test")
+        check_same_device_dtype(K, Ktt, "k_train", "k_test_test")
         if Ktt.shape[0] != m:
-            raise ValueError(f"k_test_test must have shape ({m}, {m}) (the rows of k_test_train), "
-                             f"got {tuple(Ktt.shape)}")
+            raise ValueError(
+                f"k_test_test must have shape ({m}, {m}) (the rows of k_test_train), got {tuple(Ktt.shape)}"
+            )
         _check_joint(K, Kx, Ktt, "the NNGP kernels")
     reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
     Kr = _regularise(K, reg, absolute)
-    _refuse_singular(torch.linalg.eigvalsh(Kr.detach()), n, K.dtype, max_cond, "k_train_train", reg)
+    _refuse_singular(torch.linalg.eigvalsh(Kr.detach()), n, K.dtype, max_cond, "k_train", reg)
     L, info = torch.linalg.cholesky_ex(Kr)
     if int(info) != 0:
-        raise SingularKernelError(f"k_train_train is not positive definite: Cholesky failed at column {int(info)}")
+        raise SingularKernelError(f"k_train is not positive definite: Cholesky failed at column {int(info)}")
     mean = Kx @ torch.cholesky_solve(Y, L)
     mean = check_finite_result(mean.reshape((m,) + tuple(y_train.shape[1:])), "gp_inference mean")
     cov = None
@@ -235,34 +167,115 @@ def gp_inference(
     return GaussianPrediction(mean=mean, covariance=cov, times=None)
 
 
-def _triple(value: object, name: str, length: int, fields: str) -> tuple:
-    if isinstance(value, torch.Tensor) or not isinstance(value, Sequence) or len(value) != length:
-        raise TypeError(f"{name} must be a tuple {fields} of tensors, got {type(value).__name__}"
-                        + (f" of length {len(value)}" if isinstance(value, Sequence) else ""))
-    return tuple(value)
+@dataclass(frozen=True)
+class _EnsembleKernels:
+    """The checked kernels of :func:`ensemble_predict`: training kernel ``(train, train_x)`` and NNGP prior
+    ``(K, Kx, Ktt)``; ``readout``: the training kernel is the NNGP kernel."""
+
+    train: torch.Tensor
+    train_x: torch.Tensor
+    K: torch.Tensor
+    Kx: torch.Tensor
+    Ktt: torch.Tensor | None
+    readout: bool
+
+
+def _nngp_prior(
+    train: torch.Tensor, m: int, nngp_train: object, nngp_test_train: object
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The NNGP kernels ``(K, K*X)`` checked against the training kernel, or None when neither is given."""
+    if (nngp_train is None) != (nngp_test_train is None):
+        raise ValueError(
+            "nngp_train and nngp_test_train must be given together (the NNGP kernel K and K*X of the "
+            "initial outputs), or neither (readout-only training: the training kernel is the NNGP kernel)"
+        )
+    if nngp_train is None:
+        return None
+    K = _square(nngp_train, "nngp_train")
+    check_same_device_dtype(train, K, "k_train", "nngp_train")
+    if K.shape != train.shape:
+        raise ValueError(f"nngp_train must have the shape of k_train {tuple(train.shape)}, got {tuple(K.shape)}")
+    return K, _cross(nngp_test_train, "nngp_test_train", K, "nngp_train", K.shape[0], m)
+
+
+def _ensemble_kernels(
+    k_train: object,
+    k_test_train: object,
+    nngp_train: object,
+    nngp_test_train: object,
+    nngp_test_test: object,
+    compute_cov: bool,
+) -> _EnsembleKernels:
+    """Check the kernels of :func:`ensemble_predict`; with ``compute_cov`` the joint NNGP matrix too."""
+    train = _square(k_train, "k_train")
+    train_x = _cross(k_test_train, "k_test_train", train, "k_train", train.shape[0], None)
+    m = train_x.shape[0]
+    prior = _nngp_prior(train, m, nngp_train, nngp_test_train)
+    K, Kx = (train, train_x) if prior is None else prior
+    Ktt = None
+    if nngp_test_test is not None:
+        Ktt = _square(nngp_test_test, "nngp_test_test")
+        check_same_device_dtype(K, Ktt, "k_train" if prior is None else "nngp_train", "nngp_test_test")
+        if Ktt.shape[0] != m:
+            raise ValueError(
+                f"nngp_test_test (K**) must have shape ({m}, {m}) (the rows of k_test_train), got {tuple(Ktt.shape)}"
+            )
+    elif compute_cov:
+        raise ValueError("nngp_test_test (K**, the test-test NNGP kernel) is None but compute_cov=True")
+    if compute_cov:
+        assert Ktt is not None
+        _check_joint(K, Kx, Ktt, "the NNGP kernels")
+    return _EnsembleKernels(train, train_x, K, Kx, Ktt, prior is None)
+
+
+def _phi(lam: torch.Tensor, rate: float, times: torch.Tensor) -> torch.Tensor:
+    """``(1 - exp(-rate lambda t)) / lambda`` per time and eigenvalue, ``1 / lambda`` at t = inf: (T, n)."""
+    inf = torch.isinf(times)[:, None]
+    finite_t = torch.where(inf, torch.zeros_like(times[:, None]), times[:, None])  # (T, 1)
+    finite = -torch.expm1(-rate * lam[None, :] * finite_t) / lam[None, :]
+    return torch.where(inf, (1 / lam)[None, :].expand_as(finite), finite)
+
+
+def _ensemble_covariance(
+    k: _EnsembleKernels, lam: torch.Tensor, V: torch.Tensor, G: torch.Tensor, c: float, times: torch.Tensor
+) -> torch.Tensor:
+    """``cov_t`` of the module docstring, (T, m, m), exactly symmetric."""
+    assert k.Ktt is not None
+    if k.readout:  # Theta = K: cov = K** - K*X K^-1 (I - exp(-2 c K t)) K_X*
+        cov = k.Ktt[None] - (G[None] * _phi(lam, 2 * c, times)[:, None, :]) @ G.T[None]
+    else:  # Lee et al. 2019 eq (16): K** - A K_X* - (A K_X*)^T + A K A^T, A = G diag(phi) V^T
+        Gf = G[None] * _phi(lam, c, times)[:, None, :]  # (T, m, n)
+        cross = Gf @ (V.T @ k.Kx.T)[None]  # A_t K_X*: (T, m, m)
+        quad = Gf @ (V.T @ k.K @ V)[None] @ Gf.mT
+        cov = k.Ktt[None] - cross - cross.mT + quad
+    return check_finite_result(_symmetric(cov), "ensemble_predict covariance")
 
 
 def ensemble_predict(
-    nngp: tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None,
-    ntk: tuple[torch.Tensor, torch.Tensor] | None,
+    k_train: torch.Tensor,
     y_train: torch.Tensor,
-    t: object,
     *,
+    k_test_train: torch.Tensor,
+    times: object,
     lr: float = 1.0,
+    nngp_train: torch.Tensor | None = None,
+    nngp_test_train: torch.Tensor | None = None,
+    nngp_test_test: torch.Tensor | None = None,
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     compute_cov: bool = True,
     max_cond: float | None = None,
 ) -> GaussianPrediction:
     """Mean and covariance on test points of the infinite ensemble of infinitely wide networks trained by
-    gradient flow on the MSE ``(1/n) sum |h - y|^2`` with learning rate ``lr``, at times ``t``.
+    gradient flow on the MSE ``(1/n) sum |h - y|^2`` with learning rate ``lr``, at ``times``.
 
-    ``nngp = (K, K*X, K**)``: the NNGP kernel (the prior of the initial outputs) on train-train
-    (n, n), test-train (m, n) and test-test (m, m); ``K**`` may be None when ``compute_cov`` is
-    False, and ``nngp`` itself may be None when moreover ``ntk`` is given.
-    ``ntk = (Theta, Theta*X)``: the NTK on train-train and test-train, the kernel of training (all
-    layers); ``ntk=None`` trains the readout layer only, whose NTK is the NNGP kernel.
-    ``y_train`` (n,) or (n, O); ``t`` a number or 1-D array of times >= 0, ``inf`` allowed.
+    ``k_train`` (n, n) and ``k_test_train`` (m, n): the kernel of training on train-train and test-train,
+    the NTK ``Theta`` when every layer trains, the NNGP kernel ``K`` when only the readout layer does (its NTK
+    is the NNGP kernel).  ``nngp_train`` (n, n) and ``nngp_test_train`` (m, n), given together: the NNGP kernel
+    ``K`` and ``K*X``, the prior of the initial outputs, when it differs from the kernel of training; omitted,
+    the kernel of training is the NNGP kernel (readout-only training).  ``nngp_test_test`` (m, m): ``K**``,
+    needed for the covariance (``compute_cov``).  ``y_train`` (n,) or (n, O); ``times`` a number or 1-D array
+    of times >= 0, ``inf`` allowed.
 
     Returns a :class:`GaussianPrediction`: ``mean`` (T, m[, O]), ``covariance`` (T, m, m) (None
     unless ``compute_cov``), ``times`` (T,).  The formulas and their derivation (Lee et al. 2019
@@ -275,94 +288,39 @@ def ensemble_predict(
     """
     if not isinstance(compute_cov, bool):
         raise TypeError(f"compute_cov must be a bool, got {type(compute_cov).__name__} {compute_cov!r}")
-    lr = _check_lr(lr)
+    lr = check_lr(lr)
     reg, absolute = _diag_reg(diag_reg, diag_reg_absolute_scale)
-    if ntk is None and nngp is None:
-        raise ValueError("nngp and ntk are both None: give nngp = (K, K*X, K**) (readout-only training) "
-                         "and/or ntk = (Theta, Theta*X)")
-    if nngp is None and compute_cov:
-        raise ValueError("nngp is None but compute_cov=True: the covariance needs the NNGP kernel "
-                         "(K, K*X, K**) of the initial outputs")
-
-    K = Kx = Ktt = None
-    if nngp is not None:
-        k, kx, ktt = _triple(nngp, "nngp", 3, "(K, K*X, K**)")
-        K = _square(k, "nngp[0]")
-        n = K.shape[0]
-        Kx = _cross(kx, "nngp[1]", K, "nngp[0]", n, None)
-        if ktt is not None:
-            Ktt = _square(ktt, "nngp[2]")
-            check_same_device_dtype(K, Ktt, "nngp[0]", "nngp[2]")
-            if Ktt.shape[0] != Kx.shape[0]:
-                raise ValueError(f"nngp[2] (K**) must have shape ({Kx.shape[0]}, {Kx.shape[0]}) (the rows of K*X), "
-                                 f"got {tuple(Ktt.shape)}")
-        elif compute_cov:
-            raise ValueError("nngp[2] (K**, the test-test NNGP kernel) is None but compute_cov=True")
-    if ntk is not None:
-        th, thx = _triple(ntk, "ntk", 2, "(Theta, Theta*X)")
-        T = _square(th, "ntk[0]")
-        if K is not None:
-            check_same_device_dtype(K, T, "nngp[0]", "ntk[0]")
-            if T.shape != K.shape:
-                raise ValueError(f"ntk[0] must have the shape of nngp[0] {tuple(K.shape)}, got {tuple(T.shape)}")
-        Tx = _cross(thx, "ntk[1]", T, "ntk[0]", T.shape[0], None if Kx is None else Kx.shape[0])
-        train, train_x, train_name = T, Tx, "ntk[0]"
-    else:
-        assert K is not None and Kx is not None
-        train, train_x, train_name = K, Kx, "nngp[0]"
-    Y = _targets(y_train, train, train_name)
-    n, m = train.shape[0], train_x.shape[0]
-    if compute_cov:
-        assert K is not None and Kx is not None and Ktt is not None
-        _check_joint(K, Kx, Ktt, "nngp")
-
-    t_np = _times(t, "t")
-    times = torch.as_tensor(t_np, dtype=train.dtype, device=train.device)
-    lam, V = torch.linalg.eigh(_regularise(train, reg, absolute))
-    _refuse_singular(lam.detach(), n, train.dtype, max_cond, train_name, reg)
+    k = _ensemble_kernels(k_train, k_test_train, nngp_train, nngp_test_train, nngp_test_test, compute_cov)
+    Y = _targets(y_train, k.train, "k_train")
+    n, m = k.train.shape[0], k.train_x.shape[0]
+    t_np = times_array(times, "times")
+    t = torch.as_tensor(t_np, dtype=k.train.dtype, device=k.train.device)
+    lam, V = torch.linalg.eigh(_regularise(k.train, reg, absolute))
+    _refuse_singular(lam.detach(), n, k.train.dtype, max_cond, "k_train", reg)
     c = 2 * lr / n
-    inf = torch.isinf(times)[:, None]
-    finite_t = torch.where(inf, torch.zeros_like(times[:, None]), times[:, None])  # (T, 1)
-
-    def phi(rate: float) -> torch.Tensor:
-        """``(1 - exp(-rate lambda t)) / lambda`` per time and eigenvalue, ``1 / lambda`` at t = inf: (T, n)."""
-        finite = -torch.expm1(-rate * lam[None, :] * finite_t) / lam[None, :]
-        return torch.where(inf, (1 / lam)[None, :].expand_as(finite), finite)
-
-    G = train_x @ V  # (m, n): the test-train kernel in the eigenbasis
-    f = phi(c)
-    mean = (G[None] * f[:, None, :]) @ (V.T @ Y)[None]  # (T, m, O)
+    G = k.train_x @ V  # (m, n): the test-train kernel in the eigenbasis
+    mean = (G[None] * _phi(lam, c, t)[:, None, :]) @ (V.T @ Y)[None]  # (T, m, O)
     mean = check_finite_result(mean.reshape((len(t_np), m) + tuple(y_train.shape[1:])), "ensemble_predict mean")
-    cov = None
-    if compute_cov:
-        assert K is not None and Kx is not None and Ktt is not None
-        if ntk is None:  # readout only: Theta = K, cov = K** - K*X K^-1 (I - exp(-2 c K t)) K_X*
-            cov = Ktt[None] - (G[None] * phi(2 * c)[:, None, :]) @ G.T[None]
-        else:  # Lee et al. 2019 eq (16): K** - A K_X* - (A K_X*)^T + A K A^T, A = G diag(phi) V^T
-            Gf = G[None] * f[:, None, :]  # (T, m, n)
-            cross = Gf @ (V.T @ Kx.T)[None]  # A_t K_X*: (T, m, m)
-            quad = Gf @ (V.T @ K @ V)[None] @ Gf.mT
-            cov = Ktt[None] - cross - cross.mT + quad
-        cov = check_finite_result(_symmetric(cov), "ensemble_predict covariance")
-    return GaussianPrediction(mean=mean, covariance=cov, times=times)
+    cov = _ensemble_covariance(k, lam, V, G, c, t) if compute_cov else None
+    return GaussianPrediction(mean=mean, covariance=cov, times=t)
 
 
 def analytic_ensemble(
     model: nn.Module,
     x_train: torch.Tensor,
     y_train: torch.Tensor,
-    x_test: torch.Tensor,
-    t: object,
     *,
-    get: str = "ntk",
+    x_test: torch.Tensor,
+    times: object,
     lr: float = 1.0,
+    get: str = "ntk",
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     compute_cov: bool = True,
     max_cond: float | None = None,
 ) -> GaussianPrediction:
     """:func:`ensemble_predict` with the infinite-width kernels of ``model`` (:func:`ntkcheck.analytic_nngp`,
-    :func:`ntkcheck.analytic_ntk`) on ``x_train`` and ``x_test``.
+    :func:`ntkcheck.analytic_ntk`) on ``x_train`` and ``x_test``, at ``times``.
 
     ``get="ntk"``: every trainable layer trains (the NTK ensemble, Lee et al. 2019 eq (16));
     ``get="nngp"``: the readout layer only (the NNGP ensemble, at ``t = inf`` the Bayesian
@@ -371,31 +329,43 @@ def analytic_ensemble(
     """
     check_choice(get, "get", ("ntk", "nngp"))
     out = getattr(model, "out_features", None)
-    if isinstance(y_train, torch.Tensor) and isinstance(out, int) and out > 1 and (
-            y_train.ndim != 2 or y_train.shape[1] != out):
-        raise ValueError(f"y_train must have shape (n, {out}) for a model with {out} outputs, "
-                         f"got {tuple(y_train.shape)}")
-
+    if (
+        isinstance(y_train, torch.Tensor)
+        and isinstance(out, int)
+        and out > 1
+        and (y_train.ndim != 2 or y_train.shape[1] != out)
+    ):
+        raise ValueError(
+            f"y_train must have shape (n, {out}) for a model with {out} outputs, got {tuple(y_train.shape)}"
+        )
     for x, name in ((x_train, "x_train"), (x_test, "x_test")):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of model inputs, got {type(x).__name__}")
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"x_test rows must have the shape of x_train rows {tuple(x_train.shape[1:])}, "
-                         f"got {tuple(x_test.shape[1:])}")
+        raise ValueError(
+            f"x_test rows must have the shape of x_train rows {tuple(x_train.shape[1:])}, got {tuple(x_test.shape[1:])}"
+        )
     x_all = torch.cat([x_train, x_test])
     n = x_train.shape[0]
+    nngp = _one_output(analytic_nngp(model, x_all)) if compute_cov or get == "nngp" else None
+    kernel, prior = (nngp, None) if get == "nngp" else (_one_output(analytic_ntk(model, x_all)), nngp)
+    assert kernel is not None
+    return ensemble_predict(
+        kernel[:n, :n],
+        y_train,
+        k_test_train=kernel[n:, :n],
+        nngp_train=None if prior is None else prior[:n, :n],
+        nngp_test_train=None if prior is None else prior[n:, :n],
+        nngp_test_test=nngp[n:, n:] if compute_cov and nngp is not None else None,
+        times=times,
+        lr=lr,
+        diag_reg=diag_reg,
+        diag_reg_absolute_scale=diag_reg_absolute_scale,
+        compute_cov=compute_cov,
+        max_cond=max_cond,
+    )
 
-    def block(k: torch.Tensor) -> torch.Tensor:  # the one-output block of K (x) I_O
-        return k[:, :, 0, 0] if k.ndim == 4 else k
 
-    nngp = None
-    if compute_cov or get == "nngp":
-        k_all = block(analytic_nngp(model, x_all))
-        nngp = (k_all[:n, :n], k_all[n:, :n], k_all[n:, n:] if compute_cov else None)
-    ntk = None
-    if get == "ntk":
-        t_all = block(analytic_ntk(model, x_all))
-        ntk = (t_all[:n, :n], t_all[n:, :n])
-    return ensemble_predict(nngp, ntk, y_train, t, lr=lr, diag_reg=diag_reg,
-                            diag_reg_absolute_scale=diag_reg_absolute_scale, compute_cov=compute_cov,
-                            max_cond=max_cond)
+def _one_output(k: torch.Tensor) -> torch.Tensor:
+    """The one-output block of a ``K (x) I_O`` kernel."""
+    return k[:, :, 0, 0] if k.ndim == 4 else k

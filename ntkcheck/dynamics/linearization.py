@@ -32,13 +32,15 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import nn
 from torch.func import functional_call, jacrev, jvp
+from torch.nn.utils import parameters_to_vector
 
-from ntkcheck._support.validation import check_batch, check_finite_result, check_inputs, check_same_device_dtype
+from ntkcheck._support.validation import check_finite_result
+from ntkcheck.dynamics._model_checks import _align_targets, _check_model, _check_x, _in_features
 from ntkcheck.dynamics.solvers import min_norm_parameters
 from ntkcheck.kernels._autodiff import FunctionalModel
 
@@ -46,63 +48,27 @@ _THETA0 = "_theta0"
 _FIXED = "_fixed"
 
 
-def _in_features(model: nn.Module) -> int | None:
-    for m in model.modules():
-        if hasattr(m, "in_features") and isinstance(m.in_features, int):
-            return m.in_features
-    return None
-
-
-def _check_model(model: object, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError(f"{name} has no trainable parameters (requires_grad=True): nothing to linearize")
-    bad = [n for n, p in trainable if not p.is_floating_point()]
-    if bad:
-        raise TypeError(f"{name} has non-floating-point trainable parameters {bad}")
-    return model
-
-
-def _check_x(model: nn.Module, x: object, name: str) -> torch.Tensor:
-    """A batch (N, ...) the model runs on (checked on two rows), floats of its dtype or integer ids."""
-    x = check_batch(x, name)
-    p = next(p for p in model.parameters() if p.requires_grad)
-    if x.is_floating_point() and x.dtype != p.dtype:
-        raise TypeError(f"{name} must have the dtype of the model's parameters ({p.dtype}), got {x.dtype}")
-    if x.device != p.device:
-        raise ValueError(f"{name} must be on the device of the model's parameters ({p.device}), got {x.device}")
-    try:
-        with torch.no_grad():
-            model(x[:2])
-    except Exception as err:  # the model's own complaint, whatever its type
-        features = _in_features(model)
-        if x.is_floating_point() and features is not None:  # the specific message, if the model takes (N, features)
-            try:
-                with torch.no_grad():
-                    model(x.new_zeros(1, features))
-            except Exception:  # noqa: BLE001 - not a (N, features) model: the generic message below
-                features = None
-        if features is not None:
-            check_inputs(x, name, features=features)
-        raise ValueError(f"{name} (rows of shape {tuple(x.shape[1:])}, {x.dtype}) does not fit the model: "
-                         f"running it on {min(2, x.shape[0])} row(s) raised {type(err).__name__}: {err}") from err
-    return x
-
-
 def _get(root: nn.Module, dotted: str) -> torch.Tensor:
-    obj = root
+    """The tensor under the dotted name in the module tree ``root``."""
+    obj: object = root
     for part in dotted.split("."):
         obj = getattr(obj, part)
-    return obj  # type: ignore[return-value]
+    assert isinstance(obj, torch.Tensor)
+    return obj
+
+
+def _child(root: nn.Module, name: str) -> nn.Module:
+    """The registered submodule ``name`` of ``root``."""
+    child = root._modules[name]
+    assert child is not None
+    return child
 
 
 class _Node(nn.Module):
     """An empty container mirroring one submodule of the original; ``node[0]`` reads child ``"0"``."""
 
     def __getitem__(self, key: int | str) -> nn.Module:
-        return self._modules[str(key)]
+        return _child(self, str(key))
 
 
 def _register(root: nn.Module, dotted: str, tensor: torch.Tensor, *, parameter: bool) -> None:
@@ -152,11 +118,11 @@ class Linearized(nn.Module):
         buffers = dict(model.named_buffers())
         for n in self._names:
             theta0 = params[n].detach().clone()
-            _register(self._modules[_THETA0], n, theta0, parameter=False)
+            _register(_child(self, _THETA0), n, theta0, parameter=False)
             _register(self, n, theta0.clone(), parameter=True)
         for n in self._fixed_names:
             t = params[n] if n in params else buffers[n]
-            _register(self._modules[_FIXED], n, t.detach().clone(), parameter=False)
+            _register(_child(self, _FIXED), n, t.detach().clone(), parameter=False)
         in_features = _in_features(model)
         if in_features is not None:
             self.in_features = in_features
@@ -164,17 +130,19 @@ class Linearized(nn.Module):
     # -- the function -------------------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        theta0_tree, fixed_tree = self._modules[_THETA0], self._modules[_FIXED]
+        theta0_tree, fixed_tree = _child(self, _THETA0), _child(self, _FIXED)
         theta0 = {n: _get(theta0_tree, n) for n in self._names}
         tangent = {n: _get(self, n) - theta0[n] for n in self._names}
         fixed = {n: _get(fixed_tree, n) for n in self._fixed_names}
-        base = self._base
+        base = self.base
 
         def f(params: dict[str, torch.Tensor]) -> torch.Tensor:
-            return functional_call(base, {**params, **fixed}, (x,))
+            out: torch.Tensor = functional_call(base, {**params, **fixed}, (x,))
+            return out
 
-        out, dout = jvp(f, (theta0,), (tangent,))
-        return out + dout
+        pair = jvp(f, (theta0,), (tangent,))
+        result: torch.Tensor = pair[0] + pair[1]
+        return result
 
     # -- parameters -----------------------------------------------------------------------------
 
@@ -186,12 +154,14 @@ class Linearized(nn.Module):
     @property
     def base(self) -> nn.Module:
         """The private copy of the original module whose function is linearized (do not modify)."""
-        return self._base
+        base = self.__dict__["_base"]
+        assert isinstance(base, nn.Module)
+        return base
 
     @property
     def theta0(self) -> dict[str, torch.Tensor]:
         """``{name: theta_0}``, the expansion point (buffers; treat as read-only)."""
-        return {n: _get(self._modules[_THETA0], n) for n in self._names}
+        return {n: _get(_child(self, _THETA0), n) for n in self._names}
 
     def n_params(self) -> int:
         """P, the number of linearized (trainable) parameters."""
@@ -203,9 +173,9 @@ class Linearized(nn.Module):
         d = {n: (_get(self, n) - theta0[n]).detach() for n in self._names}
         if not flat:
             return d
-        return torch.cat([t.reshape(-1) for t in d.values()])
+        return parameters_to_vector(d.values())
 
-    def load_delta(self, delta: torch.Tensor | Mapping[str, torch.Tensor]) -> "Linearized":
+    def load_delta(self, delta: torch.Tensor | Mapping[str, torch.Tensor]) -> Linearized:
         """Set ``theta = theta_0 + delta`` in place (flat (P,) vector or ``{name: tensor}``); returns self."""
         theta0 = self.theta0
         if isinstance(delta, torch.Tensor):
@@ -219,9 +189,7 @@ class Linearized(nn.Module):
                 start += size
         elif isinstance(delta, Mapping):
             if set(delta) != set(self._names):
-                raise ValueError(
-                    f"delta must have exactly the keys {list(self._names)}, got {sorted(delta)}"
-                )
+                raise ValueError(f"delta must have exactly the keys {list(self._names)}, got {sorted(delta)}")
             parts = dict(delta)
             for n in self._names:
                 if not isinstance(parts[n], torch.Tensor) or parts[n].shape != theta0[n].shape:
@@ -238,7 +206,7 @@ class Linearized(nn.Module):
                 _get(self, n).copy_(theta0[n] + parts[n].to(theta0[n]))
         return self
 
-    def reset(self) -> "Linearized":
+    def reset(self) -> Linearized:
         """Set ``theta = theta_0``; returns self."""
         with torch.no_grad():
             theta0 = self.theta0
@@ -248,18 +216,18 @@ class Linearized(nn.Module):
 
     # -- module plumbing: the private copy follows device/dtype moves and train/eval ---------------
 
-    def _apply(self, fn, recurse=True):  # type: ignore[override]
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> Linearized:
         super()._apply(fn, recurse)
-        self._base._apply(fn)
+        self.base._apply(fn)
         return self
 
-    def train(self, mode: bool = True) -> "Linearized":
+    def train(self, mode: bool = True) -> Linearized:
         super().train(mode)
-        self._base.train(mode)
+        self.base.train(mode)
         return self
 
     def extra_repr(self) -> str:
-        return f"linearization of {type(self._base).__name__} with {self.n_params()} parameters"
+        return f"linearization of {type(self.base).__name__} with {self.n_params()} parameters"
 
 
 def linearize(model: nn.Module) -> Linearized:
@@ -288,25 +256,15 @@ def jacobian(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat([jac[n].reshape(jac[n].shape[0], -1) for n in fm.params], dim=1)
 
 
-def _align_targets(out: torch.Tensor, y: object, name: str, x: torch.Tensor) -> torch.Tensor:
-    """``y`` as a flat, sample-major vector matching ``out`` (N, O); raise naming ``name``."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(y).__name__}")
-    # targets carry the model's float dtype; integer token ids as x_train have none to match
-    ref, ref_name = (x, "x_train") if x.is_floating_point() else (out, "model(x_train)")
-    check_same_device_dtype(ref, y, ref_name, name)
-    n = out.shape[0]
-    if y.ndim == 0 or y.shape[0] != n or y.numel() != out.numel():
-        raise ValueError(
-            f"{name} must have shape ({n},) or {tuple(out.shape)} to match the model's outputs, got {tuple(y.shape)}"
-        )
-    if not bool(torch.isfinite(y).all()):
-        raise ValueError(f"{name} contains {int((~torch.isfinite(y)).sum())} NaN or infinite entries")
-    return y.reshape(-1)
-
-
-_RANDOM_IN_TRAINING = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                       nn.FeatureAlphaDropout, nn.RReLU)
+_RANDOM_IN_TRAINING = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.RReLU,
+)
 
 
 def _unfit_modules(model: nn.Module) -> list[str]:
@@ -361,17 +319,21 @@ def min_norm_linearized(model: nn.Module, x_train: torch.Tensor, y_train: torch.
     x_train = _check_x(model, x_train, "x_train")
     unfit = _unfit_modules(model)
     if unfit:
-        raise ValueError(f"model is random or batch-coupled in its current mode: {'; '.join(unfit)}. Its output at "
-                         f"x_train is not a function of the parameters, so no parameters interpolate y_train: call "
-                         f"model.eval() (BatchNorm also needs running statistics)")
+        raise ValueError(
+            f"model is random or batch-coupled in its current mode: {'; '.join(unfit)}. Its output at "
+            f"x_train is not a function of the parameters, so no parameters interpolate y_train: call "
+            f"model.eval() (BatchNorm also needs running statistics)"
+        )
     with torch.no_grad():
         out = check_finite_result(model(x_train), "model(x_train)")
         again = model(x_train)
     gap = float((again - out).abs().max())
     if not gap <= math.sqrt(torch.finfo(out.dtype).eps) * float(out.abs().max()):
-        raise ValueError(f"model gives different outputs in two forward passes on x_train (max difference "
-                         f"{gap:.3e}): it is random in its current mode (e.g. functional dropout or injected noise); call "
-                         f"model.eval() or make its forward deterministic")
+        raise ValueError(
+            f"model gives different outputs in two forward passes on x_train (max difference "
+            f"{gap:.3e}): it is random in its current mode (e.g. functional dropout or injected noise); call "
+            f"model.eval() or make its forward deterministic"
+        )
     out = out.reshape(x_train.shape[0], -1)
     y = _align_targets(out, y_train, "y_train", x_train)
     n_data = out.numel()

@@ -29,7 +29,7 @@ import math
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from torch.nn import functional
 
 from ntkcheck._support.validation import check_finite_result
 
@@ -58,7 +58,9 @@ def _check_weight(w: object) -> float:
         raise TypeError(f"weight must be a positive finite float, got {type(w).__name__} {w!r}")
     w = float(w)
     if not (math.isfinite(w) and w > 0):
-        raise ValueError(f"weight must be a positive finite float (seed 000 §4 mixes losses with positive weights), got {w}")
+        raise ValueError(
+            f"weight must be a positive finite float (seed 000 §4 mixes losses with positive weights), got {w}"
+        )
     return w
 
 
@@ -118,7 +120,12 @@ class Loss:
 
     def _hessian(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         yd = y.detach()
-        return torch.autograd.functional.hessian(lambda hf: self.value(hf.reshape(h.shape), yd), h.detach().reshape(-1))
+
+        def flat_value(hf: torch.Tensor) -> torch.Tensor:
+            return self.value(hf.reshape(h.shape), yd)
+
+        hessian: torch.Tensor = torch.autograd.functional.hessian(flat_value, h.detach().reshape(-1))
+        return hessian
 
     def __add__(self, other: object) -> Mixture:
         if not isinstance(other, Loss):
@@ -206,7 +213,9 @@ class Mixture(Loss):
             loss.check(h, y)
 
     def value(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return sum((w * loss.value(h, y) for w, loss in self.terms[1:]), self.terms[0][0] * self.terms[0][1].value(h, y))
+        return sum(
+            (w * loss.value(h, y) for w, loss in self.terms[1:]), self.terms[0][0] * self.terms[0][1].value(h, y)
+        )
 
     def _grad(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # weighted sum of the terms' gradients (each term's closed form where it has one)
@@ -253,7 +262,9 @@ class DistLoss(Loss):
     def value(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = self.fn(h, y)
         if not isinstance(out, torch.Tensor) or out.ndim != 0:
-            raise ValueError(f"fn of {self!r} must return a 0-dim tensor, got {getattr(out, 'shape', type(out).__name__)}")
+            raise ValueError(
+                f"fn of {self!r} must return a 0-dim tensor, got {getattr(out, 'shape', type(out).__name__)}"
+            )
         return out
 
 
@@ -273,7 +284,9 @@ class CrossEntropy(Loss):
 
     def check(self, h: object, y: object) -> None:
         if not isinstance(h, torch.Tensor) or not h.is_floating_point() or h.ndim != 2 or h.shape[0] == 0:
-            raise ValueError(f"h must be floating-point logits of shape (n, C), got {getattr(h, 'shape', type(h).__name__)}")
+            raise ValueError(
+                f"h must be floating-point logits of shape (n, C), got {getattr(h, 'shape', type(h).__name__)}"
+            )
         if not bool(torch.isfinite(h).all()):
             raise ValueError(f"h contains {int((~torch.isfinite(h)).sum())} NaN or infinite entries")
         if not isinstance(y, torch.Tensor) or y.dtype not in (torch.int64, torch.int32) or y.shape != h.shape[:1]:
@@ -287,7 +300,7 @@ class CrossEntropy(Loss):
             raise ValueError(f"y labels must lie in [0, {h.shape[1]}), got range [{int(y.min())}, {int(y.max())}]")
 
     def value(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(h, y.long())
+        return functional.cross_entropy(h, y.long())
 
     def _grad(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         # closed form (softmax(h) - onehot(y)) / n
@@ -334,7 +347,9 @@ def check_conditions(
         zp = z + scales[t] * u / u.norm()
         d0 = float(loss(z, z))
         if abs(d0) > atol:
-            raise ValueError(f"{loss!r} violates condition (i) dist(z, z) = 0: measured dist(z, z) = {d0:.3e} (trial {t})")
+            raise ValueError(
+                f"{loss!r} violates condition (i) dist(z, z) = 0: measured dist(z, z) = {d0:.3e} (trial {t})"
+            )
         g0 = float(loss.grad(z, z).norm())
         if g0 > atol:
             raise ValueError(f"{loss!r} violates condition (iii): ||grad dist(z, z)|| = {g0:.3e} != 0 (trial {t})")

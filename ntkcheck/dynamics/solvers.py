@@ -35,15 +35,18 @@ The functions take kernel *matrices*, so they serve empirical NTKs
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
-from ntkcheck._support.validation import check_finite_result, check_inputs, check_kernel_tensor, check_same_device_dtype
+from ntkcheck._support.validation import check_finite_result, check_inputs, check_kernel_tensor
+from ntkcheck.dynamics._arguments import check_diag_reg, check_same_device_dtype
+from ntkcheck.dynamics._inverse import _cond, _Inverse, _regularised
+from ntkcheck.dynamics._kernel_checks import _check_rcond, _kernel_matrix, _threshold
+from ntkcheck.dynamics._problem import _out, _problem
+from ntkcheck.dynamics.results import Decomposition
 from ntkcheck.errors import SingularKernelError
 
 __all__ = [
-    "Decomposition",
     "SingularKernelError",
     "check_consistent",
     "condition_number",
@@ -52,264 +55,6 @@ __all__ = [
     "max_stable_lr",
     "min_norm_parameters",
 ]
-
-
-# ---------------------------------------------------------------------------------------------
-# private helpers shared with ntkcheck.dynamics.flows
-
-
-_PSD_SLACK = 100.0
-
-
-def _check_rcond(pinv_rcond: object, dtype: torch.dtype) -> float | None:
-    """``pinv_rcond`` as a float in ``[eps, 1)`` of ``dtype``, or None.
-
-    A cutoff below eps keeps eigenvalues under ``eps * lambda_max``: those are rounding
-    noise of the kernel's entries, and dividing by them amplifies that noise.
-    """
-    if pinv_rcond is None:
-        return None
-    if isinstance(pinv_rcond, bool) or not isinstance(pinv_rcond, (int, float)):
-        raise TypeError(f"pinv_rcond must be None or a float in (0, 1), got {type(pinv_rcond).__name__}")
-    if not (0 < pinv_rcond < 1):
-        raise ValueError(f"pinv_rcond must lie in (0, 1) (cutoff relative to the largest eigenvalue), got {pinv_rcond}")
-    eps = torch.finfo(dtype).eps
-    if pinv_rcond < eps:
-        raise ValueError(f"pinv_rcond={pinv_rcond:.3g} is below the machine epsilon of the kernel's dtype {dtype} "
-                         f"(eps = {eps:.3g}): eigenvalues under eps * lambda_max are rounding noise; "
-                         f"use pinv_rcond >= {eps:.3g}")
-    return float(pinv_rcond)
-
-
-def _psd_tolerance(size: int, dtype: torch.dtype) -> float:
-    """``tol = 100 N eps``: a kernel passes as positive semi-definite iff ``lambda_min >= -tol * lambda_max``.
-
-    A backward-stable symmetric eigensolver returns the exact eigenvalues of ``K + E``
-    with ``||E|| <= p(N) eps ||K||`` (p(N) ~ N in the standard bound), and a kernel
-    formed in floating point carries entry rounding of the same order, so a positive
-    semi-definite kernel can show eigenvalues down to about ``-N eps lambda_max``.
-    Measured on Gram matrices of random features and empirical NTKs with N up to 400
-    (float32 and float64): never below ``-0.2 N eps lambda_max``.  The factor 100 is
-    the margin; an indefinite kernel such as ``A + A^T`` has ``lambda_min / lambda_max``
-    of order -1.
-    """
-    return _PSD_SLACK * size * torch.finfo(dtype).eps
-
-
-def _check_psd(K: torch.Tensor, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` if the symmetric ``K`` has ``lambda_min < -tol * lambda_max``.
-
-    Cholesky succeeding on ``K + tol * max_i K_ii * I`` accepts ``K`` at the price of one
-    factorisation (``max_i K_ii <= lambda_max``, so the shift is at most ``tol * lambda_max``);
-    otherwise the eigenvalues decide and are reported.
-    """
-    n = K.shape[0]
-    tol = _psd_tolerance(n, K.dtype)
-    shift = tol * max(float(K.diagonal().max()), 0.0)
-    _, info = torch.linalg.cholesky_ex(K + shift * torch.eye(n, dtype=K.dtype, device=K.device))
-    if int(info) == 0:
-        return
-    evals = torch.linalg.eigvalsh(K)
-    lo, hi = float(evals[0]), float(evals[-1])
-    if lo < -tol * max(hi, 0.0):
-        raise ValueError(
-            f"{name} is not positive semi-definite: smallest eigenvalue {lo:.4g} (largest {hi:.4g}); a kernel "
-            f"matrix dips below 0 only by rounding, lambda_min >= -tol * lambda_max with "
-            f"tol = {_PSD_SLACK:g} N eps = {tol:.2g} (N={n}, {K.dtype})"
-        )
-
-
-def _kernel_matrix(k: object, name: str = "k_train") -> torch.Tensor:
-    """Validate an (n, n) or (n, n, O, O) kernel; return the symmetrised (N, N) matrix.
-
-    Refused with ``ValueError`` naming ``name``: a relative asymmetry
-    ``max|K - K^T| / max|K|`` above ``sqrt(eps)`` and an indefinite kernel (:func:`_check_psd`).
-    """
-    k = check_kernel_tensor(k, name, (2, 4), "(n, n) or (n, n, O, O)")
-    if k.shape[0] != k.shape[1] or (k.ndim == 4 and k.shape[2] != k.shape[3]):
-        raise ValueError(f"{name} must be square, (n, n) or (n, n, O, O), got shape {tuple(k.shape)}")
-    if k.ndim == 4:
-        n, o = k.shape[0], k.shape[2]
-        k = k.permute(0, 2, 1, 3).reshape(n * o, n * o)
-    finfo = torch.finfo(k.dtype)
-    kd = k.detach()  # the checks read numbers; the returned matrix keeps k's autograd history
-    asym = float((kd - kd.T).abs().max())
-    scale = float(kd.abs().max())
-    ratio = asym / max(scale, finfo.tiny)
-    if ratio > math.sqrt(finfo.eps):
-        raise ValueError(f"{name} must be symmetric: relative asymmetry max|K - K^T| / max|K| = {ratio:.3e} "
-                         f"(max|K - K^T| = {asym:.3e}, max|K| = {scale:.3e}) exceeds sqrt(eps) = "
-                         f"{math.sqrt(finfo.eps):.3e} ({k.dtype})")
-    K = (k + k.T) / 2
-    _check_psd(K.detach(), name)
-    return K
-
-
-class _Problem(NamedTuple):
-    K: torch.Tensor  # (N, N)
-    Kx: torch.Tensor | None  # (M, N)
-    Y: torch.Tensor  # (N, C)
-    H0: torch.Tensor  # (N, C)
-    H0x: torch.Tensor | None  # (M, C)
-    n: int  # number of samples (rows of y_train)
-    train_shape: tuple[int, ...]
-    test_shape: tuple[int, ...] | None
-
-
-def _problem(
-    k_train: object,
-    y_train: object,
-    k_test_train: object = None,
-    h_ini_train: object = None,
-    h_ini_test: object = None,
-) -> _Problem:
-    """Validate the arguments shared by every solver and bring them to matrix form."""
-    K = _kernel_matrix(k_train)
-    assert isinstance(k_train, torch.Tensor)
-    y = check_kernel_tensor(y_train, "y_train", (1, 2), "(n,) or (n, O)")
-    check_same_device_dtype(k_train, y, "k_train", "y_train")
-    n = k_train.shape[0]
-    block = k_train.ndim == 4
-    o = k_train.shape[2] if block else None
-    if y.shape[0] != n:
-        raise ValueError(f"y_train rows must match k_train (n={n}), got shape {tuple(y.shape)}")
-    if block and not (y.shape[1:] == (o,) or (o == 1 and y.ndim == 1)):
-        raise ValueError(f"y_train must have shape ({n}, {o}) for a (n, n, O, O) k_train, got {tuple(y.shape)}")
-    Kx = None
-    test_shape = None
-    if k_test_train is not None:
-        kx = check_kernel_tensor(k_test_train, "k_test_train", (4,) if block else (2,), "(m, n, O, O)" if block else "(m, n)")
-        check_same_device_dtype(k_train, kx, "k_train", "k_test_train")
-        if kx.shape[1:] != k_train.shape[1:]:
-            raise ValueError(f"k_test_train columns must match k_train: expected (m, {', '.join(map(str, k_train.shape[1:]))}), "
-                             f"got shape {tuple(kx.shape)}")
-        m = kx.shape[0]
-        Kx = kx.permute(0, 2, 1, 3).reshape(m * o, n * o) if block else kx
-        test_shape = (m,) + tuple(y.shape[1:])
-    if h_ini_train is None and h_ini_test is not None:
-        raise ValueError("h_ini_test was given without h_ini_train: give the initial function at both point sets")
-    if h_ini_test is not None and k_test_train is None:
-        raise ValueError("h_ini_test was given without k_test_train")
-    if h_ini_train is not None and k_test_train is not None and h_ini_test is None:
-        raise ValueError("h_ini_test is required when h_ini_train and k_test_train are given (h_ini at the test points)")
-
-    def mat(t: torch.Tensor) -> torch.Tensor:
-        return t.reshape(-1, 1) if (block or t.ndim == 1) else t
-
-    H0 = torch.zeros_like(mat(y))
-    H0x = None if Kx is None else torch.zeros(Kx.shape[0], H0.shape[1], dtype=y.dtype, device=y.device)
-    if h_ini_train is not None:
-        h0 = check_kernel_tensor(h_ini_train, "h_ini_train", (1, 2), "the shape of y_train")
-        check_same_device_dtype(k_train, h0, "k_train", "h_ini_train")
-        if h0.shape != y.shape:
-            raise ValueError(f"h_ini_train must have the shape of y_train {tuple(y.shape)}, got {tuple(h0.shape)}")
-        H0 = mat(h0)
-    if h_ini_test is not None:
-        h0x = check_kernel_tensor(h_ini_test, "h_ini_test", (1, 2), "(m,) or (m, O)")
-        check_same_device_dtype(k_train, h0x, "k_train", "h_ini_test")
-        if tuple(h0x.shape) != test_shape:
-            raise ValueError(f"h_ini_test must have shape {test_shape} (k_test_train rows, y_train outputs), got {tuple(h0x.shape)}")
-        H0x = mat(h0x)
-    return _Problem(K, Kx, mat(y), H0, H0x, n, tuple(y.shape), test_shape)
-
-
-def _threshold(size: int, dtype: torch.dtype, max_cond: object, *, squared: bool = False) -> float:
-    """The condition-number bound of a solve: ``max_cond``, by default ``1 / (N eps)``.
-
-    A backward-stable solve (Cholesky, Higham Thm 10.4) returns the exact solution for
-    ``K + E``, ``||E|| <= c N eps ||K||``, so its relative error is up to
-    ``cond * N eps`` (Higham Thm 7.2): the default ``1 / (N eps)`` is the condition
-    number at which that bound reaches 1.  ``max_cond`` may tighten it, or loosen it up
-    to ``1 / eps``: there even the kernel's own entry rounding ``eps ||K||`` reaches its
-    smallest eigenvalue, so no digit of a solution is determined; larger values are
-    refused.  With ``squared`` the bound is on ``cond(J J^T) = cond(J)^2`` for a solve
-    that factorises J itself (:func:`min_norm_parameters`): its error is ``cond(J) eps``
-    and the ceiling is ``1 / eps^2``.
-    """
-    eps = torch.finfo(dtype).eps
-    if max_cond is None:
-        return 1.0 / (size * eps)
-    if isinstance(max_cond, bool) or not isinstance(max_cond, (int, float)):
-        raise TypeError(f"max_cond must be None or a float > 1, got {type(max_cond).__name__} {max_cond!r}")
-    if not max_cond > 1:
-        raise ValueError(f"max_cond must be None or a float > 1, got {max_cond!r}")
-    ceiling = 1.0 / eps**2 if squared else 1.0 / eps
-    if max_cond > ceiling:
-        what = "1 / eps^2 (cond(J) = 1 / eps)" if squared else "1 / eps"
-        raise ValueError(f"max_cond={max_cond:.3g} exceeds what {dtype} can honour, {what} = {ceiling:.3g} "
-                         f"(eps = {eps:.3g}): a solve at that condition number has no correct digit")
-    return float(max_cond)
-
-
-def _check_diag_reg(diag_reg: object) -> float:
-    """``diag_reg`` as a finite float >= 0 (TypeError / ValueError naming it otherwise)."""
-    if isinstance(diag_reg, bool) or not isinstance(diag_reg, (int, float)):
-        raise TypeError(f"diag_reg must be a finite float >= 0 (ridge relative to mean(diag K)), "
-                        f"got {type(diag_reg).__name__} {diag_reg!r}")
-    if not (math.isfinite(diag_reg) and diag_reg >= 0):
-        raise ValueError(f"diag_reg must be a finite float >= 0 (ridge relative to mean(diag K)), got {diag_reg!r}")
-    return float(diag_reg)
-
-
-def _ridge(K: torch.Tensor, diag_reg: float) -> float:
-    """The absolute ridge ``diag_reg * mean(diag K)`` added to the (N, N) matrix ``K``."""
-    return diag_reg * float(K.detach().diagonal().mean()) if diag_reg > 0 else 0.0
-
-
-def _regularised(K: torch.Tensor, diag_reg: float) -> torch.Tensor:
-    """``K + diag_reg * mean(diag K) * I`` (``K`` itself when ``diag_reg == 0``)."""
-    ridge = _ridge(K, diag_reg)
-    if ridge == 0.0:
-        return K
-    return K + ridge * torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
-
-
-def _cond(lam_min: float, lam_max: float) -> float:
-    return lam_max / lam_min if lam_min > 0 and lam_max > 0 else math.inf
-
-
-def _raise_singular(evals: torch.Tensor, threshold: float, name: str) -> None:
-    lo, hi = float(evals.min()), float(evals.max())
-    cond = _cond(lo, hi)
-    if cond > threshold:
-        raise SingularKernelError(
-            f"{name} is singular or numerically rank-deficient: condition number {cond:.3e} > threshold {threshold:.3e} "
-            f"(smallest eigenvalue {lo:.3e}, largest {hi:.3e}); duplicated or inconsistent inputs make the kernel "
-            f"singular. Pass pinv_rcond=... to use a pseudo-inverse with an explicit cutoff."
-        )
-
-
-class _Inverse:
-    """K^{-1} (Cholesky) or the named pseudo-inverse, applied to right-hand sides."""
-
-    def __init__(self, K: torch.Tensor, pinv_rcond: float | None, max_cond: float | None, name: str = "k_train") -> None:
-        self.pinv = None
-        self.chol = None
-        self.evals: torch.Tensor | None = None
-        threshold = _threshold(K.shape[0], K.dtype, max_cond)  # checked even where pinv_rcond replaces the guard
-        if pinv_rcond is not None:
-            self.pinv = torch.linalg.pinv(K, rtol=pinv_rcond, hermitian=True)
-            return
-        self.evals = torch.linalg.eigvalsh(K.detach())
-        _raise_singular(self.evals, threshold, name)
-        L, info = torch.linalg.cholesky_ex(K)
-        if int(info) != 0:
-            raise SingularKernelError(f"{name} is not positive definite: Cholesky failed at column {int(info)}")
-        self.chol = L
-
-    def solve(self, rhs: torch.Tensor) -> torch.Tensor:
-        if self.chol is not None:
-            return torch.cholesky_solve(rhs, self.chol)
-        assert self.pinv is not None
-        return self.pinv @ rhs
-
-
-def _out(x: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.Tensor:
-    return check_finite_result(x.reshape(shape), what)
-
-
-# ---------------------------------------------------------------------------------------------
-# public API
 
 
 def condition_number(k: torch.Tensor) -> float:
@@ -326,13 +71,13 @@ def condition_number(k: torch.Tensor) -> float:
 def interpolate(
     k_train: torch.Tensor,
     y_train: torch.Tensor,
-    k_test_train: torch.Tensor | None = None,
     *,
+    k_test_train: torch.Tensor | None = None,
     h_ini_train: torch.Tensor | None = None,
     h_ini_test: torch.Tensor | None = None,
+    diag_reg: float = 0.0,
     pinv_rcond: float | None = None,
     max_cond: float | None = None,
-    diag_reg: float = 0.0,
 ) -> torch.Tensor:
     """``h_k(x; h_ini, X, Y) = h_ini(x) + k(x, X) K^{-1} (Y - h_ini(X))``, the solution of seed 000 eq (5).
 
@@ -353,7 +98,7 @@ def interpolate(
 
     Returns a tensor with the shape of ``y_train`` (or (m,) + its trailing shape).
     """
-    reg = _check_diag_reg(diag_reg)
+    reg = check_diag_reg(diag_reg)
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
     rcond = _check_rcond(pinv_rcond, P.K.dtype)
     alpha = _Inverse(_regularised(P.K, reg), rcond, max_cond).solve(P.Y - P.H0)
@@ -363,26 +108,16 @@ def interpolate(
     return _out(P.H0x + P.Kx @ alpha, P.test_shape, "interpolate")
 
 
-class Decomposition(NamedTuple):
-    """Seed 000 Thm 2, eq (6): ``total = unbiased + h_ini - fit_of_init = unbiased + init_bias``."""
-
-    total: torch.Tensor  # h_k(.; h_ini, X, Y)
-    unbiased: torch.Tensor  # h_k(.; 0, X, Y)
-    h_ini: torch.Tensor  # h_ini(.)
-    fit_of_init: torch.Tensor  # h_k(.; 0, X, h_ini(X))
-    init_bias: torch.Tensor  # h_ini - h_k(.; 0, X, h_ini(X))
-
-
 def decompose(
     k_train: torch.Tensor,
     y_train: torch.Tensor,
-    k_test_train: torch.Tensor | None,
-    h_ini_train: torch.Tensor,
-    h_ini_test: torch.Tensor | None,
     *,
+    k_test_train: torch.Tensor | None = None,
+    h_ini_train: torch.Tensor,
+    h_ini_test: torch.Tensor | None = None,
+    diag_reg: float = 0.0,
     pinv_rcond: float | None = None,
     max_cond: float | None = None,
-    diag_reg: float = 0.0,
 ) -> Decomposition:
     """The terms of seed 000 Thm 2, eq (6) (Thm 7, eq (17)), at the test points.
 
@@ -393,7 +128,7 @@ def decompose(
     ``diag_reg`` solves every term with ``K + diag_reg * mean(diag K) * I`` (as :func:`interpolate`);
     eq (6) holds for the regularised solves too (each term is linear in its targets).
     """
-    reg = _check_diag_reg(diag_reg)
+    reg = check_diag_reg(diag_reg)
     if h_ini_train is None:
         raise ValueError("h_ini_train is required: decompose splits off the effect of the initial output")
     P = _problem(k_train, y_train, k_test_train, h_ini_train, h_ini_test)
@@ -436,7 +171,9 @@ def check_consistent(x_train: torch.Tensor, y_train: torch.Tensor) -> None:
             bad.append(rows.tolist())
     if bad:
         shown = "; ".join(f"rows {r}" for r in bad[:10])
-        raise ValueError(f"inconsistent training set: x_train has equal inputs with different y_train labels at {shown}")
+        raise ValueError(
+            f"inconsistent training set: x_train has equal inputs with different y_train labels at {shown}"
+        )
 
 
 def min_norm_parameters(

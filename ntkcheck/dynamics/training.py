@@ -14,9 +14,9 @@ Numerical honesty:
   ``lr >= 2 / lambda_max`` — for the MSE ``(1/n) sum (h - y)^2``, ``H = (2/n) I``
   and ``lambda_max = (2/n) lambda_max(K)``.  Neither K nor J is formed: Lanczos
   (ARPACK ``eigsh``) runs on Gauss-Newton-vector products (a double backward for
-  ``J v``, a backward for ``J^T w``, one forward graph for all).  :func:`sharpness`
+  ``J v``, a backward for ``J^T w``, one forward graph for all).  :func:`ntkcheck.dynamics.curvature.sharpness`
   converges to rounding; :func:`train` stops at the relative residual
-  :data:`CHECK_RTOL` (5-7 products, each about 1.5 training steps, when the top
+  :data:`ntkcheck.dynamics.curvature.CHECK_RTOL` (5-7 products, each about 1.5 training steps, when the top
   eigenvalue is isolated, as for NTKs) and warns with :class:`DivergenceWarning`
   *before* training when ``lr theta (1 + CHECK_RTOL) >= 2``: the Ritz value theta is a
   lower bound of lambda_max, and converged it lies within ``CHECK_RTOL theta`` of it,
@@ -48,342 +48,250 @@ Conventions: step ``t`` of the history is the loss at the parameters after ``t``
 optimizer steps (step 0 = init); the final point is always recorded.  Outputs
 are reshaped to the shape of floating-point targets (so (N,) targets meet (N, 1)
 outputs without broadcasting); integer targets (class labels) get the raw (N, O)
-outputs.  Data are moved to the device of the model's parameters.
+outputs.  Data must be on the device of the model's parameters (``ValueError`` otherwise).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 import torch
-from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
-from torch.func import functional_call
 
-from ntkcheck._support.validation import check_inputs, check_positive_int
-from ntkcheck.dynamics.flows import DivergenceWarning
-from ntkcheck.dynamics.losses import Loss as _LossBase
-from ntkcheck.dynamics.losses import LpLoss, Mixture
-from ntkcheck.errors import CurvatureError, TrainingDivergedError
+from ntkcheck._support.validation import check_positive_int
+from ntkcheck.dynamics._training_args import (
+    LossFunction,
+    _aligned,
+    _check_real,
+    _data,
+    _loss_value,
+    _make_optimizer,
+    _trainable,
+)
+from ntkcheck.dynamics.curvature import _CHECK_NCV, CHECK_RTOL, _measure, _traceless
+from ntkcheck.dynamics.results import History, TrainResult
+from ntkcheck.errors import CurvatureError, DivergenceWarning, TrainingDivergedError
 
-OPTIMIZERS = ("gd", "sgd", "adam")
-
-Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass
-class History:
-    """Losses recorded every ``record_every`` steps (and at the last step)."""
-
-    steps: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    test_loss: list[float] | None = None
+__all__ = ["CurvatureError", "TrainingDivergedError", "train"]
 
 
-@dataclass
-class TrainResult:
-    """What :func:`train` did.
-
-    Attributes:
-        model: the trained module (trained in place: the same object that was passed).
-        steps_run: optimizer steps taken.
-        converged: the full training loss fell below ``loss_threshold``.
-        final_loss: the full training loss at the final parameters.
-        history: recorded losses.
-        sharpness: lambda_max estimated by the step-size check, or ``None`` when not checked.
-        lr_check_skipped: why the step-size check did not run although it applied (the loss has no finite
-            curvature at the initial outputs), else ``None``.
-    """
+@dataclass(frozen=True)
+class _Job:
+    """What one :func:`train` call trains: the model, the loss, the data, the budget (all checked)."""
 
     model: nn.Module
-    steps_run: int
-    converged: bool
-    final_loss: float
-    history: History
-    sharpness: float | None = None
-    lr_check_skipped: str | None = None
-
-    @property
-    def lr_limit(self) -> float | None:
-        """2 / lambda_max, the gradient-descent stability limit (``None`` when not measured or lambda_max <= 0)."""
-        if self.sharpness is None or not self.sharpness > 0:
-            return None
-        return 2.0 / self.sharpness
+    loss: LossFunction
+    x: torch.Tensor
+    y: torch.Tensor
+    x_test: torch.Tensor | None
+    y_test: torch.Tensor | None
+    steps: int
+    record_every: int
+    loss_threshold: float | None
 
 
-# -- validation helpers ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Loss:
+    """A loss evaluated at one step: the tensor (with graph when grad is enabled) and its value, or why it is not
+    finite (``problem``; ``cause``: the exception a loss raised instead of returning NaN)."""
+
+    tensor: torch.Tensor | None
+    value: float
+    problem: str | None = None
+    cause: BaseException | None = None
 
 
-def _in_features(model: nn.Module) -> int | None:
-    for m in model.modules():
-        if hasattr(m, "in_features") and isinstance(m.in_features, int):
-            return m.in_features
-    return None
-
-
-def _trainable(model: object) -> list[nn.Parameter]:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters (requires_grad=True): nothing to train")
-    return params
-
-
-def _data(model: nn.Module, ref: torch.Tensor, x: object, y: object, xname: str, yname: str):
-    """Check (x, y), move them to the model's device; return them."""
-    check_inputs(x, xname, features=_in_features(model))
-    assert isinstance(x, torch.Tensor)
-    if x.dtype != ref.dtype:
-        raise TypeError(f"{xname} must have the dtype of the model's parameters ({ref.dtype}), got {x.dtype}")
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{yname} must be a torch.Tensor, got {type(y).__name__}")
-    if y.ndim == 0 or y.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"{yname} must have one row per row of {xname} ({x.shape[0]}), got shape {tuple(y.shape)}"
+def _evaluate(job: _Job, xs: torch.Tensor, ys: torch.Tensor, yname: str, *, traceless: bool) -> _Loss:
+    """The loss of the model on (xs, ys); a non-finite one comes back with its ``problem``, never as a number."""
+    out = _traceless(job.model, xs) if traceless else job.model(xs)
+    if not bool(torch.isfinite(out.detach()).all()):
+        return _Loss(
+            None, math.nan, f"undefined (the model's outputs hold {int((~torch.isfinite(out)).sum())} NaN/inf)"
         )
-    if y.is_floating_point():
-        if y.dtype != ref.dtype:
-            raise TypeError(f"{yname} must have the dtype of the model's parameters ({ref.dtype}), got {y.dtype}")
-        if not bool(torch.isfinite(y).all()):
-            raise ValueError(f"{yname} contains {int((~torch.isfinite(y)).sum())} NaN or infinite entries")
-    elif y.is_complex():
-        raise TypeError(f"{yname} must be a real tensor, got {y.dtype}")
-    return x.to(ref.device), y.to(ref.device)
-
-
-def _aligned(out: torch.Tensor, y: torch.Tensor, yname: str) -> torch.Tensor:
-    """The outputs in the shape the loss sees: ``y``'s shape for floating targets, raw otherwise."""
-    if not y.is_floating_point():
-        return out
-    if out.numel() != y.numel():
-        raise ValueError(
-            f"{yname} has shape {tuple(y.shape)} but the model's outputs have shape {tuple(out.shape)}: "
-            f"{yname} needs {out.numel()} entries, one per output"
-        )
-    return out.reshape(y.shape)
-
-
-def _check_real(value: object, name: str, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a finite float, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0) or (not positive and value < 0):
-        raise ValueError(f"{name} must be a finite float {'> 0' if positive else '>= 0'}, got {value}")
-    return value
-
-
-def _loss_value(loss: Loss, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    value = loss(h, y)
-    if not isinstance(value, torch.Tensor) or value.numel() != 1:
-        raise TypeError(
-            f"loss must return a scalar (0-dim) tensor, got "
-            f"{type(value).__name__}{'' if not isinstance(value, torch.Tensor) else ' of shape ' + str(tuple(value.shape))}"
-        )
-    return value.reshape(())
-
-
-# -- the step-size check ---------------------------------------------------------------------------
-
-
-CHECK_RTOL = 1e-3
-"""Accuracy of the step-size check's estimate: its Lanczos stops when the top Ritz value theta has a residual
-``||M q - theta q|| <= CHECK_RTOL theta``; the check then warns at ``lr theta (1 + CHECK_RTOL) >= 2``."""
-_CHECK_NCV = 4  # Lanczos vectors of the check: 5-7 Gauss-Newton products when the top eigenvalue is isolated
-
-
-def _traceless(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` leaving no trace: BatchNorm updates copies of its running statistics, and the random number
-    generators are restored, so the next training step draws the same dropout mask."""
-    buffers = {name: b.clone() for name, b in model.named_buffers()}
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        return functional_call(model, buffers, (x,))
-
-
-def _smallest_residual(h: torch.Tensor, y: torch.Tensor) -> str:
-    if not y.is_floating_point():
-        return ""
-    r = (h.detach() - y).reshape(-1).abs()
-    i = int(torch.argmin(r))
-    return f"; the smallest |h_i - y_i| at the current outputs is {float(r[i]):.3e} (entry {i})"
-
-
-def _nonsmooth_p(loss: _LossBase) -> float | None:
-    """The smallest p < 2 among the L^p terms of a library loss (None if there is none)."""
-    terms = loss.terms if isinstance(loss, Mixture) else [(1.0, loss)]
-    ps = [term.p for _, term in terms if isinstance(term, LpLoss) and term.p < 2]
-    return min(ps) if ps else None
-
-
-class _GaussNewton:
-    """Products with ``M = J^T H J`` at the current parameters (P x P, P = trainable parameters).
-
-    J: Jacobian of the model's outputs on x (in ``y``'s shape), H: the loss Hessian in h.  One forward graph
-    serves every product: ``J^T u`` is a backward pass, ``J v`` the derivative in u of the (linear) ``J^T u``
-    (double backward), ``H w`` a Hessian-vector product of the loss alone.  Build it with grad enabled.
-    """
-
-    def __init__(self, model: nn.Module, params: list[nn.Parameter], x: torch.Tensor, y: torch.Tensor,
-                 loss: Loss) -> None:
-        self.params, self.loss, self.y = params, loss, y
-        self.h = _aligned(_traceless(model, x), y, "y")
-        if not bool(torch.isfinite(self.h.detach()).all()):
-            raise FloatingPointError("the model's outputs on x are NaN/inf: no curvature to measure")
-        self.u = torch.zeros_like(self.h, requires_grad=True)
-        jtu = torch.autograd.grad(self.h, params, self.u, create_graph=True, allow_unused=True)
-        self.jtu = [(i, g) for i, g in enumerate(jtu) if g is not None and g.requires_grad]
-        self.hd = self.h.detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(_loss_value(loss, self.hd, y), self.hd, create_graph=True)
-        self.g = g if g.requires_grad else None  # None: the loss is linear in h
-        self.dim = sum(p.numel() for p in params)
-        self.products = 0
-
-    def _split(self, v: np.ndarray) -> list[torch.Tensor]:
-        out, start = [], 0
-        for p in self.params:
-            out.append(torch.from_numpy(v[start:start + p.numel()]).to(p.device, p.dtype).reshape(p.shape))
-            start += p.numel()
-        return out
-
-    def matvec(self, v: np.ndarray) -> np.ndarray:
-        self.products += 1
-        if not self.jtu or self.g is None:
-            return np.zeros(self.dim)
-        parts = self._split(np.asarray(v, dtype=np.float64).reshape(-1))
-        (jv,) = torch.autograd.grad([g for _, g in self.jtu], self.u, [parts[i] for i, _ in self.jtu],
-                                    retain_graph=True, allow_unused=True)
-        if jv is None:
-            return np.zeros(self.dim)
-        (hjv,) = torch.autograd.grad(self.g, self.hd, jv, retain_graph=True, allow_unused=True)
-        if hjv is None:
-            return np.zeros(self.dim)
-        if not bool(torch.isfinite(hjv).all()):
-            raise CurvatureError(
-                f"loss {_loss_name(self.loss)} has no finite curvature at the current outputs: its Hessian in h "
-                f"is not finite (a loss like |r|^p with p < 2 has curvature p (p-1) |r|^(p-2), unbounded at zero "
-                f"residual){_smallest_residual(self.h, self.y)}")
-        jt = torch.autograd.grad(self.h, self.params, hjv, retain_graph=True, allow_unused=True)
-        out = torch.cat([(torch.zeros_like(p) if t is None else t).reshape(-1) for p, t in zip(self.params, jt)])
-        return out.detach().to("cpu", torch.float64).numpy()
-
-
-def _loss_name(loss: Loss) -> str:
-    return repr(loss) if isinstance(loss, _LossBase) else getattr(loss, "__name__", type(loss).__name__)
-
-
-def _lambda_max(op: _GaussNewton, tol: float, ncv: int) -> float:
-    """Largest (algebraic) eigenvalue of ``op``: Lanczos (ARPACK ``eigsh``, ``which="LA"``) to relative residual
-    ``tol`` with ``ncv`` vectors; a matrix of at most ``ncv`` columns is formed from its products."""
-    if op.dim <= ncv:
-        M = np.stack([op.matvec(e) for e in np.eye(op.dim)], axis=1)
-        return float(np.linalg.eigvalsh(0.5 * (M + M.T))[-1])
-    v0 = np.random.default_rng(0).standard_normal(op.dim)
-    A = LinearOperator((op.dim, op.dim), matvec=op.matvec, dtype=np.float64)
     try:
-        value = eigsh(A, k=1, which="LA", tol=tol, ncv=ncv, v0=v0, maxiter=max(100, op.dim),
-                      return_eigenvectors=False)
-    except ArpackNoConvergence as err:
-        raise FloatingPointError(
-            f"Lanczos (ARPACK) did not reach the relative residual {tol:g} for lambda_max of J^T H J after "
-            f"{op.products} products") from err
-    except ArpackError:  # "starting vector is zero": M v0 = 0
-        if np.any(op.matvec(v0)):
-            raise
-        return 0.0  # M = 0: outputs independent of the parameters, or a loss without curvature at h
-    return float(value[0])
+        value = _loss_value(job.loss, _aligned(out, ys, yname), ys)
+    except FloatingPointError as err:  # losses that refuse to return NaN themselves
+        return _Loss(None, math.nan, f"non-finite ({err})", err)
+    v = float(value.detach())
+    if not math.isfinite(v):
+        return _Loss(None, v, str(v))
+    return _Loss(value, v)
 
 
-def _measure(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss, params: list[nn.Parameter],
-             tol: float, ncv: int) -> float:
-    """lambda_max of ``J^T H J`` at the current parameters, with the model in its current mode (see
-    :func:`sharpness`); raise :class:`CurvatureError` where the loss has no finite curvature."""
-    with torch.enable_grad():
-        op = _GaussNewton(model, params, x, y, loss)
-        p = _nonsmooth_p(loss) if isinstance(loss, _LossBase) else None
-        if p is not None and y.is_floating_point() and bool(((op.h.detach() - y) == 0).any()):
-            raise CurvatureError(
-                f"loss {loss!r} has unbounded curvature at zero residual (p = {p:g} < 2: d^2/dr^2 |r|^p = "
-                f"p (p-1) |r|^(p-2)){_smallest_residual(op.h, y)}: no finite lambda_max, no step-size limit")
-        return _lambda_max(op, tol, ncv)
+def _monitor(job: _Job, xs: torch.Tensor, ys: torch.Tensor, yname: str) -> _Loss:
+    """A loss that is no training step: no graph, no trace in BatchNorm statistics or random number generators."""
+    with torch.no_grad():
+        return _evaluate(job, xs, ys, yname, traceless=True)
 
 
-def sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> float:
-    """lambda_max of the loss Hessian of the linearized model at the current parameters.
+class _Batches:
+    """The rows of each step: all N rows in order (full batch: B = N), or minibatches of B rows, every epoch a
+    fresh permutation drawn with ``generator`` (a last incomplete batch is skipped)."""
 
-    The largest eigenvalue of the Gauss-Newton matrix ``J^T H J`` (J: Jacobian of ``model(x)`` in the
-    parameters, ``H = d^2 loss(h, y) / dh^2`` at ``h = model(x)``), the parameter-space Hessian of
-    ``loss(f_lin(x; theta), y)``; its nonzero spectrum is that of ``K^{1/2} H K^{1/2}`` with K = J J^T the
-    empirical NTK on ``x``.  Gradient descent with step ``lr`` is stable on it iff ``lr < 2 / lambda_max``.
-    Computed without forming K: Lanczos (ARPACK) on Gauss-Newton-vector products to ARPACK's relative
-    residual ``100 eps`` of the parameters' dtype (a 1e-10 relative agreement with the dense eigenvalue in
-    float64).
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch_size: int | None, generator: torch.Generator | None
+    ) -> None:
+        self.x, self.y, self.n = x, y, x.shape[0]
+        self.size = self.n if batch_size is None else batch_size
+        self.full = self.size == self.n
+        self.generator = generator
+        self.device = generator.device if generator is not None else torch.device("cpu")
+        self.order = torch.empty(0, dtype=torch.long)
+        self.cursor = 0
 
-    It is the *largest algebraic* eigenvalue: for a loss with negative curvature (H indefinite) the
-    spectrum has negative eigenvalues too, possibly larger in magnitude; those directions grow under
-    gradient descent at any step size and set no step-size limit (lambda_max <= 0: no limit).
-
-    The model is evaluated in its current mode and left untouched: BatchNorm in train mode uses the batch
-    statistics of ``x`` (exactly the function full-batch training differentiates) without updating its
-    running statistics; dropout uses one mask, the one the next training step draws (the random number
-    generators are restored).
-
-    Raises:
-        CurvatureError: (a ``ValueError``) the loss has no finite curvature at ``model(x)``: an L^p term with
-            p < 2 at a zero residual (``p (p-1) |r|^(p-2)`` is unbounded there), or any loss whose Hessian
-            products are not finite; the message names the loss and the smallest ``|h_i - y_i|``.
-    """
-    params = _trainable(model)
-    x, y = _data(model, params[0], x, y, "x", "y")
-    if not callable(loss):
-        raise TypeError(f"loss must be callable as loss(h, y), got {type(loss).__name__}")
-    return _measure(model, x, y, loss, params, 100 * torch.finfo(params[0].dtype).eps, 20)
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (inputs, targets) of the next step."""
+        if self.full:
+            return self.x, self.y
+        if self.cursor + self.size > self.order.numel():
+            self.order = torch.randperm(self.n, generator=self.generator, device=self.device).to(self.x.device)
+            self.cursor = 0
+        idx = self.order[self.cursor : self.cursor + self.size]
+        self.cursor += self.size
+        return self.x[idx], self.y[idx]
 
 
-# -- training ----------------------------------------------------------------------------------------
+class _Record:
+    """The losses recorded so far and the last finite training loss; :meth:`history` freezes them."""
+
+    def __init__(self, job: _Job) -> None:
+        self.job = job
+        self.steps: list[int] = []
+        self.train: list[float] = []
+        self.test: list[float] | None = None if job.x_test is None else []
+        self.last, self.last_step = math.nan, -1
+
+    def history(self) -> History:
+        """The recorded losses as a :class:`History`."""
+        return History(tuple(self.steps), tuple(self.train), None if self.test is None else tuple(self.test))
+
+    def result(self, t: int, converged: bool, final: float, check: tuple[float | None, str | None]) -> TrainResult:
+        """The :class:`TrainResult` after ``t`` steps."""
+        return TrainResult(self.job.model, t, converged, final, self.history(), check[0], check[1])
+
+    def finite(self, loss: _Loss, t: int, what: str, check: tuple[float | None, str | None]) -> float:
+        """The value of ``loss``; :class:`TrainingDivergedError` when it is not finite."""
+        if loss.problem is not None:
+            raise TrainingDivergedError(
+                f"the {what} became {loss.problem} at step {t} (last finite training loss {self.last:.6g} at step "
+                f"{self.last_step}); the step size is probably too large. The history recorded so far is in "
+                "the exception's .result",
+                self.result(t, False, self.last, check),
+            ) from loss.cause
+        if what == "training loss":
+            self.last, self.last_step = loss.value, t
+        return loss.value
+
+    def add(self, t: int, value: float, check: tuple[float | None, str | None]) -> None:
+        """Record the training loss ``value`` at step t (and the test loss), once per step."""
+        if self.steps and self.steps[-1] == t:
+            return
+        self.steps.append(t)
+        self.train.append(value)
+        if self.test is not None:
+            assert self.job.x_test is not None and self.job.y_test is not None
+            test = _monitor(self.job, self.job.x_test, self.job.y_test, "y_test")
+            self.test.append(self.finite(test, t, "test loss", check))
 
 
-def _make_optimizer(
-    optimizer: object, lr: float | None, params: list[nn.Parameter], model: nn.Module
-) -> tuple[torch.optim.Optimizer, str, float | None]:
-    """(optimizer, kind, lr of plain SGD or None)."""
-    if isinstance(optimizer, torch.optim.Optimizer):
-        if lr is not None:
-            raise ValueError("lr must be None when optimizer is an Optimizer instance (its param groups carry lr)")
-        if isinstance(optimizer, torch.optim.LBFGS):
-            raise TypeError("optimizer LBFGS needs a closure and is not supported by train()")
-        owned = {id(p) for p in model.parameters()}
-        stray = sum(1 for g in optimizer.param_groups for p in g["params"] if id(p) not in owned)
-        if stray:
-            raise ValueError(
-                f"optimizer holds {stray} tensors that are not parameters of model (built for another module?)"
-            )
-        plain = type(optimizer) is torch.optim.SGD and all(
-            g.get("momentum", 0) == 0 and g.get("weight_decay", 0) == 0 for g in optimizer.param_groups
+def _check_flags(
+    batch_size: int | None, n: int, loss_threshold: object, generator: object, progress: object, check_lr: object
+) -> tuple[int | None, float | None]:
+    """``batch_size`` in [1, N] and ``loss_threshold`` >= 0 (or None); the types of the other options."""
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+        if batch_size > n:
+            raise ValueError(f"batch_size must be in [1, N={n}] (the number of training rows), got {batch_size}")
+    threshold = None if loss_threshold is None else _check_real(loss_threshold, "loss_threshold", positive=False)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    for flag, name in ((progress, "progress"), (check_lr, "check_lr")):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return batch_size, threshold
+
+
+def _check_before_training(job: _Job) -> None:
+    """Shapes and the loss's return type on the training (and test) data, before anything runs."""
+    with torch.no_grad():
+        for xs, ys, xname, yname in ((job.x, job.y, "x", "y"), (job.x_test, job.y_test, "x_test", "y_test")):
+            if xs is None or ys is None:
+                continue
+            out = _traceless(job.model, xs)
+            if not bool(torch.isfinite(out).all()):
+                raise FloatingPointError(f"the model's outputs on {xname} are already NaN/inf before training")
+            _loss_value(job.loss, _aligned(out, ys, yname), ys)
+
+
+def _step_size_check(job: _Job, params: list[nn.Parameter], plain_lr: float) -> tuple[float | None, str | None]:
+    """(lambda_max estimate or None, why the check was skipped or None); warns before an unstable run."""
+    try:
+        lam = _measure(job.model, job.x, job.y, job.loss, params, CHECK_RTOL, _CHECK_NCV)
+    except CurvatureError as err:
+        return None, str(err)
+    if lam > 0 and plain_lr * lam * (1 + CHECK_RTOL) >= 2.0:
+        warnings.warn(
+            f"lr={plain_lr:.6g} is at or beyond the gradient-descent stability limit 2/lambda_max = "
+            f"{2.0 / lam:.6g} (lambda_max = {lam:.6g} to {CHECK_RTOL:g} relative, the largest eigenvalue of "
+            "the loss Hessian of the linearized model at init): training will likely diverge",
+            DivergenceWarning,
+            stacklevel=3,
         )
-        lr_plain = max(float(g["lr"]) for g in optimizer.param_groups) if plain else None
-        return optimizer, "instance", lr_plain
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be one of {list(OPTIMIZERS)} or a torch.optim.Optimizer instance (built on "
-                        f"the model's parameters), got {type(optimizer).__name__} {optimizer!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)} or a torch.optim.Optimizer, got {optimizer!r}")
-    if lr is None:
-        raise TypeError(f"lr is required with optimizer={optimizer!r}")
-    lr = _check_real(lr, "lr", positive=True)
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr), optimizer, None
-    return torch.optim.SGD(params, lr=lr, momentum=0.0), optimizer, lr
+    return lam, None
+
+
+def _progress_bar(progress: bool, steps: int) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, desc="train", leave=False)
+
+
+def _loop(
+    job: _Job, opt: torch.optim.Optimizer, batches: _Batches, check: tuple[float | None, str | None], bar: Any
+) -> TrainResult:
+    """Gradient steps until the budget or the loss threshold; every step one batch (all N rows for full batch)."""
+    rec = _Record(job)
+    threshold = job.loss_threshold
+    for t in range(job.steps):
+        opt.zero_grad(set_to_none=True)
+        xb, yb = batches.next()
+        due = t % job.record_every == 0
+        batch = train_loss = None
+        if batches.full:  # the batch is the training set: its loss is the training loss
+            batch = _evaluate(job, xb, yb, "y", traceless=False)
+            train_loss = rec.finite(batch, t, "training loss", check)
+        elif due or threshold is not None:
+            train_loss = rec.finite(_monitor(job, job.x, job.y, "y"), t, "training loss", check)
+        if train_loss is not None and due:
+            rec.add(t, train_loss, check)
+        if train_loss is not None and threshold is not None and train_loss < threshold:
+            rec.add(t, train_loss, check)
+            return rec.result(t, True, train_loss, check)
+        if batch is None:
+            batch = _evaluate(job, xb, yb, "y", traceless=False)
+            rec.finite(batch, t, "minibatch loss", check)
+        assert batch.tensor is not None
+        batch.tensor.backward()
+        opt.step()
+        if bar is not None:
+            bar.update(1)
+            if (t + 1) % max(1, job.steps // 100) == 0:
+                bar.set_postfix(loss=f"{rec.last:.3g}")
+    final = rec.finite(_monitor(job, job.x, job.y, "y"), job.steps, "training loss", check)
+    rec.add(job.steps, final, check)
+    return rec.result(job.steps, threshold is not None and final < threshold, final, check)
 
 
 def train(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    loss: Loss,
+    loss: LossFunction,
     *,
     optimizer: str | torch.optim.Optimizer = "gd",
     lr: float | None = None,
@@ -419,7 +327,7 @@ def train(
         generator: ``torch.Generator`` for the minibatch order (reproducible runs).
         progress: show a tqdm bar on stderr.
         check_lr: warn (:class:`DivergenceWarning`) before full-batch plain gradient
-            descent when ``lr >= 2 / lambda_max``, estimated to :data:`CHECK_RTOL` (see the
+            descent when ``lr >= 2 / lambda_max``, estimated to :data:`ntkcheck.dynamics.curvature.CHECK_RTOL` (see the
             module docstring).
 
     Raises:
@@ -427,142 +335,29 @@ def train(
             holds the history so far.
     """
     params = _trainable(model)
-    ref = params[0]
-    x, y = _data(model, ref, x, y, "x", "y")
+    x, y = _data(model, params[0], x, y, "x", "y")
     n = x.shape[0]
     if not callable(loss):
         raise TypeError(f"loss must be callable as loss(h, y), got {type(loss).__name__}")
     if (x_test is None) != (y_test is None):
         raise ValueError("x_test and y_test must be given together")
     if x_test is not None:
-        x_test, y_test = _data(model, ref, x_test, y_test, "x_test", "y_test")
+        x_test, y_test = _data(model, params[0], x_test, y_test, "x_test", "y_test")
     steps = check_positive_int(steps, "steps")
     record_every = check_positive_int(record_every, "record_every")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
-        if batch_size > n:
-            raise ValueError(f"batch_size must be in [1, N={n}] (the number of training rows), got {batch_size}")
-    if loss_threshold is not None:
-        loss_threshold = _check_real(loss_threshold, "loss_threshold", positive=False)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-    for flag, name in ((progress, "progress"), (check_lr, "check_lr")):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    batch_size, threshold = _check_flags(batch_size, n, loss_threshold, generator, progress, check_lr)
     opt, kind, plain_lr = _make_optimizer(optimizer, lr, params, model)
     if kind == "gd" and batch_size not in (None, n):
         raise ValueError(f"batch_size must be None (or N={n}) with optimizer='gd' (full batch); use 'sgd'")
-    full_batch = batch_size is None or batch_size == n
-    with torch.no_grad():  # shapes and the loss's return type, before anything runs
-        for xs, ys, xname, yname in ((x, y, "x", "y"), (x_test, y_test, "x_test", "y_test")):
-            if xs is None:
-                continue
-            out = _traceless(model, xs)
-            if not bool(torch.isfinite(out).all()):
-                raise FloatingPointError(f"the model's outputs on {xname} are already NaN/inf before training")
-            _loss_value(loss, _aligned(out, ys, yname), ys)
-
-    lam, skipped = None, None
-    if check_lr and full_batch and plain_lr is not None:
-        try:
-            lam = _measure(model, x, y, loss, params, CHECK_RTOL, _CHECK_NCV)
-        except CurvatureError as err:
-            skipped = str(err)
-        if lam is not None and lam > 0 and plain_lr * lam * (1 + CHECK_RTOL) >= 2.0:
-            warnings.warn(
-                f"lr={plain_lr:.6g} is at or beyond the gradient-descent stability limit 2/lambda_max = "
-                f"{2.0 / lam:.6g} (lambda_max = {lam:.6g} to {CHECK_RTOL:g} relative, the largest eigenvalue of "
-                "the loss Hessian of the linearized model at init): training will likely diverge",
-                DivergenceWarning,
-                stacklevel=2,
-            )
-
-    history = History(test_loss=[] if x_test is not None else None)
-    state = {"last": math.nan, "last_step": -1}
-
-    def result(steps_run: int, converged: bool, final: float) -> TrainResult:
-        return TrainResult(model, steps_run, converged, final, history, lam, skipped)
-
-    def diverged(t: int, what: str, detail: str) -> TrainingDivergedError:
-        return TrainingDivergedError(
-            f"the {what} became {detail} at step {t} (last finite training loss {state['last']:.6g} at step "
-            f"{state['last_step']}); the step size is probably too large. The history recorded so far is in "
-            "the exception's .result",
-            result(t, False, state["last"]),
-        )
-
-    def compute(xs: torch.Tensor, ys: torch.Tensor, yname: str, t: int, what: str,
-                traceless: bool = False) -> tuple[torch.Tensor, float]:
-        """The loss (with graph when grad is enabled) and its value; raise on NaN/inf, never return it."""
-        out = _traceless(model, xs) if traceless else model(xs)
-        if not bool(torch.isfinite(out.detach()).all()):
-            raise diverged(t, what, f"undefined (the model's outputs hold {int((~torch.isfinite(out)).sum())} NaN/inf)")
-        try:
-            value = _loss_value(loss, _aligned(out, ys, yname), ys)
-        except FloatingPointError as err:  # losses that refuse to return NaN themselves
-            raise diverged(t, what, f"non-finite ({err})") from err
-        v = float(value.detach())
-        if not math.isfinite(v):
-            raise diverged(t, what, str(v))
-        if what == "training loss":
-            state["last"], state["last_step"] = v, t
-        return value, v
-
-    def evaluate(xs: torch.Tensor, ys: torch.Tensor, yname: str, t: int, what: str) -> float:
-        with torch.no_grad():
-            return compute(xs, ys, yname, t, what, traceless=True)[1]
-
-    def record(t: int, train_value: float) -> None:
-        if history.steps and history.steps[-1] == t:
-            return
-        history.steps.append(t)
-        history.train_loss.append(train_value)
-        if history.test_loss is not None:
-            history.test_loss.append(evaluate(x_test, y_test, "y_test", t, "test loss"))
-
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    order = torch.empty(0, dtype=torch.long)
-    cursor = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm  # noqa: PLC0415
-
-        bar = tqdm(total=steps, desc="train", leave=False)
+    job = _Job(model, loss, x, y, x_test, y_test, steps, record_every, threshold)
+    _check_before_training(job)
+    batches = _Batches(x, y, batch_size, generator)
+    check: tuple[float | None, str | None] = (None, None)
+    if check_lr and batches.full and plain_lr is not None:
+        check = _step_size_check(job, params, plain_lr)
+    bar = _progress_bar(progress, steps)
     try:
-        t = 0
-        while t < steps:
-            opt.zero_grad(set_to_none=True)
-            if full_batch:
-                value, v = compute(x, y, "y", t, "training loss")
-                if t % record_every == 0:
-                    record(t, v)
-                if loss_threshold is not None and v < loss_threshold:
-                    record(t, v)
-                    return result(t, True, v)
-            else:
-                if t % record_every == 0 or loss_threshold is not None:
-                    v = evaluate(x, y, "y", t, "training loss")
-                    if t % record_every == 0:
-                        record(t, v)
-                    if loss_threshold is not None and v < loss_threshold:
-                        record(t, v)
-                        return result(t, True, v)
-                if cursor + batch_size > order.numel():  # type: ignore[operator]
-                    order = torch.randperm(n, generator=generator, device=gen_device).to(x.device)
-                    cursor = 0
-                idx = order[cursor : cursor + batch_size]  # type: ignore[operator]
-                cursor += batch_size  # type: ignore[operator]
-                value, _ = compute(x[idx], y[idx], "y", t, "minibatch loss")
-            value.backward()
-            opt.step()
-            t += 1
-            if bar is not None:
-                bar.update(1)
-                if t % max(1, steps // 100) == 0:
-                    bar.set_postfix(loss=f"{state['last']:.3g}")
-        final = evaluate(x, y, "y", steps, "training loss")
-        record(steps, final)
-        return result(steps, loss_threshold is not None and final < loss_threshold, final)
+        return _loop(job, opt, batches, check, bar)
     finally:
         if bar is not None:
             bar.close()

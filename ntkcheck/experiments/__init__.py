@@ -35,8 +35,19 @@ EXPERIMENTS: dict[str, str] = {
     "frequency": "frequency",
 }
 
-__all__ = ["EXPERIMENTS", "Mode", "Reproduction", "Stopwatch", "Verdict", "WidthTrend", "experiment", "mode_of",
-           "reproduce", "verdict", "write_report"]
+__all__ = [
+    "EXPERIMENTS",
+    "Mode",
+    "Reproduction",
+    "Stopwatch",
+    "Verdict",
+    "WidthTrend",
+    "experiment",
+    "mode_of",
+    "reproduce",
+    "verdict",
+    "write_report",
+]
 
 
 def experiment(name: str) -> ModuleType:

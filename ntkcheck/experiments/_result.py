@@ -23,16 +23,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
 
 from ntkcheck._support.atomic import staged
+from ntkcheck._support.markdown import bullets, code, document, heading, image, table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Mode = Literal["quick", "full"]
 Comparison = Literal["<=", ">="]
@@ -96,8 +101,10 @@ class WidthTrend:
 
     def __post_init__(self) -> None:
         if len(self.widths) < 2 or len(self.widths) != len(self.values):
-            raise ValueError(f"a width trend needs >= 2 widths with one tuple of values each, got widths "
-                             f"{self.widths} and {len(self.values)} tuples")
+            raise ValueError(
+                f"a width trend needs >= 2 widths with one tuple of values each, got widths "
+                f"{self.widths} and {len(self.values)} tuples"
+            )
 
     def fit(self) -> tuple[float, float, float]:
         """``(b, standard error of b, log c)``; NaN when a value is not positive and finite."""
@@ -124,8 +131,14 @@ class WidthTrend:
             mean, std = mean_spread(v)
             out.append({"width": wd, "mean": mean, "spread (std)": std, "per seed": ", ".join(f"{x:.3g}" for x in v)})
         b, se, _ = self.fit()
-        out.append({"width": f"{self.paper_width} (paper, fitted)", "mean": self.at(self.paper_width),
-                    "spread (std)": "", "per seed": f"fit q ∝ w^({b:.3f} ± {se:.3f})"})
+        out.append(
+            {
+                "width": f"{self.paper_width} (paper, fitted)",
+                "mean": self.at(self.paper_width),
+                "spread (std)": "",
+                "per seed": f"fit q ∝ w^({b:.3f} ± {se:.3f})",
+            }
+        )
         return out
 
 
@@ -190,13 +203,23 @@ class Verdict:
         text = f"{self.claim}: measured {self.measured_text()} {self.comparison} {self.threshold:.4g}? {word}"
         if self.trend is not None:
             b, se, _ = self.trend.fit()
-            text += (f" (widths {', '.join(map(str, self.trend.widths))}: fitted w^({b:.2f} ± {se:.2f}), "
-                     f"{self.trend.at(self.trend.paper_width):.3g} at the paper's width {self.trend.paper_width})")
+            text += (
+                f" (widths {', '.join(map(str, self.trend.widths))}: fitted w^({b:.2f} ± {se:.2f}), "
+                f"{self.trend.at(self.trend.paper_width):.3g} at the paper's width {self.trend.paper_width})"
+            )
         return text
 
 
-def verdict(claim: str, values: Sequence[float], threshold: float, comparison: Comparison, justification: str, *,
-            information: str | None = None, trend: WidthTrend | None = None) -> Verdict:
+def verdict(
+    claim: str,
+    values: Sequence[float],
+    threshold: float,
+    comparison: Comparison,
+    justification: str,
+    *,
+    information: str | None = None,
+    trend: WidthTrend | None = None,
+) -> Verdict:
     """A :class:`Verdict` on the mean of the per-seed ``values``."""
     vals = tuple(float(v) for v in values)
     return Verdict(claim, mean_spread(vals)[0], threshold, comparison, justification, vals, information, trend)
@@ -219,7 +242,7 @@ class Reproduction:
     settings: dict[str, Any]
     verdicts: list[Verdict] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    figures: dict[str, Any] = field(default_factory=dict)
+    figures: dict[str, Figure] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     skipped: str | None = None
@@ -231,9 +254,14 @@ class Reproduction:
 
 
 class Stopwatch:
-    """``with Stopwatch() as sw: ...; sw.seconds``: wall time, CUDA-synchronised when CUDA is in use."""
+    """``with Stopwatch() as sw: ...; sw.seconds``: wall time of one long run, CUDA-synchronised when CUDA is in use.
 
-    def __enter__(self) -> "Stopwatch":
+    A reproduction reports how long it (or one training inside it) took, once: a single
+    wall-clock measure with :func:`time.perf_counter`, not a repeated micro-benchmark
+    (for those, :class:`torch.utils.benchmark.Timer`).
+    """
+
+    def __enter__(self) -> Stopwatch:
         self._sync()
         self._start = time.perf_counter()
         return self
@@ -248,60 +276,82 @@ class Stopwatch:
             torch.cuda.synchronize()
 
 
-def _cell(v: Any) -> str:
+def _value(v: Any) -> str:
+    """A table value: floats to four significant digits, anything else as its text."""
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v).replace("|", "\\|")
+    return str(v)
 
 
-def _table(rows: list[dict[str, Any]]) -> list[str]:
+def _rows_table(rows: list[dict[str, Any]]) -> list[str]:
+    """A table of dicts with the same keys: the keys as the header, one row per dict."""
     keys = list(rows[0])
-    return (["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            + ["| " + " | ".join(_cell(r.get(k, "")) for k in keys) + " |" for r in rows])
+    return table(keys, [[_value(r.get(k, "")) for k in keys] for r in rows])
+
+
+def _verdict_table(verdicts: list[Verdict]) -> list[str]:
+    """One row per verdict: the claim, the measured mean and spread, the threshold, the verdict and its reason."""
+    rows = []
+    for v in verdicts:
+        word = {"holds": "holds", "did not hold": "**did not hold**"}.get(v.status, f"*{v.status}*")
+        if v.information is not None:
+            word += f": {v.information}"
+        rows.append([v.claim, v.measured_text(), f"{v.comparison} {v.threshold:.4g}", word, v.justification])
+    return table(["claim", "measured", "threshold", "verdict", "why this threshold"], rows)
 
 
 def to_markdown(result: Reproduction, figure_names: dict[str, str]) -> str:
     """The report of ``result`` as Markdown; ``figure_names`` maps figure keys to their PNG file names."""
-    lines = [f"# {result.title}", "", f"Reference: {result.reference}. Mode `{result.mode}`, device {result.device}, "
-             f"torch {torch.__version__}, {result.seconds:.1f} s.", ""]
+    lines = [
+        heading(result.title, 1),
+        "",
+        f"Reference: {result.reference}. Mode {code(result.mode)}, device "
+        f"{result.device}, torch {torch.__version__}, {result.seconds:.1f} s.",
+        "",
+    ]
     if result.skipped:
-        lines += [f"**Skipped:** {result.skipped}", ""]
-        return "\n".join(lines)
-    lines += ["## Settings", "", "| setting | value |", "|---|---|"]
-    lines += [f"| {k} | {_cell(v)} |" for k, v in result.settings.items()]
-    lines += ["", "## Verdicts", "",
-              "Measured values are means over seeds, ± the sample standard deviation, with each seed's value.", "",
-              "| claim | measured | threshold | verdict | why this threshold |", "|---|---|---|---|---|"]
-    for v in result.verdicts:
-        word = {"holds": "holds", "did not hold": "**did not hold**"}.get(v.status, f"*{v.status}*")
-        if v.information is not None:
-            word += f": {v.information}"
-        lines.append(f"| {_cell(v.claim)} | {_cell(v.measured_text())} | {v.comparison} {v.threshold:.4g} | "
-                     f"{_cell(word)} | {_cell(v.justification)} |")
+        return document([*lines, f"**Skipped:** {result.skipped}"])
+    lines += [heading("Settings"), ""] + table(
+        ["setting", "value"], [[k, _value(v)] for k, v in result.settings.items()]
+    )
+    lines += [
+        "",
+        heading("Verdicts"),
+        "",
+        "Measured values are means over seeds, ± the sample standard deviation, with each seed's value.",
+        "",
+    ]
+    lines += _verdict_table(result.verdicts)
     for v in result.verdicts:
         if v.trend is not None:
-            lines += ["", f"### Width sweep: {v.claim}", ""]
+            lines += ["", heading(f"Width sweep: {v.claim}", 3), ""]
             if v.trend.note:
                 lines += [v.trend.note, ""]
-            lines += _table(v.trend.rows())
+            lines += _rows_table(v.trend.rows())
     for caption, rows in result.tables.items():
         if rows:
-            lines += ["", f"## {caption}", ""] + _table(rows)
+            lines += ["", heading(caption), ""] + _rows_table(rows)
     if result.notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+        lines += ["", heading("Notes"), ""] + bullets(result.notes)
     if figure_names:
-        lines += ["", "## Figures", ""] + [f"![{key}]({fname})" for key, fname in figure_names.items()]
-    return "\n".join(lines) + "\n"
+        lines += ["", heading("Figures"), ""] + [image(key, fname) for key, fname in figure_names.items()]
+    return document(lines)
 
 
-def write_report(result: Reproduction, out: Path) -> Path:
+def _release(figures: list[Figure]) -> None:
+    """Let go of figures drawn through pyplot (pyplot keeps them open until closed); others need nothing."""
+    pyplot = sys.modules.get("matplotlib.pyplot")
+    if pyplot is not None:
+        for fig in figures:
+            pyplot.close(fig)
+
+
+def write_report(result: Reproduction, *, out: str | Path) -> Path:
     """Write ``out/reproduce-<name>.md`` and ``out/reproduce-<name>-<key>.png``; return the Markdown path.
 
     All or nothing: the files are staged and renamed into place together, the Markdown last; an
     exception (a full disk, a kill) leaves the previous report and figures as they were.
     """
-    import matplotlib.pyplot as plt
-
     names = {key: f"reproduce-{result.name}-{key}.png" for key in result.figures}
     try:
         with staged(Path(out)) as stage:
@@ -309,5 +359,4 @@ def write_report(result: Reproduction, out: Path) -> Path:
                 fig.savefig(stage.path(names[key]), dpi=110)
             return stage.write_text(f"reproduce-{result.name}.md", to_markdown(result, names))
     finally:
-        for fig in result.figures.values():
-            plt.close(fig)
+        _release(list(result.figures.values()))

@@ -44,8 +44,10 @@ from ntkcheck.experiments._result import mean_spread
 def faithful_v_std(v_paper: float, width: int, paper_width: int, hidden_layers: int) -> float:
     """The ``v_std`` at ``width`` giving h_ini the paper's scale at ``paper_width``: ``v_p (m/m_p)^(1/(2(L+1)))``."""
     if hidden_layers < 1 or width < 1 or paper_width < 1 or not v_paper > 0:
-        raise ValueError(f"need v_paper > 0, widths >= 1 and hidden_layers >= 1, got v_paper={v_paper}, "
-                         f"width={width}, paper_width={paper_width}, hidden_layers={hidden_layers}")
+        raise ValueError(
+            f"need v_paper > 0, widths >= 1 and hidden_layers >= 1, got v_paper={v_paper}, "
+            f"width={width}, paper_width={paper_width}, hidden_layers={hidden_layers}"
+        )
     return v_paper * (width / paper_width) ** (1.0 / (2 * (hidden_layers + 1)))
 
 
@@ -66,8 +68,15 @@ def output_rms(model: nn.Module, x: torch.Tensor) -> float:
     return rms(model(x.to(device=p.device, dtype=p.dtype)))
 
 
-def scale_rows(run: list[float], paper: list[float] | None, target: float, *, run_label: str, paper_label: str = "",
-               predicted: float | None = None) -> list[dict[str, object]]:
+def scale_rows(
+    run: list[float],
+    paper: list[float] | None,
+    target: float,
+    *,
+    run_label: str,
+    paper_label: str = "",
+    predicted: float | None = None,
+) -> list[dict[str, object]]:
     """Table rows: h_ini's RMS (mean ± spread over seeds) at the run's setting and at the paper's, and the target's.
 
     ``paper`` None: the run is at the paper's setting, one row says so.
@@ -78,10 +87,23 @@ def scale_rows(run: list[float], paper: list[float] | None, target: float, *, ru
         pairs.append((paper_label, paper))
     for label, vals in pairs:
         mean, std = mean_spread(vals)
-        rows.append({"network": label, "RMS of h_ini (mean over seeds)": mean, "spread (std)": std,
-                     "per seed": ", ".join(f"{v:.3g}" for v in vals), "/ RMS of the target": mean / target})
+        rows.append(
+            {
+                "network": label,
+                "RMS of h_ini (mean over seeds)": mean,
+                "spread (std)": std,
+                "per seed": ", ".join(f"{v:.3g}" for v in vals),
+                "/ RMS of the target": mean / target,
+            }
+        )
     if paper is not None and predicted is not None:
-        rows.append({"network": "ratio run / paper: measured (predicted by v^(L+1)/sqrt(m))",
-                     "RMS of h_ini (mean over seeds)": mean_spread(run)[0] / mean_spread(paper)[0],
-                     "spread (std)": "", "per seed": f"predicted {predicted:.3g}", "/ RMS of the target": ""})
+        rows.append(
+            {
+                "network": "ratio run / paper: measured (predicted by v^(L+1)/sqrt(m))",
+                "RMS of h_ini (mean over seeds)": mean_spread(run)[0] / mean_spread(paper)[0],
+                "spread (std)": "",
+                "per seed": f"predicted {predicted:.3g}",
+                "/ RMS of the target": "",
+            }
+        )
     return rows

@@ -37,15 +37,25 @@ from __future__ import annotations
 
 import copy
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-import ntkcheck as nk
+from ntkcheck._support.seeding import torch_generator
+from ntkcheck.dynamics.flows import mse_gd
+from ntkcheck.dynamics.losses import MSE
+from ntkcheck.dynamics.solvers import decompose, max_stable_lr
+from ntkcheck.dynamics.training import train
+from ntkcheck.experiments._boston_figures import losses, scatter
+from ntkcheck.experiments._common import INIT_STREAM, cpu_threads, dtype_named
 from ntkcheck.experiments._result import Reproduction, Stopwatch, mean_spread, mode_of, seed_list, spread_text, verdict
 from ntkcheck.experiments._scale import faithful_v_std, output_rms, predicted_scale_ratio, rms, scale_rows
-from ntkcheck.experiments.data import DataUnavailableError, boston_housing
-from ntkcheck.experiments.loss_invariance import cpu_threads
+from ntkcheck.experiments._seed000 import seed000_mlp
+from ntkcheck.experiments.data import DataUnavailableError, Split, boston_housing
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models.mlp import MLP
+from ntkcheck.models.transforms import asi
 
 NAME = "boston"
 TITLE = "Boston house prices: eq (6) and the ASI trick (seed 000 Fig 3)"
@@ -56,8 +66,6 @@ PLOT_TOLERANCE = 0.1
 """Distance, relative to the spread of the outputs, at which Fig 3a's dots no longer sit on the identity line."""
 MUCH = 2.0
 """'Much smaller' read as at least a factor 2; the paper gives no number."""
-
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)
@@ -92,12 +100,12 @@ class Config:
     progress: bool = True
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "Config":
+    def quick(cls, seed: int = 0) -> Config:
         """Width 1000 at the width-faithful v_std 1.58, 1000 steps, 3 seeds."""
         return cls(seed=seed, width=1000, v_std=round(faithful_v_std(PAPER_V_STD, 1000, PAPER_WIDTH, 1), 3))
 
     @classmethod
-    def full(cls, seed: int = 0) -> "Config":
+    def full(cls, seed: int = 0) -> Config:
         """The paper's 13-100000-1 network at v_std 5, 1000 steps, 3 seeds (meant for a GPU)."""
         return cls(seed=seed, cpu_threads=None)
 
@@ -113,8 +121,7 @@ def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
 
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
     """Train the original network and two ASI twins per seed on Boston housing; compare with eq (6)."""
-    if config.train_dtype not in _DTYPES:
-        raise ValueError(f"config.train_dtype must be one of {list(_DTYPES)}, got {config.train_dtype!r}")
+    dtype_named(config.train_dtype, "train_dtype")
     seeds = seed_list(config.seed, config.seeds)
     settings = {k: v for k, v in asdict(config).items() if k != "progress"}
     settings["seeds run"] = ", ".join(map(str, seeds))
@@ -133,84 +140,119 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
     return result
 
 
-def _model(config: Config, width: int, v_std: float, seed: int, device: torch.device) -> nk.MLP:
-    return nk.MLP(13, [width], 1, parametrization="standard", init="glorot", weight_std=v_std,
-                  generator=torch.Generator().manual_seed(seed), dtype=torch.float64, device=device)
+def _model(width: int, v_std: float, seed: int, device: torch.device) -> MLP:
+    """The 13-width-1 network of seed ``seed``'s init stream (the same raw draw at every v_std)."""
+    return seed000_mlp(13, [width], 1, v_std, torch_generator(seed, INIT_STREAM), device=device)
 
 
-def _linear(kernel: torch.Tensor, n: int, y: torch.Tensor, h_ini: torch.Tensor, lr: float, grid: list[int]):
+def _linear(
+    kernel: torch.Tensor, n: int, y: torch.Tensor, h_ini: torch.Tensor, lr: float, grid: list[int]
+) -> tuple[Any, Any]:
     """Linear (kernel-regime) gradient descent of a network with NTK ``kernel`` on all houses and initial output
     ``h_ini`` (train rows first): (train, test) outputs on ``grid``, and eq (6)'s terms at t = inf."""
     k_train, k_test = kernel[:n, :n], kernel[n:, :n]
-    flow = nk.mse_gd(k_train, y, lr, grid, k_test_train=k_test, h_ini_train=h_ini[:n], h_ini_test=h_ini[n:])
-    return flow, nk.decompose(k_train, y, k_test, h_ini[:n], h_ini[n:])
+    flow = mse_gd(k_train, y, lr=lr, steps=grid, k_test_train=k_test, h_ini_train=h_ini[:n], h_ini_test=h_ini[n:])
+    return flow, decompose(k_train, y, k_test_train=k_test, h_ini_train=h_ini[:n], h_ini_test=h_ini[n:])
 
 
-def _run_seed(config: Config, seed: int, split, device: torch.device) -> dict:
+def _run_seed(config: Config, seed: int, split: Split, device: torch.device) -> dict[str, Any]:
     x, y, xt, yt = split
     n = x.shape[0]
-    model64 = _model(config, config.width, config.v_std, seed, device)
+    model64 = _model(config.width, config.v_std, seed, device)
     x_all = torch.cat([x, xt])
-    kernel = nk.ntk(model64, x_all)
+    kernel = ntk(model64, x_all)
     with torch.no_grad():
         h_ini = model64(x_all).reshape(-1)
-    lr = config.lr_fraction * nk.max_stable_lr(kernel[:n, :n])
+    lr = config.lr_fraction * max_stable_lr(kernel[:n, :n])
     grid = list(range(0, config.steps, config.record_every)) + [config.steps]
     flow, dec = _linear(kernel, n, y, h_ini, lr, grid)
     flow_asi, _ = _linear(kernel, n, y, torch.zeros_like(h_ini), lr, grid)
     assert flow.test is not None and flow_asi.test is not None
 
     # the networks: original on Y, ASI on Y, ASI on h_ini(X); same parameters, steps and step size
-    dtype = _DTYPES[config.train_dtype]
+    dtype = dtype_named(config.train_dtype, "train_dtype")
     original = copy.deepcopy(model64).to(dtype)
-    twin, twin_init = nk.asi(original), nk.asi(original)
+    twin, twin_init = asi(original), asi(original)
     xd, yd, xtd, ytd = (t.to(dtype) for t in (x, y, xt, yt))
     runs = {}
-    for label, model, target in (("original", original, yd), ("ASI", twin, yd),
-                                 ("ASI on h_ini(X)", twin_init, h_ini[:n].to(dtype))):
-        runs[label] = nk.train(model, xd, target, nk.MSE, optimizer="gd", lr=lr, steps=config.steps,
-                               record_every=config.record_every, x_test=xtd,
-                               y_test=ytd if target is yd else h_ini[n:].to(dtype), progress=config.progress,
-                               check_lr=False)
+    for label, model, target in (
+        ("original", original, yd),
+        ("ASI", twin, yd),
+        ("ASI on h_ini(X)", twin_init, h_ini[:n].to(dtype)),
+    ):
+        runs[label] = train(
+            model,
+            xd,
+            target,
+            MSE,
+            optimizer="gd",
+            lr=lr,
+            steps=config.steps,
+            record_every=config.record_every,
+            x_test=xtd,
+            y_test=ytd if target is yd else h_ini[n:].to(dtype),
+            progress=config.progress,
+            check_lr=False,
+        )
     with torch.no_grad():
         out, out_asi, out_fit = (m(xtd).reshape(-1).double() for m in (original, twin, twin_init))
     rhs = out_asi + h_ini[n:] - out_fit  # eq (6) by the paper's construction, at the trained step count
 
     # the kernel regime with the paper's v_std at this width (h_ini larger by sqrt(paper width / width))
-    model_p = _model(config, config.width, PAPER_V_STD, seed, device)
-    kernel_p = nk.ntk(model_p, x_all)
+    model_p = _model(config.width, PAPER_V_STD, seed, device)
+    kernel_p = ntk(model_p, x_all)
     with torch.no_grad():
         h_p = model_p(x_all).reshape(-1)
-    lr_p = config.lr_fraction * nk.max_stable_lr(kernel_p[:n, :n])
+    lr_p = config.lr_fraction * max_stable_lr(kernel_p[:n, :n])
     grid_p = [round(s * lr / lr_p) for s in grid]  # the same training time
     flow_p, _ = _linear(kernel_p, n, y, h_p, lr_p, grid_p)
     flow_p_asi, _ = _linear(kernel_p, n, y, torch.zeros_like(h_p), lr_p, grid_p)
     assert flow_p.test is not None and flow_p_asi.test is not None
 
-    def test_mse(fl) -> np.ndarray:
+    def test_mse(fl: Any) -> np.ndarray:
         return ((fl.test - yt) ** 2).mean(dim=1).cpu().numpy()
 
     lin_ratio = test_mse(flow_asi) / test_mse(flow)
     lin_ratio_p = test_mse(flow_p_asi) / test_mse(flow_p)
     return {
-        "seed": seed, "runs": runs, "grid": grid, "flow": flow, "flow_asi": flow_asi, "y": y, "yt": yt,
-        "out": out, "out_asi": out_asi, "rhs": rhs, "rhs_inf": dec.total, "lr": lr,
-        "red": _rel(rhs, out), "blue": _rel(out_asi, out), "inf": _rel(dec.total, out),
-        "kernel_t": _rel(flow.test[-1], out), "asi_lin": _rel(out_asi, flow_asi.test[-1]),
-        "test_orig": _mse(out, yt), "test_asi": _mse(out_asi, yt),
-        "train_orig": runs["original"].final_loss, "train_asi": runs["ASI"].final_loss,
-        "lin_ratio_t": float(lin_ratio[-1]), "lin_ratio_min": float(lin_ratio[1:].min()),
+        "seed": seed,
+        "runs": runs,
+        "grid": grid,
+        "flow": flow,
+        "flow_asi": flow_asi,
+        "y": y,
+        "yt": yt,
+        "out": out,
+        "out_asi": out_asi,
+        "rhs": rhs,
+        "rhs_inf": dec.total,
+        "lr": lr,
+        "red": _rel(rhs, out),
+        "blue": _rel(out_asi, out),
+        "inf": _rel(dec.total, out),
+        "kernel_t": _rel(flow.test[-1], out),
+        "asi_lin": _rel(out_asi, flow_asi.test[-1]),
+        "test_orig": _mse(out, yt),
+        "test_asi": _mse(out_asi, yt),
+        "train_orig": runs["original"].final_loss,
+        "train_asi": runs["ASI"].final_loss,
+        "lin_ratio_t": float(lin_ratio[-1]),
+        "lin_ratio_min": float(lin_ratio[1:].min()),
         "lin_ratio_inf": _mse(dec.unbiased, yt) / _mse(dec.total, yt),
-        "lin_ratio_p_t": float(lin_ratio_p[-1]), "lin_ratio_p_min": float(lin_ratio_p[1:].min()),
-        "h_ini_rms": rms(h_ini[n:]), "h_ini_rms_p": rms(h_p[n:]), "target_rms": rms(yt - yt.mean()),
-        "paper_rms": output_rms(_model(config, PAPER_WIDTH, PAPER_V_STD, seed, device), xt)
-        if (config.width, config.v_std) != (PAPER_WIDTH, PAPER_V_STD) else None,
-        "paper_lr_fraction": PAPER_LR / nk.max_stable_lr(kernel_p[:n, :n]),
+        "lin_ratio_p_t": float(lin_ratio_p[-1]),
+        "lin_ratio_p_min": float(lin_ratio_p[1:].min()),
+        "h_ini_rms": rms(h_ini[n:]),
+        "h_ini_rms_p": rms(h_p[n:]),
+        "target_rms": rms(yt - yt.mean()),
+        "paper_rms": output_rms(_model(PAPER_WIDTH, PAPER_V_STD, seed, device), xt)
+        if (config.width, config.v_std) != (PAPER_WIDTH, PAPER_V_STD)
+        else None,
+        "paper_lr_fraction": PAPER_LR / max_stable_lr(kernel_p[:n, :n]),
         "cond": float(torch.linalg.cond(kernel[:n, :n])),
     }
 
 
-def _report(config: Config, runs: list[dict], result: Reproduction) -> None:
+def _report(config: Config, runs: list[dict[str, Any]], result: Reproduction) -> None:
     col = {k: [r[k] for r in runs] for k in runs[0] if isinstance(runs[0][k], float)}
     ratio = [a / o for a, o in zip(col["test_asi"], col["test_orig"])]
     result.verdicts += [
@@ -218,7 +260,9 @@ def _report(config: Config, runs: list[dict], result: Reproduction) -> None:
             "eq (6) by the paper's construction predicts the trained original network (Fig 3a, red dots on the "
             "identity line): |RHS - h_orig| / spread(h_orig) on the test houses, RHS = ASI on Y + h_ini - ASI on "
             "h_ini(X), all trained the same steps",
-            col["red"], PLOT_TOLERANCE, "<=",
+            col["red"],
+            PLOT_TOLERANCE,
+            "<=",
             "§7.2.1: the three h_k terms are 'obtained using very wide DNNs with or without the ASI trick', i.e. "
             "trained networks at one training time; 'well predicts' is read as dots within a tenth of the outputs' "
             "spread of the identity line, the distance at which a scatter visibly leaves it",
@@ -226,55 +270,78 @@ def _report(config: Config, runs: list[dict], result: Reproduction) -> None:
         verdict(
             "ASI's output lies farther from the trained original than eq (6)'s RHS does (Fig 3a, blue dots off the "
             "line): |h_ASI - h_orig| / |RHS - h_orig|",
-            [b / r for b, r in zip(col["blue"], col["red"])], 1.0, ">=",
+            [b / r for b, r in zip(col["blue"], col["red"])],
+            1.0,
+            ">=",
             "§7.2.2: the RHS 'well predicts' the original while ASI's output is 'significant[ly] different'; the "
             "claim's direction is this ordering (ratio above 1)",
         ),
         verdict(
             "ASI's test MSE after training is below the original's (Fig 3b; test MSE ratio ASI / original)",
-            ratio, 1.0, "<=",
+            ratio,
+            1.0,
+            "<=",
             "Thm 3: removing h_ini removes the non-negative error term E R(h_k(.;0,X,h_ini(X)), h_ini); the claim's "
             "direction is a ratio below 1",
         ),
         verdict(
             f"ASI's test MSE is much smaller than the original's (Fig 3b, §7.2.2 'much smaller'; ratio ASI / "
             f"original <= 1/{MUCH:g})",
-            ratio, 1.0 / MUCH, "<=",
+            ratio,
+            1.0 / MUCH,
+            "<=",
             f"'much' read as a factor {MUCH:g}, as everywhere in these reports",
-            information=(f"Thm 3 bounds the gain by the init-induced term, whose size is set by h_ini: at the "
-                         f"paper's h_ini scale the kernel regime predicts a ratio of "
-                         f"{spread_text(col['lin_ratio_t'])} at this training time (smallest over the run "
-                         f"{spread_text(col['lin_ratio_min'])}), so no network in the kernel regime reaches a factor "
-                         f"{MUCH:g}; with the paper's v_std = {PAPER_V_STD:g} at width {config.width} (h_ini "
-                         f"{predicted_scale_ratio(PAPER_V_STD, config.width, PAPER_V_STD, PAPER_WIDTH, 1):.3g}x the "
-                         f"paper's) it predicts {spread_text(col['lin_ratio_p_t'])}; not scored")
-            if (config.width, config.v_std) != (PAPER_WIDTH, PAPER_V_STD) else
-            (f"Thm 3 bounds the gain by the init-induced term: the kernel regime predicts "
-             f"{spread_text(col['lin_ratio_t'])} at this training time; not scored"),
+            information=(
+                f"Thm 3 bounds the gain by the init-induced term, whose size is set by h_ini: at the "
+                f"paper's h_ini scale the kernel regime predicts a ratio of "
+                f"{spread_text(col['lin_ratio_t'])} at this training time (smallest over the run "
+                f"{spread_text(col['lin_ratio_min'])}), so no network in the kernel regime reaches a factor "
+                f"{MUCH:g}; with the paper's v_std = {PAPER_V_STD:g} at width {config.width} (h_ini "
+                f"{predicted_scale_ratio(PAPER_V_STD, config.width, PAPER_V_STD, PAPER_WIDTH, 1):.3g}x the "
+                f"paper's) it predicts {spread_text(col['lin_ratio_p_t'])}; not scored"
+            )
+            if (config.width, config.v_std) != (PAPER_WIDTH, PAPER_V_STD)
+            else (
+                f"Thm 3 bounds the gain by the init-induced term: the kernel regime predicts "
+                f"{spread_text(col['lin_ratio_t'])} at this training time; not scored"
+            ),
         ),
         verdict(
             "eq (6) at t = inf (the kernel interpolant) is as close to the trained original as the paper's "
             "construction: |RHS(t = inf) - h_orig| / spread(h_orig)",
-            col["inf"], PLOT_TOLERANCE, "<=",
+            col["inf"],
+            PLOT_TOLERANCE,
+            "<=",
             "the same tolerance as the construction at the trained step count",
-            information=(f"Fig 3a compares networks at one training time (§7.2.1); the t = inf limit is reached only "
-                         f"long after {config.steps} steps (cond(K) = {spread_text(col['cond'])}), and the paper's "
-                         f"Discussion calls the gain an early-time effect; at t = inf the kernel regime's test-MSE "
-                         f"ratio ASI / original is {spread_text(col['lin_ratio_inf'])}; not scored"),
+            information=(
+                f"Fig 3a compares networks at one training time (§7.2.1); the t = inf limit is reached only "
+                f"long after {config.steps} steps (cond(K) = {spread_text(col['cond'])}), and the paper's "
+                f"Discussion calls the gain an early-time effect; at t = inf the kernel regime's test-MSE "
+                f"ratio ASI / original is {spread_text(col['lin_ratio_inf'])}; not scored"
+            ),
         ),
     ]
     paper = None if runs[0]["paper_rms"] is None else [r["paper_rms"] for r in runs]
     result.tables["Initial output scale on the test houses (seed 000 §7 init)"] = scale_rows(
-        col["h_ini_rms"], paper, mean_spread(col["target_rms"])[0],
+        col["h_ini_rms"],
+        paper,
+        mean_spread(col["target_rms"])[0],
         run_label=f"this run: width {config.width}, v_std {config.v_std:g}",
         paper_label=f"paper: width {PAPER_WIDTH}, v_std {PAPER_V_STD:g}",
-        predicted=predicted_scale_ratio(config.v_std, config.width, PAPER_V_STD, PAPER_WIDTH, 1)) + ([{
-            "network": f"width {config.width}, the paper's v_std {PAPER_V_STD:g}",
-            "RMS of h_ini (mean over seeds)": mean_spread(col["h_ini_rms_p"])[0],
-            "spread (std)": mean_spread(col["h_ini_rms_p"])[1],
-            "per seed": ", ".join(f"{v:.3g}" for v in col["h_ini_rms_p"]),
-            "/ RMS of the target": mean_spread(col["h_ini_rms_p"])[0] / mean_spread(col["target_rms"])[0]}]
-        if paper is not None else [])
+        predicted=predicted_scale_ratio(config.v_std, config.width, PAPER_V_STD, PAPER_WIDTH, 1),
+    ) + (
+        [
+            {
+                "network": f"width {config.width}, the paper's v_std {PAPER_V_STD:g}",
+                "RMS of h_ini (mean over seeds)": mean_spread(col["h_ini_rms_p"])[0],
+                "spread (std)": mean_spread(col["h_ini_rms_p"])[1],
+                "per seed": ", ".join(f"{v:.3g}" for v in col["h_ini_rms_p"]),
+                "/ RMS of the target": mean_spread(col["h_ini_rms_p"])[0] / mean_spread(col["target_rms"])[0],
+            }
+        ]
+        if paper is not None
+        else []
+    )
     quantities = [
         ("test MSE, original network after training", "test_orig"),
         ("test MSE, ASI network after training", "test_asi"),
@@ -288,15 +355,18 @@ def _report(config: Config, runs: list[dict], result: Reproduction) -> None:
         ("kernel regime: test MSE ratio ASI / original at the trained step count", "lin_ratio_t"),
         ("kernel regime: smallest test MSE ratio ASI / original during training", "lin_ratio_min"),
         ("kernel regime: test MSE ratio ASI / original at t = inf", "lin_ratio_inf"),
-        (f"kernel regime with v_std {PAPER_V_STD:g} at this width: test MSE ratio at the trained step count",
-         "lin_ratio_p_t"),
+        (
+            f"kernel regime with v_std {PAPER_V_STD:g} at this width: test MSE ratio at the trained step count",
+            "lin_ratio_p_t",
+        ),
         (f"kernel regime with v_std {PAPER_V_STD:g} at this width: smallest ratio during training", "lin_ratio_p_min"),
         ("condition number of K", "cond"),
         ("learning rate", "lr"),
         (f"the paper's lr {PAPER_LR:g} / the stability limit at v_std {PAPER_V_STD:g}", "paper_lr_fraction"),
     ]
     result.tables["Measured quantities (mean ± spread over seeds)"] = [
-        {"quantity": q, "value": spread_text(col[k])} for q, k in quantities]
+        {"quantity": q, "value": spread_text(col[k])} for q, k in quantities
+    ]
     result.tables["Per seed"] = [{"seed": r["seed"], **{q: r[k] for q, k in quantities[:10]}} for r in runs]
     result.notes += [
         "Relative errors are |a - b| / |b - mean(b)| over the 106 test houses, b the trained original's outputs.",
@@ -306,51 +376,5 @@ def _report(config: Config, runs: list[dict], result: Reproduction) -> None:
         "The figures show the first seed.",
     ]
     first = runs[0]
-    result.figures["a-scatter"] = _scatter(first)
-    result.figures["b-losses"] = _losses(first)
-
-
-def _scatter(run: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.2, 5))
-    a, r, ri, b = (run[k].detach().cpu().numpy() for k in ("out", "rhs", "rhs_inf", "out_asi"))
-    ax.scatter(a, ri, s=8, c="lightgray", label="eq (6) at t = inf, kernel (not in the paper)")
-    ax.scatter(a, b, s=12, c="tab:blue", label="ASI network, h_k(x; 0, X, Y)")
-    ax.scatter(a, r, s=12, c="tab:red", label="RHS of eq (6), trained networks")
-    lo, hi = float(min(a.min(), r.min(), b.min())), float(max(a.max(), r.max(), b.max()))
-    ax.plot([lo, hi], [lo, hi], "k-", lw=1)
-    ax.set_xlabel("h_k(x; h_ini, X, Y): original network, trained (test houses)")
-    ax.set_ylabel("prediction")
-    ax.set_title(f"(a) Boston, seed {run['seed']}: eq (6) vs the trained network")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _losses(run: dict):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    styles = {"original": ("tab:blue", "tab:red"), "ASI": ("black", "gold")}
-    for label in ("original", "ASI"):
-        c_train, c_test = styles[label]
-        h = run["runs"][label].history
-        ax.semilogy(h.steps, h.train_loss, "-", c=c_train, label=f"{label}: train")
-        ax.semilogy(h.steps, h.test_loss, "--", c=c_test, label=f"{label}: test")
-    for fl, c in ((run["flow"], "tab:blue"), (run["flow_asi"], "black")):
-        ax.semilogy(run["grid"], ((fl.train - run["y"]) ** 2).mean(dim=1).cpu().numpy(), ":", c=c, lw=0.8)
-        ax.semilogy(run["grid"], ((fl.test - run["yt"]) ** 2).mean(dim=1).cpu().numpy(), ":", c=c, lw=0.8)
-    ax.plot([], [], "k:", lw=0.8, label="linear (NTK) dynamics")
-    ax.set_xlabel("gradient-descent step")
-    ax.set_ylabel("MSE")
-    ax.set_title("(b) Boston: losses")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+    result.figures["a-scatter"] = scatter(first)
+    result.figures["b-losses"] = losses(first)

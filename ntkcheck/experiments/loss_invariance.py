@@ -30,28 +30,28 @@ the data and the initialization, with the spread.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
+from ntkcheck._support.seeding import torch_generator
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import interpolate
 from ntkcheck.dynamics.training import train
+from ntkcheck.experiments._common import DATA_STREAM, INIT_STREAM, cpu_threads, dtype_named, outputs
 from ntkcheck.experiments._result import Reproduction, Stopwatch, mode_of, seed_list, spread_text, verdict
 from ntkcheck.experiments._scale import output_rms, predicted_scale_ratio, rms, scale_rows
+from ntkcheck.experiments._seed000 import seed000_mlp, sin_data
 from ntkcheck.kernels.empirical import ntk
-from ntkcheck.models import MLP
 
 NAME = "loss-invariance"
 TITLE = "Loss invariance of the trained network: L2 vs L4 (seed 000, Fig 1)"
 REFERENCE = "seed 000 (000_4d798787af19209b.txt), §4 Thm 5 / Thm 6 / Cor 1, §7.1 Fig 1"
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 PAPER_WIDTH, PAPER_V_STD = 500, 5.0
 """Fig 1's network: 1-500-500-1 at v_std = 5."""
 
@@ -99,59 +99,14 @@ class Config:
     progress: bool = True
 
     @classmethod
-    def quick(cls, seed: int = 0) -> "Config":
+    def quick(cls, seed: int = 0) -> Config:
         """The paper's network (1-500-500-1, v_std 5) trained in float32, 3 seeds: seconds on 2 CPU cores."""
         return cls(seed=seed)
 
     @classmethod
-    def full(cls, seed: int = 0) -> "Config":
+    def full(cls, seed: int = 0) -> Config:
         """The paper's network trained in float64 to a 10x tighter fit, 5 seeds."""
         return cls(seed=seed, seeds=5, dtype="float64", fit_tol=1e-5, max_steps=20000, cpu_threads=None)
-
-
-@contextlib.contextmanager
-def cpu_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)`` (nothing for None); restore the setting after."""
-    if n is None:
-        yield
-        return
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"cpu_threads must be None or an int >= 1, got {n!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def sin_data(n: int, generator: torch.Generator, *, min_gap: float = 0.0,
-             dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` sorted points uniform on [-1, 1] and their targets sin(4x), as (n, 1) and (n,).
-
-    The draw is repeated (from the same ``generator``) until neighbouring points are at
-    least ``min_gap * 2 / n`` apart.
-    """
-    if not 0.0 <= min_gap < 1.0:
-        raise ValueError(f"min_gap must lie in [0, 1) (a fraction of the mean spacing 2/n), got {min_gap}")
-    for _ in range(10_000):
-        x = (torch.rand(n, 1, generator=generator, dtype=dtype) * 2 - 1).sort(dim=0).values
-        if n < 2 or float((x[1:] - x[:-1]).min()) >= min_gap * 2 / n:
-            return x, torch.sin(4 * x).squeeze(1)
-    raise RuntimeError(f"no draw of {n} points with gaps >= {min_gap * 2 / n:.3g} in 10000 tries; lower min_gap")
-
-
-def seed000_mlp(width: int, v_std: float, generator: torch.Generator, device: str) -> MLP:
-    """The 1-width-width-1 ReLU network of seed 000 §7, in float64 on ``device``."""
-    return MLP(1, [width, width], 1, activation="relu", parametrization="standard", weight_std=v_std,
-               init="glorot", generator=generator, dtype=torch.float64, device=device)
-
-
-def outputs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``model(x)`` as a float64 vector (no graph)."""
-    p = next(model.parameters())
-    with torch.no_grad():
-        return model(x.to(device=p.device, dtype=p.dtype)).reshape(-1).to(torch.float64)
 
 
 def loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LpLoss) -> float:
@@ -168,8 +123,19 @@ def loss_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: LpL
     return float(torch.linalg.eigvals(k @ hess).real.max())
 
 
-def train_adaptive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, *, lr_fraction: float,
-                   chunk: int, max_steps: int, fit_tol: float, progress: bool, desc: str):
+def train_adaptive(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss,
+    *,
+    lr_fraction: float,
+    chunk: int,
+    max_steps: int,
+    fit_tol: float,
+    progress: bool,
+    desc: str,
+):
     """Full-batch GD in chunks, each at ``lr_fraction * 2 / lambda_max`` of the current loss Hessian.
 
     Stops when ``max |model(x) - y| <= fit_tol * range(y)`` or after ``max_steps``.
@@ -203,21 +169,18 @@ def train_adaptive(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss, *, 
     return steps, losses, lrs
 
 
-
-
 def _run_seed(config: Config, seed: int, device: str) -> dict:
     """One initialization and data draw: train it on every loss; compare with eq (5) of its initial NTK."""
-    dtype = DTYPES[config.dtype]
-    gen = torch.Generator().manual_seed(seed)
-    x64, y64 = sin_data(config.n_train, gen, min_gap=config.min_gap)
+    dtype = dtype_named(config.dtype, "dtype")
+    x64, y64 = sin_data(config.n_train, torch_generator(seed, DATA_STREAM), min_gap=config.min_gap)
     x64, y64 = x64.to(device), y64.to(device)
     xt64 = torch.linspace(-1, 1, config.n_test, dtype=torch.float64, device=device).unsqueeze(1)
-    net64 = seed000_mlp(config.width, config.v_std, gen, device)
+    net64 = seed000_mlp(1, [config.width] * 2, 1, config.v_std, torch_generator(seed, INIT_STREAM), device=device)
 
     # the kernel-regime prediction, eq (5), from the empirical NTK at init (float64)
     k_train, k_test = ntk(net64, x64), ntk(net64, xt64, x64)
     h_ini, h_ini_test = outputs(net64, x64), outputs(net64, xt64)
-    predicted = interpolate(k_train, y64, k_test, h_ini_train=h_ini, h_ini_test=h_ini_test)
+    predicted = interpolate(k_train, y64, k_test_train=k_test, h_ini_train=h_ini, h_ini_test=h_ini_test)
 
     x, y = x64.to(dtype), y64.to(dtype)
     trained: dict[float, torch.Tensor] = {}
@@ -227,47 +190,75 @@ def _run_seed(config: Config, seed: int, device: str) -> dict:
         model = copy.deepcopy(net64).to(dtype)
         with Stopwatch() as sw:
             steps, losses, lrs = train_adaptive(
-                model, x, y, LpLoss(p), lr_fraction=config.lr_fraction, chunk=config.chunk,
-                max_steps=config.max_steps, fit_tol=config.fit_tol, progress=config.progress,
-                desc=f"{NAME} seed {seed} L{p:g}")
+                model,
+                x,
+                y,
+                LpLoss(p),
+                lr_fraction=config.lr_fraction,
+                chunk=config.chunk,
+                max_steps=config.max_steps,
+                fit_tol=config.fit_tol,
+                progress=config.progress,
+                desc=f"{NAME} seed {seed} L{p:g}",
+            )
         trained[p] = outputs(model, xt64)
         curves[p] = (steps, losses)
         residual = float((outputs(model, x64) - y64).abs().max())
         gap = trained[p] - predicted
-        rows.append({
-            "seed": seed, "loss": f"L{p:g}", "GD steps": steps[-1] if steps else 0,
-            "final loss": losses[-1] if losses else math.nan,
-            "max train residual / range(Y)": residual / float(y64.max() - y64.min()),
-            "max abs(h - eq (5)) / range(eq (5))": float(gap.abs().max() / (predicted.max() - predicted.min())),
-            "‖h - eq (5)‖ / ‖eq (5) - h_ini‖": float(gap.norm() / (predicted - h_ini_test).norm()),
-            "first lr": lrs[0] if lrs else math.nan, "last lr": lrs[-1] if lrs else math.nan,
-            "seconds": sw.seconds,
-        })
+        rows.append(
+            {
+                "seed": seed,
+                "loss": f"L{p:g}",
+                "GD steps": steps[-1] if steps else 0,
+                "final loss": losses[-1] if losses else math.nan,
+                "max train residual / range(Y)": residual / float(y64.max() - y64.min()),
+                "max abs(h - eq (5)) / range(eq (5))": float(gap.abs().max() / (predicted.max() - predicted.min())),
+                "‖h - eq (5)‖ / ‖eq (5) - h_ini‖": float(gap.norm() / (predicted - h_ini_test).norm()),
+                "first lr": lrs[0] if lrs else math.nan,
+                "last lr": lrs[-1] if lrs else math.nan,
+                "seconds": sw.seconds,
+            }
+        )
     ref, other = config.powers[0], config.powers[1]
     out_range = float(trained[ref].max() - trained[ref].min())
     return {
-        "seed": seed, "rows": rows, "x": x64, "y": y64, "xt": xt64, "trained": trained, "predicted": predicted,
-        "curves": curves, "diff": float((trained[ref] - trained[other]).abs().max()) / out_range,
-        "fit": max(r["max train residual / range(Y)"] for r in rows), "out_range": out_range,
-        "h_ini_rms": rms(h_ini_test), "h_ini_max": float(h_ini_test.abs().max()),
-        "target_rms": rms(torch.sin(4 * xt64)), "cond": float(torch.linalg.cond(k_train)),
+        "seed": seed,
+        "rows": rows,
+        "x": x64,
+        "y": y64,
+        "xt": xt64,
+        "trained": trained,
+        "predicted": predicted,
+        "curves": curves,
+        "diff": float((trained[ref] - trained[other]).abs().max()) / out_range,
+        "fit": max(r["max train residual / range(Y)"] for r in rows),
+        "out_range": out_range,
+        "h_ini_rms": rms(h_ini_test),
+        "h_ini_max": float(h_ini_test.abs().max()),
+        "target_rms": rms(torch.sin(4 * xt64)),
+        "cond": float(torch.linalg.cond(k_train)),
     }
 
 
 def run(config: Config, *, device: str = "cpu") -> Reproduction:
     """Train one initialization per seed on each loss of ``config.powers``; compare the outputs (Fig 1)."""
-    if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype must be one of {sorted(DTYPES)}, got {config.dtype!r}")
+    dtype_named(config.dtype, "dtype")
     if len(config.powers) < 2:
         raise ValueError(f"config.powers must name at least two losses to compare, got {config.powers}")
     seeds = seed_list(config.seed, config.seeds)
     result = Reproduction(
-        name=NAME, title=TITLE, reference=REFERENCE, mode=mode_of(config), device=device,
-        settings={**{k: v for k, v in asdict(config).items() if k != "progress"},
-                  "architecture": f"1-{config.width}-{config.width}-1 ReLU, standard parametrization, "
-                                  f"N(0, (v_std sqrt(2/(fan_in+fan_out)))^2) for weights and biases",
-                  "optimizer": "full-batch gradient descent, step re-set every chunk to lr_fraction * 2/lambda_max",
-                  "seeds run": ", ".join(map(str, seeds))},
+        name=NAME,
+        title=TITLE,
+        reference=REFERENCE,
+        mode=mode_of(config),
+        device=device,
+        settings={
+            **{k: v for k, v in asdict(config).items() if k != "progress"},
+            "architecture": f"1-{config.width}-{config.width}-1 ReLU, standard parametrization, "
+            f"N(0, (v_std sqrt(2/(fan_in+fan_out)))^2) for weights and biases",
+            "optimizer": "full-batch gradient descent, step re-set every chunk to lr_fraction * 2/lambda_max",
+            "seeds run": ", ".join(map(str, seeds)),
+        },
     )
     with cpu_threads(config.cpu_threads), Stopwatch() as total:
         result.settings["torch CPU threads during the run"] = torch.get_num_threads()
@@ -279,29 +270,43 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
         verdict(
             f"L{ref:g}- and L{other:g}-trained outputs overlap: max abs(h_L{ref:g} - h_L{other:g}) / "
             f"range(h_L{ref:g}) on {config.n_test} test points",
-            [r["diff"] for r in runs], 1.0 / math.sqrt(m), "<=",
+            [r["diff"] for r in runs],
+            1.0 / math.sqrt(m),
+            "<=",
             f"Thm 6 makes the limit loss-free for the linearized network; what a finite width adds vanishes like "
             f"m^-1/2 (Lee et al. 2019), so a gap below 1/sqrt(m) = {1 / math.sqrt(m):.3g} (unit constant) is within "
             f"the finite-width scale, an O(1) gap would contradict Thm 6",
         ),
         verdict(
             "both runs are well trained: max training residual / range(Y)",
-            [r["fit"] for r in runs], config.fit_tol, "<=",
+            [r["fit"] for r in runs],
+            config.fit_tol,
+            "<=",
             "the claim is about trained networks; a run stopped short of the fit tolerance would make the "
             "comparison meaningless",
         ),
     ]
     at_paper = (m, config.v_std) == (PAPER_WIDTH, PAPER_V_STD)
     result.tables["Initial output scale (seed 000 §7 init)"] = scale_rows(
-        [r["h_ini_rms"] for r in runs], None if at_paper else [_paper_h_ini(s, config, device) for s in seeds],
-        runs[0]["target_rms"], run_label=f"this run: width {m}, v_std {config.v_std:g}",
+        [r["h_ini_rms"] for r in runs],
+        None if at_paper else [_paper_h_ini(s, config, device) for s in seeds],
+        runs[0]["target_rms"],
+        run_label=f"this run: width {m}, v_std {config.v_std:g}",
         paper_label=f"paper: width {PAPER_WIDTH}, v_std {PAPER_V_STD:g}",
-        predicted=predicted_scale_ratio(config.v_std, m, PAPER_V_STD, PAPER_WIDTH, 2))
+        predicted=predicted_scale_ratio(config.v_std, m, PAPER_V_STD, PAPER_WIDTH, 2),
+    )
     result.tables["Per-loss training and distance to the kernel prediction"] = [row for r in runs for row in r["rows"]]
-    result.tables["Per seed"] = [{
-        "seed": r["seed"], f"max abs(h_L{ref:g} - h_L{other:g}) / range": r["diff"], "1/sqrt(m)": 1 / math.sqrt(m),
-        "output range": r["out_range"], "max abs(h_ini) on test points": r["h_ini_max"], "cond(K) at init": r["cond"],
-    } for r in runs]
+    result.tables["Per seed"] = [
+        {
+            "seed": r["seed"],
+            f"max abs(h_L{ref:g} - h_L{other:g}) / range": r["diff"],
+            "1/sqrt(m)": 1 / math.sqrt(m),
+            "output range": r["out_range"],
+            "max abs(h_ini) on test points": r["h_ini_max"],
+            "cond(K) at init": r["cond"],
+        }
+        for r in runs
+    ]
     devs = [row["max abs(h - eq (5)) / range(eq (5))"] for r in runs for row in r["rows"]]
     moved = [row["‖h - eq (5)‖ / ‖eq (5) - h_ini‖"] for r in runs for row in r["rows"]]
     result.notes += [
@@ -313,29 +318,27 @@ def run(config: Config, *, device: str = "cpu") -> Reproduction:
         f"yet the two losses end {spread_text([r['diff'] for r in runs])} of the range apart.",
         "The figures show the first seed.",
     ]
-    first = runs[0]
-    result.figures = _figures(config, first["x"], first["y"], first["xt"], first["trained"], first["predicted"],
-                              first["curves"])
+    result.figures = _figures(config, runs[0])
     result.seconds = total.seconds
     return result
 
 
 def _paper_h_ini(seed: int, config: Config, device: str) -> float:
     """RMS of h_ini on the test grid of the paper's 1-500-500-1 network at v_std 5, seed ``seed``."""
-    gen = torch.Generator().manual_seed(seed)
     xt = torch.linspace(-1, 1, config.n_test, dtype=torch.float64, device=device).unsqueeze(1)
-    return output_rms(seed000_mlp(PAPER_WIDTH, PAPER_V_STD, gen, device), xt)
+    net = seed000_mlp(1, [PAPER_WIDTH] * 2, 1, PAPER_V_STD, torch_generator(seed, INIT_STREAM), device=device)
+    return output_rms(net, xt)
 
 
-def _figures(config, x, y, xt, trained, predicted, curves):
-    import matplotlib
+def _figures(config: Config, run: dict[str, Any]) -> dict[str, Any]:
+    """Fig 1 (the trained outputs of every loss with eq (5)) and the training losses, for one seed."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    x, y, xt, trained, predicted = (run[k] for k in ("x", "y", "xt", "trained", "predicted"))
     xs, xt_ = x.cpu().numpy().ravel(), xt.cpu().numpy().ravel()
     styles = {0: ("tab:blue", "-", 2.5), 1: ("black", "--", 1.5)}
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     for i, (p, h) in enumerate(trained.items()):
         color, ls, lw = styles.get(i, (None, ":", 1.0))
         ax.plot(xt_, h.cpu().numpy(), color=color, ls=ls, lw=lw, label=f"trained on L{p:g}")
@@ -343,12 +346,13 @@ def _figures(config, x, y, xt, trained, predicted, curves):
     ax.plot(xs, y.cpu().numpy(), "k*", ms=10, label="training data")
     ax.set_xlabel("x")
     ax.set_ylabel("output after training")
-    ax.set_title(f"Fig 1: 1-{config.width}-{config.width}-1, v_std={config.v_std:g}, seed {config.seed}")
+    ax.set_title(f"Fig 1: 1-{config.width}-{config.width}-1, v_std={config.v_std:g}, seed {run['seed']}")
     ax.legend(fontsize=8)
     fig.tight_layout()
 
-    fig2, ax2 = plt.subplots(figsize=(6, 4))
-    for p, (steps, losses) in curves.items():
+    fig2 = Figure(figsize=(6, 4))
+    ax2 = fig2.subplots()
+    for p, (steps, losses) in run["curves"].items():
         ax2.semilogy(steps, losses, label=f"L{p:g} loss")
     ax2.set_xlabel("gradient-descent step")
     ax2.set_ylabel("training loss")

@@ -11,6 +11,7 @@ Both treat a row block of inputs at a time (see :mod:`ntkcheck.kernels._tiling`)
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -54,8 +55,8 @@ def jacobian_tiles(
     j1: dict[str, torch.Tensor], j2: dict[str, torch.Tensor], *, per_layer: bool
 ) -> dict[str, torch.Tensor]:
     """Contract two Jacobian blocks: ``name -> (B1, B2, O, O)`` or their sum as ``"total"``."""
-    tiles = {}
-    total = None
+    tiles: dict[str, torch.Tensor] = {}
+    total: torch.Tensor | None = None
     for name, a in j1.items():
         b = j2[name]
         t = torch.einsum("aop,bqp->aboq", a, b)
@@ -63,16 +64,17 @@ def jacobian_tiles(
             tiles[name] = t
         else:
             total = t if total is None else total.add_(t)
-    if not per_layer:
+    if total is not None:
         tiles["total"] = total
     return tiles
 
 
 def vjp_features(fm: FunctionalModel, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """J(x)^T e for every basis cotangent e of the block: ``name -> (O * B, *param_shape)``, output-major."""
-    out, pullback = vjp(lambda p: fm(p, x), fm.params)
+    out, pullback = vjp(partial(fm, x=x), fm.params)[:2]
     b, n_out = out.shape
     basis = torch.eye(n_out * b, dtype=out.dtype, device=out.device).view(n_out * b, n_out, b).transpose(1, 2)
+    cols: dict[str, torch.Tensor]
     (cols,) = vmap(pullback)(basis)
     return cols
 
@@ -85,7 +87,8 @@ def ntvp_tiles(
     n_cols = some.shape[0]
 
     def push(tangent: dict[str, torch.Tensor]) -> torch.Tensor:
-        return jvp(lambda p: fm(p, x1), (fm.params,), (tangent,))[1]
+        tangent_out: torch.Tensor = jvp(lambda p: fm(p, x1), (fm.params,), (tangent,))[1]
+        return tangent_out
 
     def assemble(k: torch.Tensor) -> torch.Tensor:  # (O2 * B2, B1, O1) -> (B1, B2, O1, O2)
         n_out = k.shape[2]

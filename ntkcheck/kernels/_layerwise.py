@@ -14,6 +14,7 @@ output o comes from ONE backward pass of sum_n f_o(x_n).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +25,15 @@ from ntkcheck.models import MLP, Linear
 from ntkcheck.models.transforms import AntiSymmetric
 
 ELEMENTWISE = (
-    nn.ReLU, nn.Tanh, nn.GELU, nn.Softplus, nn.Sigmoid, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Identity,
+    nn.ReLU,
+    nn.Tanh,
+    nn.GELU,
+    nn.Softplus,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.ELU,
+    nn.LeakyReLU,
+    nn.Identity,
 )
 """Parameterless modules acting on each entry of a row: allowed between layers of an ``nn.Sequential``."""
 
@@ -63,12 +72,16 @@ def _check_structure(module: nn.Module, path: str) -> None:
 def linear_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The model's linear layers with their qualified names; raises if the layerwise formula does not apply."""
     _check_structure(model, "model")
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, (Linear, nn.Linear))]
+    layers: list[tuple[str, nn.Module]] = [
+        (name, m) for name, m in model.named_modules() if isinstance(m, (Linear, nn.Linear))
+    ]
     calls = [m for _, m in model.named_modules(remove_duplicate=False) if isinstance(m, (Linear, nn.Linear))]
     tensors = [id(p) for m in calls for p in m.parameters(recurse=False)]
     if len(calls) != len(layers) or len(set(tensors)) != len(tensors):
-        raise LayerwiseUnsupportedError("the linear-layer fast path needs every linear layer and parameter "
-                                        "used once; the layer-rule engine serves shared ones")
+        raise LayerwiseUnsupportedError(
+            "the linear-layer fast path needs every linear layer and parameter "
+            "used once; the layer-rule engine serves shared ones"
+        )
     owned = {id(p) for _, m in layers for p in m.parameters(recurse=False)}
     stray = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in owned]
     if stray:
@@ -100,7 +113,7 @@ def layer_features(model: nn.Module, layers: list[tuple[str, nn.Module]], x: tor
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
 
-    def hook_for(name: str):
+    def hook_for(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             if name in inputs:
                 raise LayerwiseUnsupportedError(
@@ -128,11 +141,12 @@ def layer_features(model: nn.Module, layers: list[tuple[str, nn.Module]], x: tor
         for slot, g, z in zip(grads, gs, outs):
             slot.append(torch.zeros_like(z) if g is None else g)
     feats = []
-    for (name, layer), g in zip(active, grads):
+    for (name, layer), per_output in zip(active, grads):
         c, b = _multipliers(layer)
         w_name = f"{name}.weight" if layer.weight.requires_grad else None
         b_name = f"{name}.bias" if layer.bias is not None and layer.bias.requires_grad else None
-        feats.append(LayerFeatures(w_name, b_name, c * c, b * b, inputs[name], g[0] if len(g) == 1 else torch.cat(g)))
+        g = per_output[0] if len(per_output) == 1 else torch.cat(per_output)
+        feats.append(LayerFeatures(w_name, b_name, c * c, b * b, inputs[name], g))
     return feats
 
 
@@ -144,12 +158,12 @@ def layer_tiles(
     if f1 is f2 and not per_layer and n_out == 1 and b1 >= 2 * SLAB_ROWS:
         return {"total": _symmetric_total(f1).view(b1, b1, 1, 1)}
     tiles: dict[str, torch.Tensor] = {}
-    total = None
+    total: torch.Tensor | None = None
     for l1, l2 in zip(f1, f2):
         gg = (l1.g @ l2.g.T).view(n_out, b1, n_out, b2)  # (O, B1, O, B2)
         if per_layer:
             if l1.weight_name is not None:
-                aa = (l1.weight_mult2 * (l1.a @ l2.a.T))
+                aa = l1.weight_mult2 * (l1.a @ l2.a.T)
                 tiles[l1.weight_name] = (gg * aa[None, :, None, :]).permute(1, 3, 0, 2)
             if l1.bias_name is not None:
                 tiles[l1.bias_name] = (l1.bias_mult2 * gg).permute(1, 3, 0, 2)
@@ -163,7 +177,7 @@ def layer_tiles(
             aa = torch.full((b1, b2), l1.bias_mult2, dtype=gg.dtype, device=gg.device)
         gg.mul_(aa[None, :, None, :])
         total = gg if total is None else total.add_(gg)
-    if not per_layer:
+    if total is not None:
         tiles["total"] = total.permute(1, 3, 0, 2)
     return tiles
 
@@ -192,8 +206,8 @@ def _symmetric_total(f: list[LayerFeatures]) -> torch.Tensor:
     for lo, hi in zip(edges, edges[1:]):
         part = out[lo:hi, lo:]  # rows lo:hi, columns lo: of the result, accumulated in place
         shape = (hi - lo, b - lo)
-        gg = gg_buf[:shape[0] * shape[1]].view(shape)
-        aa = aa_buf[:shape[0] * shape[1]].view(shape)
+        gg = gg_buf[: shape[0] * shape[1]].view(shape)
+        aa = aa_buf[: shape[0] * shape[1]].view(shape)
         part.zero_()
         for layer in f:
             torch.mm(layer.g[lo:hi], layer.g[lo:].T, out=gg)
@@ -214,6 +228,6 @@ def row_bytes(layers: list[tuple[str, nn.Module]], n_out: int, itemsize: int) ->
     """Memory of one row's features (A and G of every layer) plus the forward graph's activations."""
     per_row = 0
     for _, layer in layers:
-        fan_out, fan_in = layer.weight.shape
+        fan_out, fan_in = layer.get_parameter("weight").shape
         per_row += fan_in + n_out * fan_out + 3 * fan_out
     return per_row * itemsize

@@ -97,8 +97,12 @@ def tiled_kernel(
             f"({n1}, {n2}, {out_dim}, {out_dim}) in {dtype}) but the memory budget is {gib(budget)}"
         )
     b1, b2, cache_x2 = plan_blocks(
-        n1, n2, row_bytes=row_bytes, tile_bytes_per_pair=tile_bytes_per_pair,
-        work_budget=budget - out_bytes, what=what,
+        n1,
+        n2,
+        row_bytes=row_bytes,
+        tile_bytes_per_pair=tile_bytes_per_pair,
+        work_budget=budget - out_bytes,
+        what=what,
     )
     if symmetric:
         b1 = b2 = min(b1, b2)

@@ -34,17 +34,34 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_batch, check_choice, check_finite_result
+from ntkcheck._support.validation import (
+    check_batch,
+    check_bool,
+    check_choice,
+    check_finite_result,
+    check_matches_parameters,
+    check_optional_callable,
+    check_same_rows,
+)
 from ntkcheck.kernels import _autodiff, _layerwise
-from ntkcheck.kernels._engine import Engine, row_bytes
-from ntkcheck.kernels._rules import Piece, register_rule
+from ntkcheck.kernels._engine import Engine
+from ntkcheck.kernels._features import row_bytes
+from ntkcheck.kernels._model_rows import (
+    check_independent_rows,
+    check_model,
+    forward_rows,
+    output_rows,
+    run_on_rows,
+    usable,
+)
+from ntkcheck.kernels._piece import Piece
+from ntkcheck.kernels._rules import register_rule
 from ntkcheck.kernels._tiling import default_budget, tiled_kernel
 
 __all__ = ["METHODS", "OUTPUTS", "Piece", "ntk", "register_rule"]
 
 METHODS = ("auto", "layerwise", "jacobian", "ntvp")
 OUTPUTS = ("full", "trace", "sum")
-COUPLING_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
 @dataclass
@@ -57,13 +74,14 @@ class _Verdict:
     sizes: tuple[int, int] | None = None
 
 
-_VERDICTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Verdict]] = weakref.WeakKeyDictionary()
+_VERDICTS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], _Verdict]] = weakref.WeakKeyDictionary()
 KEPT_VERDICTS = 8
 """Verdicts kept per model (the most recent ones)."""
 
 
-def _state_key(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool, method: str, output: str,
-               output_fn: Any) -> tuple:
+def _state_key(
+    model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool, method: str, output: str, output_fn: Any
+) -> tuple[Any, ...]:
     """Everything the probes' verdicts depend on, short of the parameter values themselves."""
     rows = tuple((tuple(x.shape[1:]), x.dtype, x.device) for x in (x1, x2))
     params = tuple((id(p), p._version, p.requires_grad, p.dtype) for p in model.parameters())
@@ -76,70 +94,6 @@ def _state_key(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, symmetric: 
 def _block(x1: torch.Tensor, x2: torch.Tensor) -> int:
     """Rows per block the rules' cost model assumes."""
     return min(max(x1.shape[0], x2.shape[0]), 256)
-
-
-def _rows(out: Any, n: int, output_fn: Callable[[Any], torch.Tensor] | None) -> torch.Tensor:
-    """The model's output as the (n, O) matrix of its n rows' outputs; refuse outputs without n rows."""
-    if output_fn is not None:
-        out = output_fn(out)
-    if not isinstance(out, torch.Tensor):
-        hint = "output_fn must return" if output_fn is not None else "pass output_fn= mapping it to"
-        raise TypeError(f"the model's output is a {type(out).__name__}, not a tensor: {hint} a tensor (N, ...)")
-    if out.ndim == 0:
-        raise ValueError("the model's output is a 0-d scalar (one number for the whole batch): the NTK needs "
-                         f"one output row per input row, shape (N,) or (N, ...) with N = {n}")
-    if out.shape[0] != n:
-        raise ValueError(f"the model's output must have one row per input row (N = {n}), got shape "
-                         f"{tuple(out.shape)}")
-    return out.reshape(n, -1)
-
-
-def _forward(call: Callable[[torch.Tensor], Any], x: torch.Tensor, *, output_fn: Any) -> torch.Tensor:
-    return _rows(call(x), x.shape[0], output_fn)
-
-
-def _run(model: nn.Module, x: torch.Tensor, name: str, output_fn: Any) -> torch.Tensor:
-    """The model on probe rows of ``name``; a failure inside the model names the argument."""
-    try:
-        out = model(x)
-    except Exception as err:  # the model's own complaint, whatever its type
-        training_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
-        hint = "; BatchNorm in training mode couples the rows of a batch: call model.eval()" if training_bn else ""
-        raise ValueError(f"{name} (rows of shape {tuple(x.shape[1:])}, {x.dtype}) does not fit the model: "
-                         f"running it on {x.shape[0]} row(s) raised {type(err).__name__}: {err}{hint}") from err
-    return _rows(out, x.shape[0], output_fn)
-
-
-def _check_independent_rows(model: nn.Module, xp: torch.Tensor, output_fn: Any) -> None:
-    """Refuse a model whose output row n depends on other rows of the batch (checked on probe rows)."""
-    together = _run(model, xp, "x1", output_fn).detach()
-    if not bool(torch.isfinite(together).all()):
-        return  # overflow: the kernel's own finiteness check reports it
-    scale = float(together.abs().max())
-    tol = COUPLING_TOL.get(together.dtype, 1e-2)
-    for i in range(xp.shape[0]):
-        why = None
-        try:
-            raw = model(xp[i:i + 1])
-        except Exception as err:  # noqa: BLE001 - a model that cannot run one row alone couples rows
-            why = f"running row {i} alone raised {type(err).__name__}: {err}"
-        else:
-            gap = float((_rows(raw, 1, output_fn).detach()[0] - together[i]).abs().max())
-            if not gap <= tol * max(scale, 1.0):
-                why = f"row {i} of a {xp.shape[0]}-row batch differs from the same row run alone by {gap:.3g}"
-        if why:
-            raise ValueError(
-                f"model couples the rows of a batch ({why}): its output for one input depends on the other "
-                "inputs, so it has no per-sample NTK. Typical causes: BatchNorm in training mode or dropout "
-                "(call model.eval()), or a statistic over the batch dimension (e.g. a mean over dim 0; compute "
-                "it per row). method='jacobian' would not give the per-sample kernel either: it differentiates "
-                "each row alone"
-            )
-
-
-def _usable(x: torch.Tensor) -> torch.Tensor:
-    """``x`` outside inference mode (inference tensors cannot enter an autograd graph)."""
-    return x.clone() if x.is_inference() else x
 
 
 @overload
@@ -220,52 +174,15 @@ def ntk(
         The kernel in the model's dtype and x1's device, or a dict of such tensors with
         ``per_layer=True``.  Works under ``torch.no_grad()`` and ``torch.inference_mode()``.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    check_choice(method, "method", METHODS)
-    check_choice(output, "output", OUTPUTS)
-    if not isinstance(per_layer, bool):
-        raise TypeError(f"per_layer must be a bool, got {type(per_layer).__name__}")
-    if output_fn is not None and not callable(output_fn):
-        raise TypeError(f"output_fn must be callable or None, got {type(output_fn).__name__}")
-    x1 = check_batch(x1, "x1")
-    symmetric = x2 is None
-    if x2 is None:
-        x2 = x1
-    else:
-        x2 = check_batch(x2, "x2")
-        if x2.shape[1:] != x1.shape[1:] or x2.dtype != x1.dtype:
-            raise ValueError(f"x2 must have x1's row shape {tuple(x1.shape[1:])} and dtype {x1.dtype}, got "
-                             f"{tuple(x2.shape[1:])} and {x2.dtype}")
-        if x2.device != x1.device:
-            raise ValueError(f"x2 must be on x1's device ({x1.device}), got {x2.device}")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters: its NTK is zero by definition")
-    for p in params:
-        if p.device != x1.device or (x1.is_floating_point() and p.dtype != x1.dtype):
-            raise TypeError(
-                f"x1 must match the model's parameters ({p.dtype} on {p.device}), got {x1.dtype} on {x1.device}"
-            )
-    if memory_budget is None:
-        memory_budget = default_budget(x1.device)
-    elif isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
-        raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
-
+    check_model(model)
+    x1, x2, symmetric = _check_arguments(model, x1, x2, method, output, per_layer, output_fn)
+    budget = default_budget(x1.device) if memory_budget is None else _check_budget(memory_budget)
     with torch.inference_mode(False), torch.enable_grad():
-        x1, x2 = _usable(x1), _usable(x2)
+        x1, x2 = usable(x1), usable(x2)
         key = _state_key(model, x1, x2, symmetric, method, output, output_fn)
         kept = _VERDICTS.setdefault(model, {})
-        verdict = kept.get(key)
-        if verdict is None:
-            n_out = _run(model, x1[:2], "x1", output_fn).shape[1]
-            if not symmetric:
-                _run(model, x2[:2], "x2", output_fn)
-            probe = torch.cat([x1[:3], x2[: max(0, 3 - x1.shape[0])]]) if not symmetric else x1[:3]
-            if probe.shape[0] > 1:
-                _check_independent_rows(model, probe, output_fn)
-            verdict = _Verdict(n_out)
-        kernels = _compute(model, x1, x2, method, per_layer, verdict, memory_budget, symmetric, output, output_fn)
+        verdict = kept.get(key) or _probe(model, x1, x2, symmetric, output_fn)
+        kernels = _compute(model, x1, x2, method, per_layer, verdict, budget, symmetric, output, output_fn)
         kept.pop(key, None)
         kept[key] = verdict
         while len(kept) > KEPT_VERDICTS:
@@ -273,6 +190,42 @@ def ntk(
     for name, k in kernels.items():
         check_finite_result(k, f"ntk(method={method!r}) for {name}")
     return kernels if per_layer else kernels["total"]
+
+
+def _check_arguments(
+    model: nn.Module, x1: object, x2: object, method: object, output: object, per_layer: object, output_fn: object
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """The checked ``(x1, x2, symmetric)`` of :func:`ntk` (``x2`` is ``x1`` when not given)."""
+    check_choice(method, "method", METHODS)
+    check_choice(output, "output", OUTPUTS)
+    check_bool(per_layer, "per_layer")
+    check_optional_callable(output_fn, "output_fn")
+    if isinstance(x1, torch.Tensor):  # a device or dtype mismatch is named before any other property of x1
+        check_matches_parameters(x1, "x1", model)
+    x1 = check_batch(x1, "x1")
+    if x2 is None:
+        checked2 = x1
+    else:
+        checked2 = check_batch(x2, "x2")
+        check_same_rows(x1, checked2)
+    return x1, checked2, x2 is None
+
+
+def _check_budget(memory_budget: object) -> int:
+    if isinstance(memory_budget, bool) or not isinstance(memory_budget, int) or memory_budget <= 0:
+        raise ValueError(f"memory_budget must be a positive int (bytes), got {memory_budget!r}")
+    return memory_budget
+
+
+def _probe(model: nn.Module, x1: torch.Tensor, x2: torch.Tensor, symmetric: bool, output_fn: Any) -> _Verdict:
+    """A fresh verdict: the output count, from the first rows, after checking that rows are independent."""
+    n_out = run_on_rows(model, x1[:2], "x1", output_fn).shape[1]
+    if not symmetric:
+        run_on_rows(model, x2[:2], "x2", output_fn)
+    probe = torch.cat([x1[:3], x2[: max(0, 3 - x1.shape[0])]]) if not symmetric else x1[:3]
+    if probe.shape[0] > 1:
+        check_independent_rows(model, probe, output_fn)
+    return _Verdict(n_out)
 
 
 def _reduce(k: torch.Tensor, output: str, n_out: int) -> torch.Tensor:
@@ -310,16 +263,21 @@ def _compute(
         if layers is not None:
             names = _layerwise.parameter_names(layers) if per_layer else ["total"]
             kernels = tiled_kernel(
-                x1, x2,
+                x1,
+                x2,
                 features1=partial(_layerwise.layer_features, model, layers),
                 features2=partial(_layerwise.layer_features, model, layers),
                 tile=partial(_layerwise.layer_tiles, per_layer=per_layer, n_out=n_out),
-                names=names, out_dim=n_out, row_bytes=_layerwise.row_bytes(layers, n_out, itemsize),
-                tile_bytes_per_pair=itemsize * (n_out * n_out * (2 + len(names)) + 1), budget=budget,
-                what=f"ntk(method={method!r})", symmetric=symmetric,
+                names=names,
+                out_dim=n_out,
+                row_bytes=_layerwise.row_bytes(layers, n_out, itemsize),
+                tile_bytes_per_pair=itemsize * (n_out * n_out * (2 + len(names)) + 1),
+                budget=budget,
+                what=f"ntk(method={method!r})",
+                symmetric=symmetric,
             )
             return {n: _reduce(k, output, n_out) for n, k in kernels.items()}
-    forward = partial(_forward, output_fn=output_fn)
+    forward = partial(forward_rows, output_fn=output_fn)
     if method in ("auto", "layerwise"):
         engine = Engine(model, forward, n_out, sum_outputs=output == "sum", block=_block(x1, x2))
         if verdict.uncovered is None:
@@ -338,14 +296,22 @@ def _compute(
         feats, pair = verdict.sizes  # type: ignore[misc]
         out_dim = 1 if output in ("trace", "sum") else n_out
         kernels = tiled_kernel(
-            x1, x2, features1=engine.features, features2=engine.features,
+            x1,
+            x2,
+            features1=engine.features,
+            features2=engine.features,
             tile=partial(engine.tiles, names=names, trace=output == "trace", per_layer=per_layer),
-            names=names, out_dim=out_dim, row_bytes=3 * feats, budget=budget,
+            names=names,
+            out_dim=out_dim,
+            row_bytes=3 * feats,
+            budget=budget,
             tile_bytes_per_pair=pair + itemsize * (out_dim * out_dim * (2 + len(names)) + 1),
-            what=f"ntk(method={method!r})", symmetric=symmetric, dtype=dtype,
+            what=f"ntk(method={method!r})",
+            symmetric=symmetric,
+            dtype=dtype,
         )
         return {n: _reduce(k, output, n_out) for n, k in kernels.items()}
-    fm = _autodiff.FunctionalModel(model, partial(_rows, output_fn=output_fn))
+    fm = _autodiff.FunctionalModel(model, partial(output_rows, output_fn=output_fn))
     # the per-sample Jacobian (and jacrev's intermediates) dominate a row's memory
     row = 3 * n_out * fm.n_params() * itemsize
     if method == "jacobian":
@@ -353,12 +319,20 @@ def _compute(
         tile = partial(_autodiff.jacobian_tiles, per_layer=per_layer)
     else:
         feats_fn = partial(_autodiff.vjp_features, fm)
-        tile = lambda xb, cols: _autodiff.ntvp_tiles(fm, xb, cols, per_layer=per_layer)  # noqa: E731
+        tile = partial(_autodiff.ntvp_tiles, fm, per_layer=per_layer)
     kernels = tiled_kernel(
-        x1, x2,
+        x1,
+        x2,
         features1=(lambda xb: xb) if method == "ntvp" else feats_fn,
-        features2=feats_fn, tile=tile, names=names, out_dim=n_out, row_bytes=row,
-        tile_bytes_per_pair=itemsize * (n_out * n_out * (2 + len(names)) + 1), budget=budget,
-        what=f"ntk(method={method!r})", symmetric=symmetric and method != "ntvp", dtype=dtype,
+        features2=feats_fn,
+        tile=tile,
+        names=names,
+        out_dim=n_out,
+        row_bytes=row,
+        tile_bytes_per_pair=itemsize * (n_out * n_out * (2 + len(names)) + 1),
+        budget=budget,
+        what=f"ntk(method={method!r})",
+        symmetric=symmetric and method != "ntvp",
+        dtype=dtype,
     )
     return {n: _reduce(k, output, n_out) for n, k in kernels.items()}

@@ -26,14 +26,22 @@ samples and across seeds (neither ``seed + s`` collisions nor overlapping stream
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_batch, check_choice, check_finite_result, check_positive_int, check_seed
+from ntkcheck._support.seeding import torch_generator
+from ntkcheck._support.validation import (
+    check_batch,
+    check_bool,
+    check_choice,
+    check_finite_result,
+    check_positive_int,
+    check_same_rows,
+    check_seed,
+)
 from ntkcheck.kernels.empirical import METHODS, ntk
 
 __all__ = ["MonteCarloKernel", "monte_carlo_nngp", "monte_carlo_ntk", "sample_generator"]
@@ -63,8 +71,7 @@ def sample_generator(seed: int, index: int) -> torch.Generator:
     """
     seed = check_seed(seed, "seed")
     index = check_positive_int(index, "index", minimum=0)
-    word = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(word))
+    return torch_generator(seed, index)
 
 
 class _Welford:
@@ -85,6 +92,7 @@ class _Welford:
                 f"factory: the kernel of sample {index} has shape {tuple(sample.shape)}, but the earlier samples' "
                 f"have {tuple(self.mean.shape)}: every network factory returns must have the same number of outputs"
             )
+        assert self.m2 is not None
         self.count += 1
         delta = sample - self.mean
         self.mean += delta / self.count
@@ -96,25 +104,19 @@ class _Welford:
         return MonteCarloKernel(check_finite_result(self.mean.to(dtype), what), se.to(dtype), self.count)
 
 
-def _check_common(factory: object, x1: object, x2: object, n_samples: object, seed: object,
-                  progress: object) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
+def _check_common(
+    factory: object, x1: object, x2: object, n_samples: object, seed: object, progress: object
+) -> tuple[torch.Tensor, torch.Tensor | None, int, int]:
     if isinstance(factory, nn.Module) or not callable(factory):
         hint = " (a network, not a function building one from a generator)" if isinstance(factory, nn.Module) else ""
         raise TypeError(f"factory must be a callable generator -> nn.Module, got {type(factory).__name__}{hint}")
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int):
-        raise TypeError(f"n_samples must be an int >= 2, got {type(n_samples).__name__} {n_samples!r}")
-    if n_samples < 2:
-        raise ValueError(f"n_samples must be an int >= 2 (the standard error needs a sample variance), "
-                         f"got {n_samples}")
+    n_samples = check_positive_int(n_samples, "n_samples", minimum=2)  # the standard error needs a sample variance
     seed = check_seed(seed, "seed")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    check_bool(progress, "progress")
     x1 = check_batch(x1, "x1")
     if x2 is not None:
         x2 = check_batch(x2, "x2")
-        if x2.shape[1:] != x1.shape[1:] or x2.dtype != x1.dtype or x2.device != x1.device:
-            raise ValueError(f"x2 must have x1's row shape {tuple(x1.shape[1:])}, dtype {x1.dtype} and device "
-                             f"{x1.device}, got {tuple(x2.shape[1:])}, {x2.dtype}, {x2.device}")
+        check_same_rows(x1, x2)
     return x1, x2, n_samples, seed
 
 
@@ -125,12 +127,13 @@ def _network(factory: Factory, seed: int, index: int) -> nn.Module:
     return model
 
 
-def _samples(n_samples: int, progress: bool, desc: str) -> range:
+def _samples(n_samples: int, progress: bool, desc: str) -> Iterable[int]:
     if not progress:
         return range(n_samples)
-    from tqdm import tqdm  # noqa: PLC0415
+    from tqdm import tqdm
 
-    return tqdm(range(n_samples), desc=desc, unit="net", leave=False)  # type: ignore[return-value]
+    bar: Iterable[int] = tqdm(range(n_samples), desc=desc, unit="net", leave=False)
+    return bar
 
 
 def monte_carlo_ntk(
@@ -183,7 +186,7 @@ def monte_carlo_ntk(
         if output == "trace":
             k = k / _outputs(model, x1[:1], s).shape[1]  # sum_o Theta_oo / O
         del model
-        acc.add(k, s)  # type: ignore[arg-type]
+        acc.add(k, s)
     return acc.result(x1.dtype, "monte_carlo_ntk")
 
 
@@ -192,8 +195,9 @@ def _outputs(model: nn.Module, x: torch.Tensor, index: int) -> torch.Tensor:
         f = model(x)
     if not isinstance(f, torch.Tensor) or f.ndim == 0 or f.shape[0] != x.shape[0]:
         shape = tuple(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
-        raise ValueError(f"factory: network {index} must map (N, ...) inputs to outputs (N, ...) with N = "
-                         f"{x.shape[0]}, got {shape}")
+        raise ValueError(
+            f"factory: network {index} must map (N, ...) inputs to outputs (N, ...) with N = {x.shape[0]}, got {shape}"
+        )
     return f.reshape(x.shape[0], -1)
 
 

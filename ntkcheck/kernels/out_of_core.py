@@ -1,6 +1,6 @@
 """Kernels larger than memory: written tile by tile to a ``.npy`` file, resumable after an interruption.
 
-:func:`ntk_to_file` computes the tiles of :mod:`ntkcheck.kernels.distributed` (a tile is
+:func:`ntk_to_file` computes the tiles of :mod:`ntkcheck.kernels.tile_grid` (a tile is
 ``ntk(model, x1[rows], x2[cols])``; the symmetric kernel computes the tiles on and
 above the diagonal and writes each one's mirror too) and writes them into a ``.npy``
 file opened with ``numpy.lib.format.open_memmap``, so the kernel never has to fit in
@@ -25,7 +25,7 @@ with the same bytes as an uninterrupted one.  When every tile is recorded,
 
 Under a process group (``process_group``, or the default group of an initialised
 ``torch.distributed`` with more than one rank) every rank writes its own tiles
-(the assignment rule of :mod:`ntkcheck.kernels.distributed`, over the tiles not yet recorded)
+(the assignment rule of :mod:`ntkcheck.kernels.tile_grid`, over the tiles not yet recorded)
 into the same files, which must lie on a file system all ranks share.
 """
 
@@ -47,25 +47,23 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from ntkcheck._support.validation import check_positive_int
-from ntkcheck.kernels._tiling import KernelMemoryError, default_budget, gib
-from ntkcheck.kernels.distributed import (
+from ntkcheck._support.validation import check_bool, check_module, check_positive_int
+from ntkcheck.errors import KernelMemoryError
+from ntkcheck.kernels._tiling import default_budget, gib
+from ntkcheck.kernels.rank_agreement import (
     Group,
     agree_no_error,
-    assign,
     check_same_on_every_rank,
-    compute_tile,
     describe_fn,
-    kernel_options,
     layout_on_every_rank,
-    mirror,
     model_digest,
     resolve_group,
     tensor_digest,
-    tile_grid,
 )
+from ntkcheck.kernels.tile_grid import Tile, assign, compute_tile, kernel_options, mirror, tile_grid
+from ntkcheck.kernels.tile_record import finish_files, prepare_files, sidecar_paths
 
-__all__ = ["KernelFile", "ntk_to_file", "plan_tile", "sidecar_paths"]
+__all__ = ["KernelFile", "ntk_to_file", "plan_tile"]
 
 RECORD_FORMAT = 1
 """Version of the ``.tiles.json`` record; a record of another version is not resumed."""
@@ -90,12 +88,6 @@ class KernelFile:
     done_before: int
     computed: int
     seconds: float
-
-
-def sidecar_paths(path: str | os.PathLike[str]) -> tuple[Path, Path, Path]:
-    """The files of a run writing ``path``: the kernel being written, the record, the tile bitmap."""
-    p = Path(path)
-    return p.with_name(p.name + ".partial"), p.with_name(p.name + ".tiles.json"), p.with_name(p.name + ".tiles.npy")
 
 
 def plan_tile(n1: int, n2: int, pair_bytes: int, budget: int, fixed_bytes: int) -> tuple[int, int]:
@@ -150,112 +142,6 @@ def _group(process_group: Any) -> Group | None:
     return None
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text[:12] + "..." if len(text) == 64 and all(c in "0123456789abcdef" for c in text) else text
-
-
-def _compare(record: dict[str, Any], wanted: dict[str, Any], files: tuple[Path, Path, Path], path: Path) -> None:
-    """Raise ValueError naming every field (bar the tile side) in which ``record`` differs from ``wanted``."""
-    names = {"model": "model (parameters, buffers, requires_grad, train/eval modes)", "x1": "x1 (values)",
-             "x2": "x2 (values)"}
-    diffs = [f"{names.get(k, k)}: recorded {_short(record.get(k))}, now {_short(v)}"
-             for k, v in wanted.items() if k != "tile" and record.get(k) != v]
-    if diffs:
-        raise ValueError(
-            f"cannot resume writing {path}: the record {files[1]} of an interrupted run was made with other arguments "
-            f"({'; '.join(diffs)}). Rerun with the recorded arguments to resume it, or delete {files[0]}, {files[1]} "
-            f"and {files[2]} to start afresh"
-        )
-
-
-def _readable(p: Path, shape: tuple[int, ...], dtype: Any) -> bool:
-    try:
-        m = np.load(p, mmap_mode="r")
-    except (OSError, ValueError):
-        return False
-    ok = m.shape == shape and m.dtype == np.dtype(dtype)
-    del m
-    return ok
-
-
-def _prepare(path: Path, wanted: dict[str, Any], tile_fits: Callable[[int], bool], explicit_tile: bool) -> None:
-    """Rank 0: keep a matching record (checking the tile side it holds), or create fresh files and record."""
-    files = partial, record_p, bits_p = sidecar_paths(path)
-    shape, n_tiles = tuple(wanted["shape"]), wanted["tiles"]
-    if record_p.exists():
-        try:
-            record = json.loads(record_p.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot resume writing {path}: its record {record_p} cannot be read ({exc}); delete "
-                             f"{partial}, {record_p} and {bits_p} to start afresh") from exc
-        if not isinstance(record, dict):
-            raise ValueError(f"cannot resume writing {path}: its record {record_p} is not a JSON object; delete "
-                             f"{partial}, {record_p} and {bits_p} to start afresh")
-        if record.get("tile") != wanted["tile"]:
-            if explicit_tile:
-                raise ValueError(f"cannot resume writing {path}: its record {record_p} has tiles of "
-                                 f"{record.get('tile')} rows, the call asks for tile={wanted['tile']}; pass "
-                                 f"tile={record.get('tile')} to resume, or delete {partial}, {record_p} and {bits_p}")
-            side = record.get("tile")
-            if not isinstance(side, int) or side < 1 or not tile_fits(side):
-                raise ValueError(f"cannot resume writing {path}: its record {record_p} has tiles of {side} rows, "
-                                 "which do not fit in this call's memory_budget; raise it, or delete "
-                                 f"{partial}, {record_p} and {bits_p} to start afresh")
-            n1, n2 = shape[:2]
-            wanted = {**wanted, "tile": side, "tiles": len(tile_grid(n1, n2, side, wanted["symmetric"]))}
-        _compare(record, wanted, files, path)
-        if _readable(partial, shape, wanted["dtype"]) and _readable(bits_p, (wanted["tiles"],), np.uint8):
-            return
-        # the record outlived its data (an interruption right after the rename of a finished run): start afresh
-    for p in (record_p, bits_p, partial):  # the record first: no record may point at files being replaced
-        p.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.lib.format.open_memmap(partial, mode="w+", dtype=wanted["dtype"], shape=shape)
-    data.flush()
-    del data
-    bits = np.lib.format.open_memmap(bits_p, mode="w+", dtype=np.uint8, shape=(n_tiles,))
-    bits.flush()
-    del bits
-    _write_json_atomic(record_p, wanted)
-
-
-def _finish(path: Path, n_tiles: int) -> None:
-    """Rank 0: check every tile is recorded, put the kernel in place, remove the sidecars."""
-    partial, record_p, bits_p = sidecar_paths(path)
-    bits = np.load(bits_p, mmap_mode="r")
-    missing = int(n_tiles - np.count_nonzero(bits))
-    del bits
-    if missing:
-        raise RuntimeError(f"ntk_to_file: {missing} of {n_tiles} tiles of {path} are not recorded after every rank "
-                           "finished; rerun the same call to compute them")
-    os.replace(partial, path)
-    _fsync_dir(path.parent)
-    record_p.unlink()
-    bits_p.unlink()
-
-
 def ntk_to_file(
     model: nn.Module,
     x1: torch.Tensor,
@@ -293,96 +179,190 @@ def ntk_to_file(
         A :class:`KernelFile` (every rank gets one; ``computed`` counts this rank's tiles).
     """
     start = time.perf_counter()
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    options = kernel_options(method, output, output_fn, None)
+    options = _check_call(model, method, output, output_fn, tile, memory_budget, progress)
     path = _check_path(path)
+    group = _group(process_group)
+    rank, world = (group.rank, group.world) if group else (0, 1)
+    trailing, dtype = layout_on_every_rank(group, model, x1, x2, options, "ntk_to_file")
+    plan = _plan(model, x1, x2, trailing, dtype, memory_budget, tile)
+    symmetric = x2 is None
+    n1, n2 = plan.shape[0], plan.shape[1]
+    wanted: dict[str, Any] = {
+        "format": RECORD_FORMAT,
+        "shape": list(plan.shape),
+        "dtype": plan.dtype,
+        "symmetric": symmetric,
+        "tile": plan.side,
+        "tiles": len(tile_grid(n1, n2, plan.side, symmetric)),
+        "method": method,
+        "output": output,
+        "output_fn": describe_fn(output_fn),
+        "model": model_digest(model),
+        "x1": tensor_digest(x1),
+        "x2": tensor_digest(x2),
+    }
+    if group:
+        settings = repr((str(path.resolve()), tile, memory_budget, method, output, describe_fn(output_fn)))
+        check_same_on_every_rank(
+            group,
+            {
+                "model parameters": wanted["model"],
+                "x1": wanted["x1"],
+                "x2": wanted["x2"],
+                "settings": hashlib.sha256(settings.encode()).hexdigest(),
+            },
+        )
+    _on_rank0(rank, group, lambda: prepare_files(path, wanted, plan.tile_fits, explicit_tile=tile is not None))
+    side, data, bits, done = _open_files(path, rank, group)
+    tiles = tile_grid(n1, n2, side, symmetric)
+    todo = [t for t in tiles if not done[t.index]]
+    mine = assign(todo, world)[rank]
+    options["memory_budget"] = plan.ntk_budget(side) if memory_budget is not None or tile is None else None
+    bar = tqdm(
+        total=len(tiles) if world == 1 else len(mine),
+        initial=len(tiles) - len(todo) if world == 1 else 0,
+        desc=f"ntk tiles -> {path.name}" + (f" (rank 0 of {world})" if world > 1 else ""),
+        unit="tile",
+        disable=not progress or rank != 0,
+    )
+    computed = _write_tiles(model, x1, x2, mine, options, data, bits, bar, group)
+    _on_rank0(rank, group, lambda: finish_files(path, len(tiles)))
+    return KernelFile(
+        path, plan.shape, plan.dtype, side, len(tiles), len(tiles) - len(todo), computed, time.perf_counter() - start
+    )
+
+
+def _check_call(
+    model: object,
+    method: str,
+    output: str,
+    output_fn: Callable[[Any], torch.Tensor] | None,
+    tile: object,
+    memory_budget: object,
+    progress: object,
+) -> dict[str, Any]:
+    """Check the arguments of :func:`ntk_to_file` (the path aside); return every tile's ``ntk`` options."""
+    check_module(model, "model")
+    options = kernel_options(method, output, output_fn, None)
     if tile is not None:
         check_positive_int(tile, "tile")
     if memory_budget is not None:
         check_positive_int(memory_budget, "memory_budget")
-    if not isinstance(progress, bool):
-        raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
-    group = _group(process_group)
-    rank, world = (group.rank, group.world) if group else (0, 1)
-    trailing, dtype = layout_on_every_rank(group, model, x1, x2, options, "ntk_to_file")
+    check_bool(progress, "progress")
+    return options
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The kernel's shape and ``.npy`` dtype, the bytes of one entry, the budget and the tile side."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    pair_bytes: int
+    budget: int
+    fixed: int
+    side: int
+
+    def ntk_budget(self, side: int) -> int:
+        """The ``memory_budget`` of each tile's ``ntk`` call with tiles of ``side`` rows."""
+        return self.budget - self.fixed - side * side * self.pair_bytes
+
+    def tile_fits(self, side: int) -> bool:
+        """Whether a tile of ``side`` rows takes at most 1/TILE_SHARE of the budget left for tiles."""
+        return side * side * self.pair_bytes * TILE_SHARE <= self.budget - self.fixed
+
+
+def _plan(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    trailing: tuple[int, ...],
+    dtype: torch.dtype,
+    memory_budget: int | None,
+    tile: int | None,
+) -> _Plan:
     if dtype not in _NUMPY_DTYPES:
-        raise TypeError(f"the kernel's dtype {dtype} has no .npy equivalent: use a model of dtype float64, float32 "
-                        "or float16")
-    symmetric = x2 is None
+        raise TypeError(
+            f"the kernel's dtype {dtype} has no .npy equivalent: use a model of dtype float64, float32 or float16"
+        )
     n1, n2 = x1.shape[0], (x1 if x2 is None else x2).shape[0]
-    shape = (n1, n2, *trailing)
-    pair_bytes = math.prod(trailing) * np.dtype(_NUMPY_DTYPES[dtype]).itemsize
+    np_dtype = np.dtype(_NUMPY_DTYPES[dtype])
+    pair_bytes = math.prod(trailing) * np_dtype.itemsize
     budget = memory_budget if memory_budget is not None else default_budget(x1.device)
     fixed = _fixed_bytes(model, x1, x2)
+    side = plan_tile(n1, n2, pair_bytes, budget, fixed)[0] if tile is None else tile
+    plan = _Plan((n1, n2, *trailing), np_dtype.name, pair_bytes, budget, fixed, side)
+    if tile is not None and memory_budget is not None and not plan.tile_fits(side):
+        raise KernelMemoryError(
+            f"tile={tile} does not fit memory_budget {gib(budget)}: a tile's values take "
+            f"{gib(side * side * pair_bytes)}, more than 1/{TILE_SHARE} of the {gib(budget - fixed)} left after "
+            f"the inputs and the model; use a smaller tile or leave tile=None"
+        )
+    return plan
 
-    def ntk_budget(side: int) -> int:
-        return budget - fixed - side * side * pair_bytes
 
-    def tile_fits(side: int) -> bool:
-        return side * side * pair_bytes * TILE_SHARE <= budget - fixed
-
-    if tile is None:
-        side = plan_tile(n1, n2, pair_bytes, budget, fixed)[0]
-    else:
-        side = tile
-        if memory_budget is not None and not tile_fits(side):
-            raise KernelMemoryError(
-                f"tile={tile} does not fit memory_budget {gib(budget)}: a tile's values take "
-                f"{gib(side * side * pair_bytes)}, more than 1/{TILE_SHARE} of the {gib(budget - fixed)} left after "
-                f"the inputs and the model; use a smaller tile or leave tile=None"
-            )
-    wanted: dict[str, Any] = {
-        "format": RECORD_FORMAT, "shape": list(shape), "dtype": np.dtype(_NUMPY_DTYPES[dtype]).name,
-        "symmetric": symmetric, "tile": side, "tiles": len(tile_grid(n1, n2, side, symmetric)),
-        "method": method, "output": output, "output_fn": describe_fn(output_fn),
-        "model": model_digest(model), "x1": tensor_digest(x1), "x2": tensor_digest(x2),
-    }
+def _agree(group: Group | None, error: BaseException | None) -> None:
+    """Report ``error`` (this rank's, or None) on every rank of ``group``; without a group, raise it."""
     if group:
-        settings = repr((str(path.resolve()), tile, memory_budget, method, output, describe_fn(output_fn)))
-        check_same_on_every_rank(group, {"model parameters": wanted["model"], "x1": wanted["x1"],
-                                         "x2": wanted["x2"], "settings": hashlib.sha256(settings.encode()).hexdigest()})
-    partial, record_p, bits_p = sidecar_paths(path)
+        agree_no_error(group, error, "ntk_to_file")
+    elif error is not None:
+        raise error
 
+
+def _on_rank0(rank: int, group: Group | None, step: Callable[[], None]) -> None:
+    """Run ``step`` on rank 0, its error reported on every rank."""
     error: BaseException | None = None
     if rank == 0:
         try:
-            _prepare(path, wanted, tile_fits, explicit_tile=tile is not None)
+            step()
         except Exception as exc:  # reported on every rank
+            if not group:
+                raise
             error = exc
-    if group:
-        agree_no_error(group, error, "ntk_to_file")
-    elif error is not None:
-        raise error
+    _agree(group, error)
 
+
+def _open_files(path: Path, rank: int, group: Group | None) -> tuple[int, np.memmap, np.memmap, np.ndarray]:
+    """The recorded tile side, the kernel being written and the tile bitmap (both memory-mapped, writable), and
+    a copy of the bitmap read before any rank adds to it."""
+    partial, record_p, bits_p = sidecar_paths(path)
+    error: BaseException | None = None
+    opened: tuple[int, np.memmap, np.memmap, np.ndarray] | None = None
     try:
         side = int(json.loads(record_p.read_text())["tile"])
-        data = np.lib.format.open_memmap(partial, mode="r+")
         bits = np.lib.format.open_memmap(bits_p, mode="r+")
-        done = bits.copy()
+        opened = side, np.lib.format.open_memmap(partial, mode="r+"), bits, bits.copy()
     except (OSError, ValueError, KeyError) as exc:
-        error = FileNotFoundError(f"ntk_to_file on rank {rank}: cannot open the files rank 0 prepared for {path} "
-                                  f"({exc}); every rank must see the same file system")
+        error = FileNotFoundError(
+            f"ntk_to_file on rank {rank}: cannot open the files rank 0 prepared for {path} "
+            f"({exc}); every rank must see the same file system"
+        )
     # every rank has read the record of finished tiles before any rank adds to it
-    if group:
-        agree_no_error(group, error, "ntk_to_file")
-    elif error is not None:
-        raise error
-    tiles = tile_grid(n1, n2, side, symmetric)
-    todo = [t for t in tiles if not done[t.index]]
-    done_before = len(tiles) - len(todo)
-    mine = assign(todo, world)[rank]
-    options["memory_budget"] = ntk_budget(side) if memory_budget is not None or tile is None else None
+    _agree(group, error)
+    assert opened is not None
+    return opened
+
+
+def _write_tiles(
+    model: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor | None,
+    mine: list[Tile],
+    options: dict[str, Any],
+    data: np.memmap,
+    bits: np.memmap,
+    bar: tqdm,
+    group: Group | None,
+) -> int:
+    """Compute this rank's tiles and record each once its values are on disk; the number computed."""
     computed = 0
-    bar = tqdm(total=len(tiles) if world == 1 else len(mine), initial=done_before if world == 1 else 0,
-               desc=f"ntk tiles -> {path.name}" + (f" (rank 0 of {world})" if world > 1 else ""), unit="tile",
-               disable=not progress or rank != 0)
+    error: BaseException | None = None
     try:
         for t in mine:
             value = compute_tile(model, x1, x2, t, options).detach().to("cpu").numpy()
-            data[t.r0:t.r1, t.c0:t.c1] = value
+            data[t.r0 : t.r1, t.c0 : t.c1] = value
             if t.mirrored:
-                data[t.c0:t.c1, t.r0:t.r1] = mirror(value)
+                data[t.c0 : t.c1, t.r0 : t.r1] = mirror(value)
             data.flush()  # the values reach the file before the tile is recorded
             bits[t.index] = 1
             bits.flush()
@@ -397,14 +377,4 @@ def ntk_to_file(
         del data, bits
     if group:
         agree_no_error(group, error, "ntk_to_file")
-    if rank == 0:
-        try:
-            _finish(path, len(tiles))
-        except Exception as exc:
-            if not group:
-                raise
-            error = exc
-    if group:
-        agree_no_error(group, error, "ntk_to_file")
-    return KernelFile(path, shape, wanted["dtype"], side, len(tiles), done_before, computed,
-                      time.perf_counter() - start)
+    return computed

@@ -1,6 +1,6 @@
 """Spectral estimates of kernels given as operators, dense tensors or file-backed arrays.
 
-Every function takes any kernel :func:`ntkcheck.kernels.operator.as_kernel_operator` accepts: an
+Every function takes any kernel :func:`ntkcheck.kernels.kernel_operator.as_kernel_operator` accepts: an
 :class:`~ntkcheck.kernels.operator.NTKOperator` (:func:`ntkcheck.kernels.operator.ntk_operator`, the NTK never
 formed), a dense torch tensor (N, N) or (n, n, O, O), a numpy array or ``np.memmap``
 (``np.load(path, mmap_mode="r")``, read in row blocks), or a square scipy ``LinearOperator``.
@@ -21,7 +21,7 @@ Random start vectors and probes come from ``seed``.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,7 +29,7 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 
 from ntkcheck._support.validation import check_positive_int, check_seed
 from ntkcheck.errors import SpectralConvergenceError
-from ntkcheck.kernels.operator import KernelOperator, as_kernel_operator
+from ntkcheck.kernels.kernel_operator import KernelOperator, as_kernel_operator
 
 __all__ = [
     "ConditionEstimate",
@@ -47,7 +47,8 @@ PROBE_BLOCK = 32
 """Hutchinson probes applied per kernel product."""
 
 
-class Eigenpairs(NamedTuple):
+@dataclass(frozen=True)
+class Eigenpairs:
     """The k largest eigenpairs, largest first, float64 on the CPU.
 
     ``residuals[j] = ||K v_j - lambda_j v_j|| / |lambda_j|`` (unit ``v_j``), measured after
@@ -59,7 +60,8 @@ class Eigenpairs(NamedTuple):
     residuals: torch.Tensor  # (k,)
 
 
-class TraceEstimate(NamedTuple):
+@dataclass(frozen=True)
+class TraceEstimate:
     """Hutchinson's estimate of ``trace(K)``, its standard error and the number of probes."""
 
     estimate: float
@@ -67,7 +69,8 @@ class TraceEstimate(NamedTuple):
     n_probes: int
 
 
-class ConditionEstimate(NamedTuple):
+@dataclass(frozen=True)
+class ConditionEstimate:
     """Extreme eigenvalues and ``lambda_max / lambda_min`` of a kernel (see :func:`condition_estimate`)."""
 
     lambda_max: float
@@ -96,10 +99,12 @@ def _v0(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(n)
 
 
-def _eigsh(A: LinearOperator, k: int, *, tol: float, max_iter: int | None, ncv: int | None, seed: int,
-           what: str) -> tuple[np.ndarray, np.ndarray]:
+def _eigsh(
+    A: LinearOperator, k: int, *, tol: float, max_iter: int | None, ncv: int | None, seed: int, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     try:
-        return eigsh(A, k=k, which="LA", tol=tol, maxiter=max_iter, ncv=ncv, v0=_v0(A.shape[0], seed))
+        values, vectors = eigsh(A, k=k, which="LA", tol=tol, maxiter=max_iter, ncv=ncv, v0=_v0(A.shape[0], seed))
+        return np.asarray(values), np.asarray(vectors)
     except ArpackNoConvergence as err:
         got = len(err.eigenvalues)
         raise SpectralConvergenceError(
@@ -191,7 +196,7 @@ class _Shifted(LinearOperator):
         self.op, self.shift = op, shift
 
     def _matvec(self, x: np.ndarray) -> np.ndarray:
-        return self.shift * np.asarray(x).reshape(-1) - self.op.matvec(np.asarray(x).reshape(-1))
+        return np.asarray(self.shift * np.asarray(x).reshape(-1) - self.op.matvec(np.asarray(x).reshape(-1)))
 
     def _rmatvec(self, x: np.ndarray) -> np.ndarray:
         return self._matvec(x)
@@ -243,9 +248,16 @@ def condition_estimate(
         hi = float(hi_np[0])
         if not hi > 0:
             raise ValueError(f"kernel must have a positive eigenvalue, got lambda_max = {hi:.3e}")
-        _, v = _eigsh(_Shifted(op, hi), 1, tol=tol, max_iter=max_iter, ncv=nc, seed=seed + 1,
-                      what="condition_estimate (lambda_min, Lanczos on lambda_max I - K)")
-        v = torch.from_numpy(v[:, 0] / np.linalg.norm(v[:, 0]))
+        _, v_np = _eigsh(
+            _Shifted(op, hi),
+            1,
+            tol=tol,
+            max_iter=max_iter,
+            ncv=nc,
+            seed=seed + 1,
+            what="condition_estimate (lambda_min, Lanczos on lambda_max I - K)",
+        )
+        v = torch.from_numpy(v_np[:, 0] / np.linalg.norm(v_np[:, 0]))
         Kv = op.apply(v.to(op.device, op.torch_dtype)).to("cpu", torch.float64)
         theta = float(v @ Kv)
         r = float((Kv - theta * v).norm())

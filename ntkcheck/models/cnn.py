@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from ntkcheck._support.validation import check_choice, check_int_sequence, check_positive_int
-from ntkcheck.models._layers import ACTIVATIONS, Family, LayerFactory, int_tuple
+from ntkcheck.models.family import Family, LayerFactory
+from ntkcheck.models.layers import ACTIVATIONS, Conv1d, Conv2d, int_tuple
 
 READOUTS = ("gap", "flatten")
 
@@ -18,6 +19,7 @@ READOUTS = ("gap", "flatten")
 def _output_size(convs: nn.ModuleList, size: tuple[int, ...]) -> tuple[int, ...] | None:
     """The spatial size after ``convs`` for inputs of spatial ``size``; None if some layer's output is empty."""
     for conv in convs:
+        assert isinstance(conv, (Conv1d, Conv2d))
         size = conv.output_size(size)
         if min(size) < 1:
             return None
@@ -44,9 +46,9 @@ class CNN(Family):
         dims: spatial dimensions, 2 (images, Conv2d) or 1 (sequences, Conv1d).
         head_width: ``None`` for a ``Linear`` head, else the width of a
             ``Linear -> activation -> Linear`` head (what :func:`~ntkcheck.double_last_layer` doubles).
-        activation, bias, parametrization, weight_std, bias_std, init, generator,
-        dtype, device: as for :class:`~ntkcheck.MLP`; the convolutions' fan-in is
-        ``in_channels * kh * kw`` (``in_channels * k`` for sequences).
+        activation, bias, parametrization, weight_std, bias_std, init, generator, dtype, device: as for
+            :class:`~ntkcheck.MLP`; the convolutions' fan-in is ``in_channels * kh * kw``
+            (``in_channels * k`` for sequences).
 
     ``model.convs`` holds the convolutions, ``model.head`` the head.
     ``forward`` maps (N, C, H, W) (or (N, C, L)) to (N, out_features).
@@ -91,13 +93,31 @@ class CNN(Family):
         if readout == "flatten" and size is None:
             raise ValueError("image_size must be given for readout='flatten' (the head's fan-in depends on it)")
         self.head_width = None if head_width is None else check_positive_int(head_width, "head_width")
-        make = LayerFactory(activation=activation, bias=bias, parametrization=parametrization,
-                            weight_std=weight_std, bias_std=bias_std, init=init, generator=generator,
-                            dtype=dtype, device=device)
-        self.arch = dict(in_channels=in_channels, channels=list(self.channels), out_features=out_features,
-                         kernel_size=kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         readout=readout, image_size=image_size, dims=dims, head_width=head_width,
-                         **make.common())
+        make = LayerFactory(
+            activation=activation,
+            bias=bias,
+            parametrization=parametrization,
+            weight_std=weight_std,
+            bias_std=bias_std,
+            init=init,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
+        self.arch = dict(
+            in_channels=in_channels,
+            channels=list(self.channels),
+            out_features=out_features,
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            readout=readout,
+            image_size=image_size,
+            dims=dims,
+            head_width=head_width,
+            **make.common(),
+        )
         self.activation = make.activation
         sizes = (self.in_channels, *self.channels)
         self.convs = nn.ModuleList(
@@ -124,4 +144,5 @@ class CNN(Family):
         for conv in self.convs:
             h = self._phi(conv(h))
         h = h.mean(dim=tuple(range(2, h.ndim))) if self.readout == "gap" else h.flatten(1)
-        return self.head(h)
+        out: torch.Tensor = self.head(h)
+        return out

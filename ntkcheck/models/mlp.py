@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ntkcheck._support.validation import (
+    check_bool,
     check_choice,
     check_device,
     check_dtype,
@@ -35,7 +36,8 @@ from ntkcheck._support.validation import (
     check_nonnegative_float,
     check_positive_int,
 )
-from ntkcheck.models._layers import ACTIVATIONS, INITS, PARAMETRIZATIONS, Linear
+from ntkcheck.models.family import INITS, PARAMETRIZATIONS
+from ntkcheck.models.layers import ACTIVATIONS, Linear
 
 
 class MLP(nn.Module):
@@ -83,8 +85,7 @@ class MLP(nn.Module):
         self.widths = check_int_sequence(widths, "widths")
         self.out_features = check_positive_int(out_features, "out_features")
         self.activation = check_choice(activation, "activation", list(ACTIVATIONS))
-        if not isinstance(bias, bool):
-            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        check_bool(bias, "bias")
         self.parametrization = check_choice(parametrization, "parametrization", PARAMETRIZATIONS)
         self.weight_std = check_nonnegative_float(weight_std, "weight_std")
         self.bias_std = check_nonnegative_float(bias_std, "bias_std")
@@ -134,9 +135,10 @@ class MLP(nn.Module):
             raise ValueError(f"x must have shape (N, {self.in_features}), got {tuple(x.shape)}")
         for layer in self.layers[:-1]:
             x = self._phi(layer(x))
-        return self.layers[-1](x)
+        out: torch.Tensor = self.layers[-1](x)
+        return out
 
-    def reinitialized(self, generator: torch.Generator | None = None) -> "MLP":
+    def reinitialized(self, generator: torch.Generator | None = None) -> MLP:
         """A copy with every parameter drawn afresh from this network's init distribution."""
         p = next(self.parameters())
         return MLP(

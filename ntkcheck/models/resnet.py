@@ -7,8 +7,9 @@ import math
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_choice, check_nonnegative_float, check_positive_int
-from ntkcheck.models._layers import ACTIVATIONS, Family, LayerFactory, LayerNorm, int_tuple
+from ntkcheck._support.validation import check_bool, check_choice, check_nonnegative_float, check_positive_int
+from ntkcheck.models.family import Family, LayerFactory
+from ntkcheck.models.layers import ACTIVATIONS, LayerNorm, int_tuple
 
 NORM_PLACEMENTS = ("pre", "post")
 
@@ -16,8 +17,10 @@ NORM_PLACEMENTS = ("pre", "post")
 def channel_norm(norm: LayerNorm, h: torch.Tensor) -> torch.Tensor:
     """``norm`` over the channel axis (dim 1) of ``h``: features (N, C), or each position of (N, C, *spatial)."""
     if h.ndim == 2:
-        return norm(h)
-    return norm(h.movedim(1, -1)).movedim(-1, 1)
+        out: torch.Tensor = norm(h)
+        return out
+    moved: torch.Tensor = norm(h.movedim(1, -1)).movedim(-1, 1)
+    return moved
 
 
 class ResidualBlock(nn.Module):
@@ -28,8 +31,17 @@ class ResidualBlock(nn.Module):
     ``norm(h + scale * branch(h))`` (then the activation if ``post_activation``).
     """
 
-    def __init__(self, first: nn.Module, second: nn.Module, *, scale: float, activation: str,
-                 post_activation: bool, norm: LayerNorm | None = None, norm_position: str = "pre") -> None:
+    def __init__(
+        self,
+        first: nn.Module,
+        second: nn.Module,
+        *,
+        scale: float,
+        activation: str,
+        post_activation: bool,
+        norm: LayerNorm | None = None,
+        norm_position: str = "pre",
+    ) -> None:
         super().__init__()
         self.first, self.second = first, second
         self.scale = scale
@@ -39,10 +51,12 @@ class ResidualBlock(nn.Module):
         self._phi = ACTIVATIONS[activation]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        pre = self.norm is not None and self.norm_position == "pre"
-        h = h + self.scale * self.second(self._phi(self.first(channel_norm(self.norm, h) if pre else h)))
-        if self.norm is not None and not pre:
-            h = channel_norm(self.norm, h)
+        norm = self.norm
+        pre = norm is not None and self.norm_position == "pre"
+        inner = channel_norm(norm, h) if norm is not None and pre else h
+        h = h + self.scale * self.second(self._phi(self.first(inner)))
+        if norm is not None and not pre:
+            h = channel_norm(norm, h)
         return self._phi(h) if self.post_activation else h
 
 
@@ -88,8 +102,8 @@ class ResNet(Family):
         post_activation: apply the activation after each sum.
         head_width: ``None`` for a ``Linear`` head, else the width of a
             ``Linear -> activation -> Linear`` head (what :func:`~ntkcheck.double_last_layer` doubles).
-        activation, bias, parametrization, weight_std, bias_std, init, generator,
-        dtype, device: as for :class:`~ntkcheck.MLP`.
+        activation, bias, parametrization, weight_std, bias_std, init, generator, dtype, device: as for
+            :class:`~ntkcheck.MLP`.
 
     ``forward`` maps (N, *in_shape) to (N, out_features).
     """
@@ -124,26 +138,49 @@ class ResNet(Family):
         self.blocks = check_positive_int(blocks, "blocks")
         self.out_features = check_positive_int(out_features, "out_features")
         if (in_features is None) == (in_channels is None):
-            raise ValueError("exactly one of in_features (dense input) and in_channels (images) must be given, "
-                             f"got in_features={in_features!r}, in_channels={in_channels!r}")
-        self.branch_scale = (1.0 / math.sqrt(self.blocks) if branch_scale is None
-                             else check_nonnegative_float(branch_scale, "branch_scale"))
+            raise ValueError(
+                "exactly one of in_features (dense input) and in_channels (images) must be given, "
+                f"got in_features={in_features!r}, in_channels={in_channels!r}"
+            )
+        self.branch_scale = (
+            1.0 / math.sqrt(self.blocks)
+            if branch_scale is None
+            else check_nonnegative_float(branch_scale, "branch_scale")
+        )
         if dims not in (1, 2) or isinstance(dims, bool):
             raise ValueError(f"dims must be 1 (sequences, Conv1d) or 2 (images, Conv2d), got {dims!r}")
         if norm is not None:
             check_choice(norm, "norm", NORM_PLACEMENTS)
         self.norm = norm
-        if not isinstance(post_activation, bool):
-            raise TypeError(f"post_activation must be a bool, got {type(post_activation).__name__}")
+        check_bool(post_activation, "post_activation")
         self.head_width = None if head_width is None else check_positive_int(head_width, "head_width")
-        make = LayerFactory(activation=activation, bias=bias, parametrization=parametrization,
-                            weight_std=weight_std, bias_std=bias_std, init=init, generator=generator,
-                            dtype=dtype, device=device)
+        make = LayerFactory(
+            activation=activation,
+            bias=bias,
+            parametrization=parametrization,
+            weight_std=weight_std,
+            bias_std=bias_std,
+            init=init,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
         self.activation = make.activation
-        self.arch = dict(width=width, blocks=blocks, out_features=out_features, in_features=in_features,
-                         in_channels=in_channels, kernel_size=kernel_size, image_size=image_size, dims=dims,
-                         norm=norm, branch_scale=branch_scale, post_activation=post_activation, head_width=head_width,
-                         **make.common())
+        self.arch = dict(
+            width=width,
+            blocks=blocks,
+            out_features=out_features,
+            in_features=in_features,
+            in_channels=in_channels,
+            kernel_size=kernel_size,
+            image_size=image_size,
+            dims=dims,
+            norm=norm,
+            branch_scale=branch_scale,
+            post_activation=post_activation,
+            head_width=head_width,
+            **make.common(),
+        )
         self.convolutional = in_channels is not None
         if self.convolutional:
             self.in_channels = check_positive_int(in_channels, "in_channels")
@@ -163,11 +200,18 @@ class ResNet(Family):
 
             def layer(fan_in: int) -> nn.Module:
                 return make.linear(fan_in, self.width)
+
         self.stem = layer(self.in_shape[0])  # type: ignore[arg-type]
         self.residual = nn.ModuleList(
-            ResidualBlock(layer(self.width), layer(self.width), scale=self.branch_scale,
-                          activation=self.activation, post_activation=post_activation,
-                          norm=None if norm is None else make.layer_norm(self.width), norm_position=norm or "pre")
+            ResidualBlock(
+                layer(self.width),
+                layer(self.width),
+                scale=self.branch_scale,
+                activation=self.activation,
+                post_activation=post_activation,
+                norm=None if norm is None else make.layer_norm(self.width),
+                norm_position=norm or "pre",
+            )
             for _ in range(self.blocks)
         )
         self.final_norm = make.layer_norm(self.width) if norm == "pre" else None
@@ -181,4 +225,5 @@ class ResNet(Family):
             h = channel_norm(self.final_norm, h)
         if self.convolutional:
             h = h.mean(dim=tuple(range(2, h.ndim)))
-        return self.head(h)
+        out: torch.Tensor = self.head(h)
+        return out

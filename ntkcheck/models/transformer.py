@@ -6,14 +6,8 @@ import torch
 from torch import nn
 
 from ntkcheck._support.validation import check_choice, check_positive_int
-from ntkcheck.models._layers import (
-    ACTIVATIONS,
-    Family,
-    LayerFactory,
-    LayerNorm,
-    Linear,
-    SelfAttention,
-)
+from ntkcheck.models.family import Family, LayerFactory
+from ntkcheck.models.layers import ACTIVATIONS, Embedding, LayerNorm, Linear, SelfAttention
 
 POSITIONALS = ("learned", "none")
 NORMS = ("pre", "post")
@@ -27,22 +21,33 @@ class TransformerBlock(nn.Module):
     ``norm="post"``: ``ln1(h + attn(h))`` then ``ln2(h + mlp(h))``.
     """
 
-    def __init__(self, attention: SelfAttention, ln1: LayerNorm, fc1: Linear, fc2: Linear, ln2: LayerNorm, *,
-                 activation: str, norm: str) -> None:
+    def __init__(
+        self,
+        attention: SelfAttention,
+        ln1: LayerNorm,
+        fc1: Linear,
+        fc2: Linear,
+        ln2: LayerNorm,
+        *,
+        activation: str,
+        norm: str,
+    ) -> None:
         super().__init__()
         self.attention, self.ln1, self.fc1, self.fc2, self.ln2 = attention, ln1, fc1, fc2, ln2
         self.norm = norm
         self._phi = ACTIVATIONS[activation]
 
     def _mlp(self, h: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self._phi(self.fc1(h)))
+        out: torch.Tensor = self.fc2(self._phi(self.fc1(h)))
+        return out
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         if self.norm == "pre":
             h = h + self.attention(self.ln1(h))
             return h + self._mlp(self.ln2(h))
         h = self.ln1(h + self.attention(h))
-        return self.ln2(h + self._mlp(h))
+        out: torch.Tensor = self.ln2(h + self._mlp(h))
+        return out
 
 
 class Transformer(Family):
@@ -112,8 +117,10 @@ class Transformer(Family):
         self.mlp_width = check_positive_int(mlp_width, "mlp_width")
         self.out_features = check_positive_int(out_features, "out_features")
         if (vocab_size is None) == (in_features is None):
-            raise ValueError("exactly one of vocab_size (token ids) and in_features (feature vectors) must be "
-                             f"given, got vocab_size={vocab_size!r}, in_features={in_features!r}")
+            raise ValueError(
+                "exactly one of vocab_size (token ids) and in_features (feature vectors) must be "
+                f"given, got vocab_size={vocab_size!r}, in_features={in_features!r}"
+            )
         self.vocab_size = None if vocab_size is None else check_positive_int(vocab_size, "vocab_size")
         self.in_features = None if in_features is None else check_positive_int(in_features, "in_features")
         self.max_len = None if max_len is None else check_positive_int(max_len, "max_len")
@@ -124,23 +131,52 @@ class Transformer(Family):
         self.readout = check_choice(readout, "readout", SEQUENCE_READOUTS)
         check_choice(qk_scaling, "qk_scaling", ("sqrt", "linear"))
         self.head_width = None if head_width is None else check_positive_int(head_width, "head_width")
-        make = LayerFactory(activation=activation, bias=bias, parametrization=parametrization,
-                            weight_std=weight_std, bias_std=bias_std, init=init, generator=generator,
-                            dtype=dtype, device=device)
+        make = LayerFactory(
+            activation=activation,
+            bias=bias,
+            parametrization=parametrization,
+            weight_std=weight_std,
+            bias_std=bias_std,
+            init=init,
+            generator=generator,
+            dtype=dtype,
+            device=device,
+        )
         self.activation = make.activation
-        self.arch = dict(d_model=d_model, n_heads=n_heads, n_blocks=n_blocks, mlp_width=mlp_width,
-                         out_features=out_features, vocab_size=vocab_size, in_features=in_features,
-                         max_len=max_len, positional=positional, norm=norm, readout=readout,
-                         qk_scaling=qk_scaling, head_width=head_width, **make.common())
+        self.arch = dict(
+            d_model=d_model,
+            n_heads=n_heads,
+            n_blocks=n_blocks,
+            mlp_width=mlp_width,
+            out_features=out_features,
+            vocab_size=vocab_size,
+            in_features=in_features,
+            max_len=max_len,
+            positional=positional,
+            norm=norm,
+            readout=readout,
+            qk_scaling=qk_scaling,
+            head_width=head_width,
+            **make.common(),
+        )
         self.in_shape: tuple[int | None, ...] = (None,) if self.in_features is None else (None, self.in_features)
         d = self.d_model
-        self.embed = make.embedding(vocab_size, d) if vocab_size is not None else make.linear(in_features, d)
+        if vocab_size is not None:
+            self.embed: Embedding | Linear = make.embedding(vocab_size, d)
+        else:
+            assert in_features is not None, "exactly one of vocab_size and in_features is given (checked above)"
+            self.embed = make.linear(in_features, d)
         self.position = make.embedding(max_len, d) if positional == "learned" else None  # type: ignore[arg-type]
         self.blocks = nn.ModuleList(
             TransformerBlock(
-                SelfAttention(*(make.linear(d, d) for _ in range(4)), self.n_heads, qk_scaling=qk_scaling),
-                make.layer_norm(d), make.linear(d, self.mlp_width), make.linear(self.mlp_width, d),
-                make.layer_norm(d), activation=self.activation, norm=self.norm)
+                _attention(make, d, self.n_heads, qk_scaling),
+                make.layer_norm(d),
+                make.linear(d, self.mlp_width),
+                make.linear(self.mlp_width, d),
+                make.layer_norm(d),
+                activation=self.activation,
+                norm=self.norm,
+            )
             for _ in range(self.n_blocks)
         )
         self.final_norm = make.layer_norm(d) if norm == "pre" else None
@@ -170,4 +206,11 @@ class Transformer(Family):
         if self.final_norm is not None:
             h = self.final_norm(h)
         h = h.mean(dim=1) if self.readout == "mean" else h[:, 0]
-        return self.head(h)
+        out: torch.Tensor = self.head(h)
+        return out
+
+
+def _attention(make: LayerFactory, d: int, n_heads: int, qk_scaling: str) -> SelfAttention:
+    """A :class:`SelfAttention` of width ``d`` whose q, k, v and out projections are drawn in that order."""
+    q, k, v, out = (make.linear(d, d) for _ in range(4))
+    return SelfAttention(q, k, v, out, n_heads, qk_scaling=qk_scaling)

@@ -24,13 +24,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_finite_float, check_generator
+from ntkcheck._support.validation import check_finite_float, check_generator, check_module
 from ntkcheck.models import CNN, FAMILIES, MLP, Linear, ResNet, Transformer
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 ASI_SCALE = math.sqrt(2.0) / 2.0
 
@@ -45,8 +47,8 @@ def _cuda_indices(module: nn.Module, args: Iterable[object]) -> list[int]:
 
 def _features(module: nn.Module) -> tuple[int, int] | None:
     """``(in_features, out_features)`` where the module declares both as ints (MLP, Linear, nn.Linear)."""
-    dims = getattr(module, "in_features", None), getattr(module, "out_features", None)
-    return dims if all(isinstance(d, int) for d in dims) else None  # type: ignore[return-value]
+    fan_in, fan_out = getattr(module, "in_features", None), getattr(module, "out_features", None)
+    return (fan_in, fan_out) if isinstance(fan_in, int) and isinstance(fan_out, int) else None
 
 
 class AntiSymmetric(nn.Module):
@@ -65,16 +67,17 @@ class AntiSymmetric(nn.Module):
     def __init__(self, plus: nn.Module, minus: nn.Module, scale: float = ASI_SCALE) -> None:
         super().__init__()
         for name, branch in (("plus", plus), ("minus", minus)):
-            if not isinstance(branch, nn.Module):
-                raise TypeError(f"{name} must be a torch.nn.Module, got {type(branch).__name__}")
+            check_module(branch, name)
         if plus is minus:
-            raise ValueError("plus and minus must be distinct modules: one module in both branches "
-                             "makes the output and its gradient identically 0")
-        dims = _features(plus), _features(minus)
-        if None not in dims and dims[0] != dims[1]:
             raise ValueError(
-                f"plus and minus must have the same in/out features, got plus {dims[0][0]} -> {dims[0][1]} "
-                f"and minus {dims[1][0]} -> {dims[1][1]}"
+                "plus and minus must be distinct modules: one module in both branches "
+                "makes the output and its gradient identically 0"
+            )
+        d_plus, d_minus = _features(plus), _features(minus)
+        if d_plus is not None and d_minus is not None and d_plus != d_minus:
+            raise ValueError(
+                f"plus and minus must have the same in/out features, got plus {d_plus[0]} -> {d_plus[1]} "
+                f"and minus {d_minus[0]} -> {d_minus[1]}"
             )
         self.plus = plus
         self.minus = minus
@@ -85,26 +88,28 @@ class AntiSymmetric(nn.Module):
             plus = self.plus(*args, **kwargs)
         minus = self.minus(*args, **kwargs)
         if not isinstance(plus, torch.Tensor) or not isinstance(minus, torch.Tensor):
-            raise TypeError(f"plus and minus must return tensors, got plus {type(plus).__name__} "
-                            f"and minus {type(minus).__name__}")
+            raise TypeError(
+                f"plus and minus must return tensors, got plus {type(plus).__name__} and minus {type(minus).__name__}"
+            )
         if plus.shape != minus.shape:
-            raise ValueError(f"plus and minus must return outputs of one shape, got plus {tuple(plus.shape)} "
-                             f"and minus {tuple(minus.shape)}")
+            raise ValueError(
+                f"plus and minus must return outputs of one shape, got plus {tuple(plus.shape)} "
+                f"and minus {tuple(minus.shape)}"
+            )
         return self.scale * (plus - minus)
 
 
 def _check_module(model: object, name: str = "model") -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    params = list(model.parameters())
+    module = check_module(model, name)
+    params = list(module.parameters())
     if not params:
-        raise ValueError(f"{name} ({type(model).__name__}) has no parameters: its kernel would be 0")
+        raise ValueError(f"{name} ({type(module).__name__}) has no parameters: its kernel would be 0")
     if not any(p.requires_grad for p in params):
         raise ValueError(f"{name} has no trainable parameters: all {len(params)} have requires_grad=False")
-    return model
+    return module
 
 
-def _copy(model: nn.Module) -> nn.Module:
+def _copy(model: ModuleT) -> ModuleT:
     """A deep copy of ``model``; every parameter keeps its ``requires_grad`` (deepcopy preserves it)."""
     return copy.deepcopy(model)
 
@@ -152,7 +157,9 @@ def _redrawn(model: nn.Module, generator: torch.Generator | None) -> nn.Module:
         for index in devices:
             torch.cuda.default_generators[index].manual_seed(seed)
         for m in owners:
-            m.reset_parameters()
+            reset = m.reset_parameters
+            if callable(reset):  # every owner has one (checked above)
+                reset()
     return twin
 
 
@@ -175,14 +182,15 @@ def rnd(model: nn.Module, generator: torch.Generator | None = None) -> AntiSymme
 def _double(layers: nn.ModuleList, original: nn.ModuleList) -> None:
     """Replace the last two :class:`Linear` s of ``layers`` (a copy of ``original``) by their doubled versions."""
     hidden, out = original[-2], original[-1]
+    assert isinstance(hidden, Linear) and isinstance(out, Linear), "the top must be Linear -> activation -> Linear"
     with torch.no_grad():
         w_h = torch.cat([hidden.weight, hidden.weight], dim=0).clone()
         b_h = None if hidden.bias is None else torch.cat([hidden.bias, hidden.bias]).clone()
         w_o = torch.cat([out.weight, -out.weight], dim=1).clone()
-    layers[-2] = _same_freezing(
-        hidden, Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult))
-    layers[-1] = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
-    layers[-1].weight.requires_grad_(out.weight.requires_grad)
+    layers[-2] = _same_freezing(hidden, Linear(w_h, b_h, weight_mult=hidden.weight_mult, bias_mult=hidden.bias_mult))
+    top = Linear(w_o, None, weight_mult=out.weight_mult, bias_mult=out.bias_mult)
+    top.weight.requires_grad_(out.weight.requires_grad)
+    layers[-1] = top
 
 
 Doublable = MLP | CNN | ResNet | Transformer
@@ -213,12 +221,13 @@ def double_last_layer(mlp: Doublable) -> Doublable:
     if mlp.head_width is None:
         raise ValueError(
             f"mlp must have a head Linear -> activation -> Linear to double, but this {type(mlp).__name__}'s "
-            f"head is the single layer {mlp.head.layers[0]!r} (build it with head_width=...)")
-    doubled = _copy(mlp)
-    _double(doubled.head.layers, mlp.head.layers)
-    doubled.head_width = 2 * mlp.head_width
-    doubled.arch = {**mlp.arch, "head_width": doubled.head_width}
-    return doubled
+            f"head is the single layer {mlp.head.layers[0]!r} (build it with head_width=...)"
+        )
+    twin = _copy(mlp)
+    _double(twin.head.layers, mlp.head.layers)
+    twin.head_width = 2 * mlp.head_width
+    twin.arch = {**mlp.arch, "head_width": twin.head_width}
+    return twin
 
 
 def merge_branches(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -233,13 +242,16 @@ def merge_branches(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     merged: dict[str, torch.Tensor] = {}
     for name, k in per_param.items():
         if not isinstance(name, str) or not isinstance(k, torch.Tensor):
-            raise TypeError(f"per_param must map str names to tensors, got {type(name).__name__} {name!r} -> "
-                            f"{type(k).__name__}")
+            raise TypeError(
+                f"per_param must map str names to tensors, got {type(name).__name__} {name!r} -> {type(k).__name__}"
+            )
         branch, _, rest = name.partition(".")
         if branch not in ("plus", "minus") or not rest:
             raise ValueError(f"per_param key {name!r} is not a parameter of an AntiSymmetric module")
         if rest in merged and merged[rest].shape != k.shape:
-            raise ValueError(f"per_param kernels of plus.{rest} and minus.{rest} differ in shape: "
-                             f"{tuple(merged[rest].shape)} and {tuple(k.shape)}")
+            raise ValueError(
+                f"per_param kernels of plus.{rest} and minus.{rest} differ in shape: "
+                f"{tuple(merged[rest].shape)} and {tuple(k.shape)}"
+            )
         merged[rest] = merged[rest] + k if rest in merged else k
     return merged

@@ -6,15 +6,17 @@ layerwise kernel against the jacobian method; the result is a Markdown report.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils.benchmark import Timer
 from tqdm import tqdm
 
 from ntkcheck._support.atomic import staged
+from ntkcheck._support.markdown import code, document, heading, table
 from ntkcheck.kernels.empirical import ntk
 from ntkcheck.models import MLP
 
@@ -29,16 +31,10 @@ class SummaryRow:
     jacobian_s: float
 
 
-def _timed(fn: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, float]:
-    """The result of ``fn()`` and the seconds of one call after a warm-up call."""
-    warm = fn()
-    if warm.is_cuda:
-        torch.cuda.synchronize(warm.device)  # the warm-up's kernels must not count in the timed call
-    t0 = time.perf_counter()
-    out = fn()
-    if out.is_cuda:
-        torch.cuda.synchronize(out.device)
-    return out, time.perf_counter() - t0
+def _timed(fn: Callable[[], torch.Tensor]) -> float:
+    """Seconds of one call of ``fn`` after warm-up calls, CUDA work included
+    (:class:`torch.utils.benchmark.Timer` on the current thread count)."""
+    return Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads()).timeit(1).median
 
 
 def run_summary(device: torch.device, *, quick: bool = False) -> list[SummaryRow]:
@@ -47,8 +43,11 @@ def run_summary(device: torch.device, *, quick: bool = False) -> list[SummaryRow
     configs = [
         (dict(in_features=8, widths=[64, 64], out_features=1, activation="relu"), 64, torch.float64),
         (dict(in_features=8, widths=[32, 32, 32], out_features=3, activation="tanh"), 32, torch.float64),
-        (dict(in_features=16, widths=[512] * 3, out_features=1, activation="relu"), 1024 if big else 256,
-         torch.float32),
+        (
+            dict(in_features=16, widths=[512] * 3, out_features=1, activation="relu"),
+            1024 if big else 256,
+            torch.float32,
+        ),
     ]
     if quick:
         configs = configs[:2]
@@ -62,27 +61,36 @@ def run_summary(device: torch.device, *, quick: bool = False) -> list[SummaryRow
         disagreement = max(
             float((ntk(model, small, method=m) - ref).norm() / ref.norm()) for m in ("layerwise", "ntvp")
         )
-        _, t_layer = _timed(lambda: ntk(model, x, method="layerwise"))
-        _, t_jac = _timed(lambda: ntk(model, x, method="jacobian"))
+        t_layer = _timed(partial(ntk, model, x, method="layerwise"))
+        t_jac = _timed(partial(ntk, model, x, method="jacobian"))
         rows.append(SummaryRow(model.spec(), n, str(dtype).removeprefix("torch."), disagreement, t_layer, t_jac))
     return rows
 
 
-def write_summary(rows: list[SummaryRow], device: torch.device, path: Path) -> Path:
-    """Write the summary table as Markdown to ``path``, atomically (an interruption leaves the previous one)."""
+def write_summary(rows: list[SummaryRow], *, out: str | Path, device: torch.device) -> Path:
+    """Write the summary table as Markdown to ``out/summary.md``, atomically (an interruption leaves the
+    previous one); return its path."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     lines = [
-        "# ntkcheck kernel summary",
+        heading("ntkcheck kernel summary", 1),
         "",
         f"Device: {name}; torch {torch.__version__}; TF32 {torch.backends.cuda.matmul.allow_tf32}.",
         "",
-        "| architecture | N | dtype | max rel. disagreement of methods | layerwise (s) | jacobian (s) | speed-up |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        lines.append(
-            f"| `{r.architecture}` | {r.n} | {r.dtype} | {r.max_disagreement:.2e} | {r.layerwise_s:.4f} "
-            f"| {r.jacobian_s:.4f} | {r.jacobian_s / r.layerwise_s:.1f}x |"
-        )
-    with staged(path.parent) as stage:
-        return stage.write_text(path.name, "\n".join(lines) + "\n")
+    lines += table(
+        ["architecture", "N", "dtype", "max rel. disagreement of methods", "layerwise (s)", "jacobian (s)", "speed-up"],
+        [
+            [
+                code(r.architecture),
+                r.n,
+                r.dtype,
+                f"{r.max_disagreement:.2e}",
+                f"{r.layerwise_s:.4f}",
+                f"{r.jacobian_s:.4f}",
+                f"{r.jacobian_s / r.layerwise_s:.1f}x",
+            ]
+            for r in rows
+        ],
+    )
+    with staged(Path(out)) as stage:
+        return stage.write_text("summary.md", document(lines))

@@ -68,14 +68,25 @@ def run_mutant(
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         records_path = Path(tmp) / "records.json"
-        cmd = pytest_command(profile=profile, device=device, dtype=dtype, records=records_path,
-                             extra=["-x", "-q", f"--ntkcheck-mutant={name}",
-                                    *xdist_args(workers)])
+        cmd = pytest_command(
+            profile=profile,
+            device=device,
+            dtype=dtype,
+            records=records_path,
+            extra=["-x", "-q", f"--ntkcheck-mutant={name}", *xdist_args(workers)],
+        )
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=os.getcwd())
         except subprocess.TimeoutExpired:
-            return MutantOutcome(name, mutant.description, False, None, None, time.perf_counter() - start,
-                                 f"no property failed within the {timeout:.0f} s limit")
+            return MutantOutcome(
+                name,
+                mutant.description,
+                False,
+                None,
+                None,
+                time.perf_counter() - start,
+                f"no property failed within the {timeout:.0f} s limit",
+            )
         records = json.loads(records_path.read_text()) if records_path.exists() else {}
     seconds = time.perf_counter() - start
     failed = records.get("failed", [])
@@ -84,8 +95,15 @@ def run_mutant(
     if proc.returncode == 0:
         return MutantOutcome(name, mutant.description, False, None, None, seconds, "every property passed")
     tail = " ".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])[-300:]
-    return MutantOutcome(name, mutant.description, False, None, None, seconds,
-                         f"pytest exited {proc.returncode} without a failing property: {tail}")
+    return MutantOutcome(
+        name,
+        mutant.description,
+        False,
+        None,
+        None,
+        seconds,
+        f"pytest exited {proc.returncode} without a failing property: {tail}",
+    )
 
 
 def run_mutants(
@@ -111,6 +129,9 @@ def run_mutants(
     bar = tqdm(chosen, desc="mutants", unit="mutant", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)
-        outcomes.append(run_mutant(name, pytest_command, profile=profile, device=device, dtype=dtype,
-                                   workers=workers, timeout=timeout))
+        outcomes.append(
+            run_mutant(
+                name, pytest_command, profile=profile, device=device, dtype=dtype, workers=workers, timeout=timeout
+            )
+        )
     return outcomes

@@ -30,20 +30,22 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
 from ntkcheck.testing.claims import Recorder, recording
+from ntkcheck.testing.tolerances import DTYPES
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROFILES = ("dev", "ci", "ci-random", "thorough", "gpu")
 _PROPERTY = "ntkcheck"  # key of the user_properties entry a test's records travel in
 
-_common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_common: dict[str, Any] = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", max_examples=10, **_common)
 settings.register_profile("ci", parent=settings.get_profile("ci"), max_examples=25, **_common)
 settings.register_profile("ci-random", parent=settings.get_profile("ci"), derandomize=False)
@@ -59,8 +61,10 @@ class Backend:
     dtype: torch.dtype
 
 
-_backend = Backend(torch.device(os.environ.get("NTKCHECK_DEVICE", "cpu")),
-                   DTYPES.get(os.environ.get("NTKCHECK_DTYPE", "float64"), torch.float64))
+_backend = Backend(
+    torch.device(os.environ.get("NTKCHECK_DEVICE", "cpu")),
+    DTYPES.get(os.environ.get("NTKCHECK_DTYPE", "float64"), torch.float64),
+)
 
 
 def backend() -> Backend:
@@ -87,8 +91,11 @@ class RunRecords:
     failed: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, object]:
-        return {**self.recorder.to_dict(), "examples": {k: vars(v) for k, v in self.examples.items()},
-                "failed": self.failed}
+        return {
+            **self.recorder.to_dict(),
+            "examples": {k: vars(v) for k, v in self.examples.items()},
+            "failed": self.failed,
+        }
 
 
 _RUN = pytest.StashKey[RunRecords]()
@@ -97,19 +104,44 @@ _EXCESS = pytest.StashKey[str]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("ntkcheck", "ntkcheck property suite")
-    group.addoption("--ntkcheck-device", choices=("cpu", "cuda"), default=None,
-                    help="device under test (default: NTKCHECK_DEVICE or cpu)")
-    group.addoption("--ntkcheck-dtype", choices=tuple(DTYPES), default=None,
-                    help="dtype under test (default: NTKCHECK_DTYPE or float64)")
-    group.addoption("--ntkcheck-profile", choices=PROFILES, default=None,
-                    help="load this Hypothesis profile (default: NTKCHECK_PROFILE if set)")
+    group.addoption(
+        "--ntkcheck-device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="device under test (default: NTKCHECK_DEVICE or cpu)",
+    )
+    group.addoption(
+        "--ntkcheck-dtype",
+        choices=tuple(DTYPES),
+        default=None,
+        help="dtype under test (default: NTKCHECK_DTYPE or float64)",
+    )
+    group.addoption(
+        "--ntkcheck-profile",
+        choices=PROFILES,
+        default=None,
+        help="load this Hypothesis profile (default: NTKCHECK_PROFILE if set)",
+    )
     group.addoption("--ntkcheck-tf32", action="store_true", help="leave TF32 matmuls as torch has them")
-    group.addoption("--ntkcheck-claims-json", metavar="PATH", default=None,
-                    help="write the claim records of the run (checks, worst errors, examples) to PATH")
-    group.addoption("--ntkcheck-mutant", metavar="NAME", default=None,
-                    help="apply this mutant of ntkcheck.testing.mutants.CATALOGUE before collection")
-    group.addoption("--ntkcheck-max-discard", metavar="FRACTION", type=float, default=None,
-                    help="fail a Hypothesis test that discards more than FRACTION of its draws (assume, filters)")
+    group.addoption(
+        "--ntkcheck-claims-json",
+        metavar="PATH",
+        default=None,
+        help="write the claim records of the run (checks, worst errors, examples) to PATH",
+    )
+    group.addoption(
+        "--ntkcheck-mutant",
+        metavar="NAME",
+        default=None,
+        help="apply this mutant of ntkcheck.testing.mutants.CATALOGUE before collection",
+    )
+    group.addoption(
+        "--ntkcheck-max-discard",
+        metavar="FRACTION",
+        type=float,
+        default=None,
+        help="fail a Hypothesis test that discards more than FRACTION of its draws (assume, filters)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -143,8 +175,9 @@ def pytest_configure(config: pytest.Config) -> None:
             apply(mutant)
         except KeyError as exc:
             raise pytest.UsageError(str(exc.args[0])) from None
-        settings.register_profile("ntkcheck-mutant", parent=settings.default,
-                                  phases=[Phase.explicit, Phase.reuse, Phase.generate])
+        settings.register_profile(
+            "ntkcheck-mutant", parent=settings.default, phases=[Phase.explicit, Phase.reuse, Phase.generate]
+        )
         settings.load_profile("ntkcheck-mutant")
     config.stash[_RUN] = RunRecords()
 
@@ -177,7 +210,7 @@ def _claim_of(item: pytest.Item) -> str | None:
     return str(marker.args[0]) if marker is not None and marker.args else None
 
 
-def _count_cases(stats: dict) -> tuple[int, int]:
+def _count_cases(stats: dict[str, Any]) -> tuple[int, int]:
     """(examples run, examples discarded) from Hypothesis' statistics of one test, over all phases."""
     run = discarded = 0
     for phase in stats.values():
@@ -192,14 +225,16 @@ def _count_cases(stats: dict) -> tuple[int, int]:
 
 
 @pytest.hookimpl(hookwrapper=True, trylast=True)
-def pytest_runtest_call(item: pytest.Item):
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     """Run the test with its own recorder; count its Hypothesis examples; attach both to its report."""
-    from hypothesis.statistics import collector
+    from hypothesis import statistics
+
+    collector: Any = statistics.collector  # typed DynamicVariable[None] by Hypothesis; it holds a callback
 
     counts: dict[str, int] = {}
     outer = collector.value
 
-    def note(stats: dict) -> None:
+    def note(stats: dict[str, Any]) -> None:
         counts["examples"], counts["discarded"] = _count_cases(stats)
         if outer is not None:
             outer(stats)
@@ -210,9 +245,11 @@ def pytest_runtest_call(item: pytest.Item):
     limit = item.config.getoption("--ntkcheck-max-discard")
     total = counts.get("examples", 0) + counts.get("discarded", 0)
     if is_hypothesis and limit is not None and total and counts["discarded"] > limit * total:
-        item.stash[_EXCESS] = (f"{item.nodeid} discarded {counts['discarded']} of its {total} draws "
-                               f"({counts['discarded'] / total:.0%} > --ntkcheck-max-discard {limit:.0%}): the "
-                               f"property tests a narrower set than its strategy claims to draw")
+        item.stash[_EXCESS] = (
+            f"{item.nodeid} discarded {counts['discarded']} of its {total} draws "
+            f"({counts['discarded'] / total:.0%} > --ntkcheck-max-discard {limit:.0%}): the "
+            f"property tests a narrower set than its strategy claims to draw"
+        )
     payload = {
         "claim": _claim_of(item),
         "examples": counts.get("examples", 0 if is_hypothesis else 1),
@@ -223,7 +260,7 @@ def pytest_runtest_call(item: pytest.Item):
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """Turn a passing Hypothesis test that discarded too many draws into a failure."""
     outcome = yield
     report = outcome.get_result()
@@ -239,7 +276,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for name, value in report.user_properties:
         if name != _PROPERTY:
             continue
-        payload = json.loads(value)
+        payload = json.loads(str(value))
         run = _current_run
         if run is None:
             return
@@ -263,7 +300,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _current_run = session.config.stash[_RUN]
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:  # noqa: ARG001 - hook signature
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = session.config.getoption("--ntkcheck-claims-json")
     if not path or hasattr(session.config, "workerinput"):  # an xdist worker: the controller writes
         return

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import ntkcheck.reporting.report
 import ntkcheck.experiments
+import ntkcheck.reporting.benchmark_report
 import ntkcheck.reporting.summary
 import ntkcheck.testing.mutants
 import ntkcheck.testing.verify
@@ -27,8 +27,12 @@ KIND = "cpu-test"
 
 
 def _run_json(fullname: str = "b.py::test_a", **stats: object) -> dict:
-    entry = {"fullname": fullname, "name": fullname.split("::")[-1], "options": {"timer": "perf_counter"},
-             "stats": {"median": 1.0, "iqr": 0.1, "min": 0.9, "rounds": 5, **stats}}
+    entry = {
+        "fullname": fullname,
+        "name": fullname.split("::")[-1],
+        "options": {"timer": "perf_counter"},
+        "stats": {"median": 1.0, "iqr": 0.1, "min": 0.9, "rounds": 5, **stats},
+    }
     return {"machine_info": {"ntkcheck": {"machine_kind": KIND}}, "benchmarks": [entry]}
 
 
@@ -45,8 +49,20 @@ def files(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "rounds.json").write_text(json.dumps(_run_json(rounds=0)))
     (tmp_path / "kinds").mkdir()
     (tmp_path / "kinds" / f"{KIND}.json").write_text("[1, 2]")
-    paths = {name.removesuffix(".json"): str(tmp_path / name) for name in (
-        "out", "a-file", "run.json", "base.json", "bad.json", "empty.json", "zero.json", "rounds.json", "kinds")}
+    paths = {
+        name.removesuffix(".json"): str(tmp_path / name)
+        for name in (
+            "out",
+            "a-file",
+            "run.json",
+            "base.json",
+            "bad.json",
+            "empty.json",
+            "zero.json",
+            "rounds.json",
+            "kinds",
+        )
+    }
     return paths | {"missing": str(tmp_path / "missing.json")}
 
 
@@ -57,9 +73,13 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("the work started before the arguments were checked")
 
-    for module, name in ((ntkcheck.reporting.summary, "run_summary"), (ntkcheck.testing.verify, "run_properties"),
-                         (ntkcheck.testing.verify, "verify"), (ntkcheck.experiments, "reproduce"),
-                         (ntkcheck.reporting.report, "write_report")):
+    for module, name in (
+        (ntkcheck.reporting.summary, "run_summary"),
+        (ntkcheck.testing.verify, "run_properties"),
+        (ntkcheck.testing.verify, "verify"),
+        (ntkcheck.experiments, "reproduce"),
+        (ntkcheck.reporting.benchmark_report, "write_report"),
+    ):
         monkeypatch.setattr(module, name, started)
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.delenv("NTKCHECK_DEBUG", raising=False)
@@ -136,34 +156,49 @@ CASES = [
     ("report-run-median-zero", ["report", "{zero}", "--out", "{out}"], "RUN", None),
     ("report-run-rounds-zero", ["report", "{rounds}", "--out", "{out}"], "RUN", None),
     ("report-second-run-bad", ["report", "{run}", "{bad}", "--out", "{out}"], "RUN", None),
-    ("report-baseline-not-json", ["report", "{run}", "--baseline", "{bad}", "--out", "{out}"],
-     "--baseline", None),
-    ("report-baseline-missing", ["report", "{run}", "--baseline", "{missing}", "--out", "{out}"],
-     "--baseline", None),
-    ("report-baseline-dir-file", ["report", "{run}", "--baseline-dir", "{a-file}", "--out", "{out}"],
-     "--baseline-dir", None),
-    ("report-baseline-dir-bad-json", ["report", "{run}", "--baseline-dir", "{kinds}", "--out", "{out}"],
-     "--baseline-dir", None),
-    ("report-baseline-and-dir", ["report", "{run}", "--baseline", "{base}", "--baseline-dir", "{kinds}",
-                                 "--out", "{out}"], "--baseline-dir", None),
+    ("report-baseline-not-json", ["report", "{run}", "--baseline", "{bad}", "--out", "{out}"], "--baseline", None),
+    ("report-baseline-missing", ["report", "{run}", "--baseline", "{missing}", "--out", "{out}"], "--baseline", None),
+    (
+        "report-baseline-dir-file",
+        ["report", "{run}", "--baseline-dir", "{a-file}", "--out", "{out}"],
+        "--baseline-dir",
+        None,
+    ),
+    (
+        "report-baseline-dir-bad-json",
+        ["report", "{run}", "--baseline-dir", "{kinds}", "--out", "{out}"],
+        "--baseline-dir",
+        None,
+    ),
+    (
+        "report-baseline-and-dir",
+        ["report", "{run}", "--baseline", "{base}", "--baseline-dir", "{kinds}", "--out", "{out}"],
+        "--baseline-dir",
+        None,
+    ),
     ("report-threshold-negative", ["report", "{run}", "--threshold", "-1", "--out", "{out}"], "--threshold", None),
     ("report-threshold-zero", ["report", "{run}", "--threshold", "0", "--out", "{out}"], "--threshold", None),
     ("report-threshold-nan", ["report", "{run}", "--threshold", "nan", "--out", "{out}"], "--threshold", None),
     ("report-threshold-inf", ["report", "{run}", "--threshold", "inf", "--out", "{out}"], "--threshold", None),
-    ("report-threshold-above-1", ["report", "{run}", "--threshold", "1.5", "--out", "{out}"],
-     "--threshold", None),
+    ("report-threshold-above-1", ["report", "{run}", "--threshold", "1.5", "--out", "{out}"], "--threshold", None),
     ("report-threshold-word", ["report", "{run}", "--threshold", "ten", "--out", "{out}"], "--threshold", None),
-    ("report-min-compared-above-1", ["report", "{run}", "--min-compared", "1.5", "--out", "{out}"],
-     "--min-compared", None),
-    ("report-min-compared-negative", ["report", "{run}", "--min-compared", "-0.1", "--out", "{out}"],
-     "--min-compared", None),
-    ("report-min-compared-nan", ["report", "{run}", "--min-compared", "nan", "--out", "{out}"],
-     "--min-compared", None),
+    (
+        "report-min-compared-above-1",
+        ["report", "{run}", "--min-compared", "1.5", "--out", "{out}"],
+        "--min-compared",
+        None,
+    ),
+    (
+        "report-min-compared-negative",
+        ["report", "{run}", "--min-compared", "-0.1", "--out", "{out}"],
+        "--min-compared",
+        None,
+    ),
+    ("report-min-compared-nan", ["report", "{run}", "--min-compared", "nan", "--out", "{out}"], "--min-compared", None),
     ("report-out-file", ["report", "{run}", "--out", "{a-file}"], "--out", None),
     ("report-name-path", ["report", "{run}", "--name", "../escape", "--out", "{out}"], "--name", None),
     ("report-name-space", ["report", "{run}", "--name", "a b", "--out", "{out}"], "--name", None),
-    ("report-unknown-option", ["report", "{run}", "--baseline-file", "x", "--out", "{out}"], "--baseline-file",
-     None),
+    ("report-unknown-option", ["report", "{run}", "--baseline-file", "x", "--out", "{out}"], "--baseline-file", None),
 ]
 ERROR_LINE = re.compile(r"ntkcheck(?: (?:summary|verify|reproduce|report))?: error: [^\n]+\n")
 

@@ -53,8 +53,17 @@ def _meta(n: int = 4, d: int = 3) -> torch.Tensor:
 
 
 def _arch(**kwargs: object) -> Arch:
-    fields: dict[str, object] = dict(in_features=3, widths=(4,), out_features=1, activation="relu", bias=True,
-                                     parametrization="ntk", weight_std=1.0, bias_std=0.1, seed=0)
+    fields: dict[str, object] = dict(
+        in_features=3,
+        widths=(4,),
+        out_features=1,
+        activation="relu",
+        bias=True,
+        parametrization="ntk",
+        weight_std=1.0,
+        bias_std=0.1,
+        seed=0,
+    )
     fields.update(kwargs)
     return Arch(**fields)  # type: ignore[arg-type]
 
@@ -161,29 +170,57 @@ TRANSFORM_CASES = [
     _case("double(frozen)", lambda: nk.double_last_layer(_frozen()), ValueError, "mlp has no trainable"),
     _case("merge(list)", lambda: nk.merge_branches([]), TypeError, "per_param must be a dict"),
     _case("merge(None)", lambda: nk.merge_branches(None), TypeError, "per_param must be a dict"),
-    _case("merge(foreign-key)", lambda: nk.merge_branches({"layers.0.weight": torch.zeros(1)}), ValueError,
-          "per_param key 'layers.0.weight'"),
-    _case("merge(bare-branch)", lambda: nk.merge_branches({"plus": torch.zeros(1)}), ValueError,
-          "per_param key 'plus'"),
+    _case(
+        "merge(foreign-key)",
+        lambda: nk.merge_branches({"layers.0.weight": torch.zeros(1)}),
+        ValueError,
+        "per_param key 'layers.0.weight'",
+    ),
+    _case(
+        "merge(bare-branch)", lambda: nk.merge_branches({"plus": torch.zeros(1)}), ValueError, "per_param key 'plus'"
+    ),
     _case("merge(float-value)", lambda: nk.merge_branches({"plus.w": 1.0}), TypeError, "per_param must map"),
     _case("merge(int-key)", lambda: nk.merge_branches({1: torch.zeros(1)}), TypeError, "per_param must map"),
-    _case("merge(shapes-differ)", lambda: nk.merge_branches({"plus.w": torch.zeros(2), "minus.w": torch.zeros(3)}),
-          ValueError, "per_param kernels of plus.w and minus.w differ in shape"),
+    _case(
+        "merge(shapes-differ)",
+        lambda: nk.merge_branches({"plus.w": torch.zeros(2), "minus.w": torch.zeros(3)}),
+        ValueError,
+        "per_param kernels of plus.w and minus.w differ in shape",
+    ),
     _case("AntiSymmetric(3,m)", lambda: nk.AntiSymmetric(3, _net()), TypeError, "plus must be a torch.nn.Module"),
     _case("AntiSymmetric(m,'m')", lambda: nk.AntiSymmetric(_net(), "m"), TypeError, "minus must be"),
-    _case("AntiSymmetric(m,m)", lambda: (lambda m: nk.AntiSymmetric(m, m))(_net()), ValueError,
-          "plus and minus must be distinct"),
-    _case("AntiSymmetric(out1,out2)", lambda: nk.AntiSymmetric(_net(1), _net(2)), ValueError,
-          "plus and minus must have the same in/out features"),
-    _case("AntiSymmetric(in3,in4)", lambda: nk.AntiSymmetric(_net(1, 3), _net(1, 4)), ValueError,
-          "plus 3 -> 1 and minus 4 -> 1"),
+    _case(
+        "AntiSymmetric(m,m)",
+        lambda: (lambda m: nk.AntiSymmetric(m, m))(_net()),
+        ValueError,
+        "plus and minus must be distinct",
+    ),
+    _case(
+        "AntiSymmetric(out1,out2)",
+        lambda: nk.AntiSymmetric(_net(1), _net(2)),
+        ValueError,
+        "plus and minus must have the same in/out features",
+    ),
+    _case(
+        "AntiSymmetric(in3,in4)",
+        lambda: nk.AntiSymmetric(_net(1, 3), _net(1, 4)),
+        ValueError,
+        "plus 3 -> 1 and minus 4 -> 1",
+    ),
     _case("AntiSymmetric(scale=nan)", lambda: nk.AntiSymmetric(_net(), _net(), float("nan")), ValueError, "scale"),
     _case("AntiSymmetric(scale='1')", lambda: nk.AntiSymmetric(_net(), _net(), "1"), TypeError, "scale"),
-    _case("AntiSymmetric-forward(shapes)",
-          lambda: _antisymmetric_forward(nn.Sequential(_net(1)), nn.Sequential(_net(2))), ValueError,
-          "plus and minus must return outputs of one shape"),
-    _case("AntiSymmetric-forward(tuple)", lambda: _antisymmetric_forward(_Pair(), _Pair()), TypeError,
-          "plus and minus must return tensors"),
+    _case(
+        "AntiSymmetric-forward(shapes)",
+        lambda: _antisymmetric_forward(nn.Sequential(_net(1)), nn.Sequential(_net(2))),
+        ValueError,
+        "plus and minus must return outputs of one shape",
+    ),
+    _case(
+        "AntiSymmetric-forward(tuple)",
+        lambda: _antisymmetric_forward(_Pair(), _Pair()),
+        TypeError,
+        "plus and minus must return tensors",
+    ),
 ]
 
 
@@ -203,15 +240,27 @@ def _kernel_cases(kernel: Callable[..., torch.Tensor]) -> list:
         _case(f"{name}(x1=meta)", lambda: kernel(model(), _meta()), ValueError, "x1 is on the meta device"),
         _case(f"{name}(x2=meta)", lambda: kernel(model(), _x(), _meta()), ValueError, "x2 is on the meta device"),
         _case(f"{name}(x2=NaN)", lambda: kernel(model(), _x(), _with(float("nan"))), ValueError, "x2 contains"),
-        _case(f"{name}(x2=float32)", lambda: kernel(model(), _x(), _x().float()), TypeError, "x2 must have the dtype"),
+        _case(f"{name}(x2=float32)", lambda: kernel(model(), _x(), _x().float()), ValueError, "x2 must have the dtype"),
         _case(f"{name}(model=Linear)", lambda: kernel(nn.Linear(3, 1), _x()), TypeError, "model must be an ntkcheck"),
         _case(f"{name}(model=asi)", lambda: kernel(nk.asi(_net()), _x()), TypeError, "model must be an ntkcheck"),
-        _case(f"{name}(model=standard-glorot)",
-              lambda: kernel(_mlp(parametrization="standard", init="glorot"), _x()), ValueError, "model.init 'glorot'"),
-        _case(f"{name}(model=Transformer)", lambda: kernel(_transformer(), torch.zeros(2, 3, dtype=torch.long)),
-              ValueError, "no infinite-width limit implemented for SelfAttention"),
-        _case(f"{name}(activation=3)", lambda: kernel(_mlp(dtype=F64), _x(), activation=3), TypeError,
-              "activation must be a name or a callable"),
+        _case(
+            f"{name}(model=standard-glorot)",
+            lambda: kernel(_mlp(parametrization="standard", init="glorot"), _x()),
+            ValueError,
+            "model.init 'glorot'",
+        ),
+        _case(
+            f"{name}(model=Transformer)",
+            lambda: kernel(_transformer(), torch.zeros(2, 3, dtype=torch.long)),
+            ValueError,
+            "no infinite-width limit implemented for SelfAttention",
+        ),
+        _case(
+            f"{name}(activation=3)",
+            lambda: kernel(_mlp(dtype=F64), _x(), activation=3),
+            TypeError,
+            "activation must be a name or a callable",
+        ),
     ]
 
 
@@ -219,14 +268,30 @@ META_CASES = [
     _case("ntk(x1=meta)", lambda: nk.ntk(_net(), _meta()), ValueError, "x1 is on the meta device"),
     _case("ntk(x2=meta)", lambda: nk.ntk(_net(), _x(), _meta()), ValueError, "x2 is on the meta device"),
     _case("jacobian(x=meta)", lambda: nk.jacobian(_net(), _meta()), ValueError, "x is on the meta device"),
-    _case("min_norm_linearized(x_train=meta)", lambda: nk.min_norm_linearized(_net(), _meta(), torch.zeros(4)),
-          ValueError, "x_train is on the meta device"),
-    _case("check_consistent(x_train=meta)", lambda: nk.check_consistent(_meta(), torch.zeros(4)), ValueError,
-          "x_train is on the meta device"),
-    _case("sharpness(x=meta)", lambda: nk.sharpness(_net(), _meta(), torch.zeros(4, dtype=F64), nk.MSE),
-          ValueError, "x is on the meta device"),
-    _case("train(x=meta)", lambda: nk.train(_net(), _meta(), torch.zeros(4, dtype=F64), nk.MSE, steps=1),
-          ValueError, "x is on the meta device"),
+    _case(
+        "min_norm_linearized(x_train=meta)",
+        lambda: nk.min_norm_linearized(_net(), _meta(), torch.zeros(4)),
+        ValueError,
+        "x_train is on the meta device",
+    ),
+    _case(
+        "check_consistent(x_train=meta)",
+        lambda: nk.check_consistent(_meta(), torch.zeros(4)),
+        ValueError,
+        "x_train is on the meta device",
+    ),
+    _case(
+        "sharpness(x=meta)",
+        lambda: nk.sharpness(_net(), _meta(), torch.zeros(4, dtype=F64), nk.MSE),
+        ValueError,
+        "x is on the meta device",
+    ),
+    _case(
+        "train(x=meta)",
+        lambda: nk.train(_net(), _meta(), torch.zeros(4, dtype=F64), nk.MSE, steps=1),
+        ValueError,
+        "x is on the meta device",
+    ),
 ]
 
 DATA_CASES = [
@@ -267,8 +332,15 @@ STRATEGY_CASES = [
     _case("inputs(seed=2.0)", lambda: strategies.inputs(2.0, 2, 3), TypeError, "seed must be"),
 ]
 
-CASES = (MLP_CASES + TRANSFORM_CASES + _kernel_cases(nk.analytic_ntk) + _kernel_cases(nk.analytic_nngp)
-         + META_CASES + DATA_CASES + STRATEGY_CASES)
+CASES = (
+    MLP_CASES
+    + TRANSFORM_CASES
+    + _kernel_cases(nk.analytic_ntk)
+    + _kernel_cases(nk.analytic_nngp)
+    + META_CASES
+    + DATA_CASES
+    + STRATEGY_CASES
+)
 
 
 @pytest.mark.parametrize("call, error, fragment", CASES)
@@ -280,8 +352,10 @@ def test_bad_input_is_refused_by_name(call: Callable[[], object], error: type[Ex
 # ---- unusual inputs that are accepted ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, dtype", [("float32", torch.float32), ("float64", F64), ("float16", torch.float16),
-                                         ("bfloat16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("float32", torch.float32), ("float64", F64), ("float16", torch.float16), ("bfloat16", torch.bfloat16)],
+)
 def test_dtype_names_build_that_dtype(name: str, dtype: torch.dtype) -> None:
     by_name = _mlp(dtype=name, generator=torch.Generator().manual_seed(0))
     by_dtype = _mlp(dtype=dtype, generator=torch.Generator().manual_seed(0))

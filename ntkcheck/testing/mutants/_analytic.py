@@ -54,12 +54,28 @@ def _bias_not_squared(original):
 
 
 MUTANTS: list[Mutant] = [
-    Mutant("analytic_kernel_5pct", "analytic NTK Theta_L 5% too small (NNGP unchanged)",
-           "ntkcheck.kernels.analytic:_infinite_width", _scaled_ntk),
-    Mutant("analytic_relu_arccos_5pct", "ReLU arc-cosine expectation E[relu(u) relu(v)] 5% too small (NNGP and NTK)",
-           "ntkcheck.kernels.analytic:_EXPECTATIONS", _relu_arccos_5pct),
-    Mutant("analytic_relu_dot_one_over_pi", "ReLU derivative kernel (pi - t) / pi instead of (pi - t) / (2 pi)",
-           "ntkcheck.kernels.analytic:_EXPECTATIONS", _relu_dot_one_over_pi),
-    Mutant("analytic_bias_not_squared", "analytic recursion adds bias_mult instead of bias_mult^2",
-           "ntkcheck.kernels.analytic:_infinite_width", _bias_not_squared),
+    Mutant(
+        "analytic_kernel_5pct",
+        "analytic NTK Theta_L 5% too small (NNGP unchanged)",
+        "ntkcheck.kernels.analytic:_infinite_width",
+        _scaled_ntk,
+    ),
+    Mutant(
+        "analytic_relu_arccos_5pct",
+        "ReLU arc-cosine expectation E[relu(u) relu(v)] 5% too small (NNGP and NTK)",
+        "ntkcheck.kernels.gaussian:_EXPECTATIONS",
+        _relu_arccos_5pct,
+    ),
+    Mutant(
+        "analytic_relu_dot_one_over_pi",
+        "ReLU derivative kernel (pi - t) / pi instead of (pi - t) / (2 pi)",
+        "ntkcheck.kernels.gaussian:_EXPECTATIONS",
+        _relu_dot_one_over_pi,
+    ),
+    Mutant(
+        "analytic_bias_not_squared",
+        "analytic recursion adds bias_mult instead of bias_mult^2",
+        "ntkcheck.kernels.analytic:_infinite_width",
+        _bias_not_squared,
+    ),
 ]

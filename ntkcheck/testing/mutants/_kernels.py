@@ -93,16 +93,40 @@ def _get(root, dotted):
 
 
 MUTANTS: list[Mutant] = [
-    Mutant("layerwise_bias_mult_not_squared", "layerwise bias kernel scaled by b_mult instead of b_mult^2",
-           "ntkcheck.kernels._layerwise:layer_features", _bias_mult_not_squared),
-    Mutant("layerwise_drops_first_layer", "layerwise kernel omits the first linear layer's contribution",
-           "ntkcheck.kernels._layerwise:layer_features", _drops_first_layer),
-    Mutant("layerwise_per_layer_keys_swapped", "per-layer kernels of a layer's weight and bias under each other's name",
-           "ntkcheck.kernels._layerwise:layer_tiles", _per_layer_keys_swapped),
-    Mutant("ntvp_outputs_transposed", "ntvp kernel with the output axes (o, q) swapped",
-           "ntkcheck.kernels._autodiff:ntvp_tiles", _ntvp_outputs_transposed),
-    Mutant("linearized_is_network", "Linearized.forward returns the network f(x; theta) itself",
-           "ntkcheck.dynamics.linearization:Linearized.forward", _linearized_is_network),
-    Mutant("linearized_expands_at_theta", "Linearized.forward expands at theta instead of theta_0",
-           "ntkcheck.dynamics.linearization:Linearized.forward", _linearized_expands_at_theta),
+    Mutant(
+        "layerwise_bias_mult_not_squared",
+        "layerwise bias kernel scaled by b_mult instead of b_mult^2",
+        "ntkcheck.kernels._layerwise:layer_features",
+        _bias_mult_not_squared,
+    ),
+    Mutant(
+        "layerwise_drops_first_layer",
+        "layerwise kernel omits the first linear layer's contribution",
+        "ntkcheck.kernels._layerwise:layer_features",
+        _drops_first_layer,
+    ),
+    Mutant(
+        "layerwise_per_layer_keys_swapped",
+        "per-layer kernels of a layer's weight and bias under each other's name",
+        "ntkcheck.kernels._layerwise:layer_tiles",
+        _per_layer_keys_swapped,
+    ),
+    Mutant(
+        "ntvp_outputs_transposed",
+        "ntvp kernel with the output axes (o, q) swapped",
+        "ntkcheck.kernels._autodiff:ntvp_tiles",
+        _ntvp_outputs_transposed,
+    ),
+    Mutant(
+        "linearized_is_network",
+        "Linearized.forward returns the network f(x; theta) itself",
+        "ntkcheck.dynamics.linearization:Linearized.forward",
+        _linearized_is_network,
+    ),
+    Mutant(
+        "linearized_expands_at_theta",
+        "Linearized.forward expands at theta instead of theta_0",
+        "ntkcheck.dynamics.linearization:Linearized.forward",
+        _linearized_expands_at_theta,
+    ),
 ]

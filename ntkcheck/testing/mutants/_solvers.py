@@ -1,4 +1,5 @@
-"""Mutants of the solvers area (``ntkcheck.dynamics.solvers``: seed 000 eqs (4)-(6), Thm 2/5/6; see the package docstring).
+"""Mutants of the solvers area (``ntkcheck.dynamics.solvers``: seed 000 eqs (4)-(6), Thm 2/5/6; see the package
+docstring).
 
 Each is a slip a maintainer of the kernel solvers could make: a regularised or truncated inverse
 where the exact one is meant, a sign or a target mixed up in the decomposition, a non-minimal
@@ -8,25 +9,28 @@ parameter solution, an output-major / sample-major mix-up of block kernels.  The
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from ntkcheck.testing.mutants import Mutant
 
 
 def _ridge(original):
-    def __init__(self, K, pinv_rcond, max_cond, name="k_train"):
+    def init(self, K, pinv_rcond, max_cond, name="k_train"):
         lam_max = float(torch.linalg.eigvalsh(K)[-1])
-        original(self, K + 1e-9 * lam_max * torch.eye(K.shape[0], dtype=K.dtype, device=K.device), pinv_rcond,
-                 max_cond, name)
+        original(
+            self, K + 1e-9 * lam_max * torch.eye(K.shape[0], dtype=K.dtype, device=K.device), pinv_rcond, max_cond, name
+        )
 
-    return __init__
+    return init
 
 
 def _truncated(original):
-    def __init__(self, K, pinv_rcond, max_cond, name="k_train"):
+    def init(self, K, pinv_rcond, max_cond, name="k_train"):
         original(self, K, 1e-3 if pinv_rcond is None else pinv_rcond, max_cond, name)
 
-    return __init__
+    return init
 
 
 def _cholesky_upper(original):
@@ -50,7 +54,7 @@ def _float32_solve(original):
 def _init_bias_sign(original):
     def decompose(*args, **kwargs):
         d = original(*args, **kwargs)
-        return d._replace(init_bias=d.fit_of_init - d.h_ini)
+        return dataclasses.replace(d, init_bias=d.fit_of_init - d.h_ini)
 
     return decompose
 
@@ -58,14 +62,16 @@ def _init_bias_sign(original):
 def _fit_of_targets(original):
     def decompose(*args, **kwargs):
         d = original(*args, **kwargs)
-        return d._replace(fit_of_init=d.unbiased, init_bias=d.h_ini - d.unbiased)
+        return dataclasses.replace(d, fit_of_init=d.unbiased, init_bias=d.h_ini - d.unbiased)
 
     return decompose
 
 
 def _drops_h_ini_test(original):
-    def interpolate(k_train, y_train, k_test_train=None, *, h_ini_train=None, h_ini_test=None, **kwargs):
-        out = original(k_train, y_train, k_test_train, h_ini_train=h_ini_train, h_ini_test=h_ini_test, **kwargs)
+    def interpolate(k_train, y_train, *, k_test_train=None, h_ini_train=None, h_ini_test=None, **kwargs):
+        out = original(
+            k_train, y_train, k_test_train=k_test_train, h_ini_train=h_ini_train, h_ini_test=h_ini_test, **kwargs
+        )
         return out if h_ini_test is None else out - h_ini_test
 
     return interpolate
@@ -104,42 +110,70 @@ def _test_kernel_unpermuted(original):
 
 
 MUTANTS: list[Mutant] = [
-    Mutant("interpolate_ridge_1e-9",
-           "the kernel solve adds a ridge 1e-9 lambda_max I to K (kernel ridge regression, not the interpolant "
-           "of seed 000 eq (5)): the result no longer fits Y exactly",
-           "ntkcheck.dynamics.solvers:_Inverse.__init__", _ridge),
-    Mutant("interpolate_truncated_pinv",
-           "the kernel solve uses a pseudo-inverse that drops eigenvalues below 1e-3 lambda_max instead of the "
-           "Cholesky inverse (a default pinv_rcond=1e-3)",
-           "ntkcheck.dynamics.solvers:_Inverse.__init__", _truncated),
-    Mutant("cholesky_solve_upper",
-           "cholesky_solve is told the lower Cholesky factor is upper: it solves (L^T L) alpha = r, not K alpha = r",
-           "ntkcheck.dynamics.solvers:_Inverse.solve", _cholesky_upper),
-    Mutant("cholesky_solve_float32",
-           "the triangular solves run in float32 whatever the kernel's dtype (a speed shortcut): float64 "
-           "interpolants keep only ~1e-7 cond(K) relative accuracy",
-           "ntkcheck.dynamics.solvers:_Inverse.solve", _float32_solve),
-    Mutant("decompose_init_bias_sign",
-           "decompose returns init_bias = h_k(.; 0, X, h_ini(X)) - h_ini, the sign of seed 000 eq (6)'s last term "
-           "flipped",
-           "ntkcheck.dynamics.solvers:decompose", _init_bias_sign),
-    Mutant("decompose_fit_of_targets",
-           "decompose fits the training targets Y instead of h_ini(X) in the init term: fit_of_init = "
-           "h_k(.; 0, X, Y), init_bias = h_ini - h_k(.; 0, X, Y)",
-           "ntkcheck.dynamics.solvers:decompose", _fit_of_targets),
-    Mutant("interpolate_drops_h_ini_test",
-           "interpolate forgets to add h_ini at the test points: returns k(T, X) K^{-1} (Y - h_ini(X))",
-           "ntkcheck.dynamics.solvers:interpolate", _drops_h_ini_test),
-    Mutant("min_norm_parameters_null_component",
-           "min_norm_parameters returns a displacement with a component in the null space of J (a start "
-           "vector not projected out): it still fits Y but is not the minimum-norm solution of seed 000 eq (4)",
-           "ntkcheck.dynamics.solvers:min_norm_parameters", _null_component),
-    Mutant("kernel_matrix_output_major",
-           "(n, n, O, O) kernels are flattened output-major (row a n + i) while targets stay sample-major "
-           "(row i O + a)",
-           "ntkcheck.dynamics.solvers:_kernel_matrix", _output_major),
-    Mutant("kernel_test_train_unpermuted",
-           "the (m, n, O, O) test-train kernel is reshaped to (m O, n O) without the permute: rows and columns "
-           "mix samples and outputs",
-           "ntkcheck.dynamics.solvers:_problem", _test_kernel_unpermuted),
+    Mutant(
+        "interpolate_ridge_1e-9",
+        "the kernel solve adds a ridge 1e-9 lambda_max I to K (kernel ridge regression, not the interpolant "
+        "of seed 000 eq (5)): the result no longer fits Y exactly",
+        "ntkcheck.dynamics._inverse:_Inverse.__init__",
+        _ridge,
+    ),
+    Mutant(
+        "interpolate_truncated_pinv",
+        "the kernel solve uses a pseudo-inverse that drops eigenvalues below 1e-3 lambda_max instead of the "
+        "Cholesky inverse (a default pinv_rcond=1e-3)",
+        "ntkcheck.dynamics._inverse:_Inverse.__init__",
+        _truncated,
+    ),
+    Mutant(
+        "cholesky_solve_upper",
+        "cholesky_solve is told the lower Cholesky factor is upper: it solves (L^T L) alpha = r, not K alpha = r",
+        "ntkcheck.dynamics._inverse:_Inverse.solve",
+        _cholesky_upper,
+    ),
+    Mutant(
+        "cholesky_solve_float32",
+        "the triangular solves run in float32 whatever the kernel's dtype (a speed shortcut): float64 "
+        "interpolants keep only ~1e-7 cond(K) relative accuracy",
+        "ntkcheck.dynamics._inverse:_Inverse.solve",
+        _float32_solve,
+    ),
+    Mutant(
+        "decompose_init_bias_sign",
+        "decompose returns init_bias = h_k(.; 0, X, h_ini(X)) - h_ini, the sign of seed 000 eq (6)'s last term flipped",
+        "ntkcheck.dynamics.solvers:decompose",
+        _init_bias_sign,
+    ),
+    Mutant(
+        "decompose_fit_of_targets",
+        "decompose fits the training targets Y instead of h_ini(X) in the init term: fit_of_init = "
+        "h_k(.; 0, X, Y), init_bias = h_ini - h_k(.; 0, X, Y)",
+        "ntkcheck.dynamics.solvers:decompose",
+        _fit_of_targets,
+    ),
+    Mutant(
+        "interpolate_drops_h_ini_test",
+        "interpolate forgets to add h_ini at the test points: returns k(T, X) K^{-1} (Y - h_ini(X))",
+        "ntkcheck.dynamics.solvers:interpolate",
+        _drops_h_ini_test,
+    ),
+    Mutant(
+        "min_norm_parameters_null_component",
+        "min_norm_parameters returns a displacement with a component in the null space of J (a start "
+        "vector not projected out): it still fits Y but is not the minimum-norm solution of seed 000 eq (4)",
+        "ntkcheck.dynamics.solvers:min_norm_parameters",
+        _null_component,
+    ),
+    Mutant(
+        "kernel_matrix_output_major",
+        "(n, n, O, O) kernels are flattened output-major (row a n + i) while targets stay sample-major (row i O + a)",
+        "ntkcheck.dynamics._kernel_checks:_kernel_matrix",
+        _output_major,
+    ),
+    Mutant(
+        "kernel_test_train_unpermuted",
+        "the (m, n, O, O) test-train kernel is reshaped to (m O, n O) without the permute: rows and columns "
+        "mix samples and outputs",
+        "ntkcheck.dynamics._problem:_problem",
+        _test_kernel_unpermuted,
+    ),
 ]

@@ -25,19 +25,18 @@ integrated loss is smoothed below ``SMOOTH |r_0|`` (see there).
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
+import operator
 
 import numpy as np
 import torch
-from hypothesis import strategies as st
 from scipy.integrate import solve_ivp
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
 from ntkcheck.dynamics.losses import LpLoss, Mixture
-from ntkcheck.testing.strategies import architectures
 
 STOP = 1e-10
 """The long-time oracle stops at ||f_lin(X) - Y|| <= STOP * ||f_lin(X; theta_0) - Y||."""
@@ -233,8 +232,17 @@ class ParameterFlow:
         # for p < 2 the flow reaches Y in finite time and the field is singular there: stop just before
         stop.terminal = True  # type: ignore[attr-defined]
         scale = self.ref / blk.S[-1]  # size of c (|U S c| ~ |r0|)
-        sol = solve_ivp(rhs, (0.0, float(t[-1])), np.zeros(m), method="LSODA", jac=jac,
-                        dense_output=True, events=[stop], rtol=RTOL, atol=RTOL * 1e-2 * scale)
+        sol = solve_ivp(
+            rhs,
+            (0.0, float(t[-1])),
+            np.zeros(m),
+            method="LSODA",
+            jac=jac,
+            dense_output=True,
+            events=[stop],
+            rtol=RTOL,
+            atol=RTOL * 1e-2 * scale,
+        )
         if sol.status < 0:
             raise FloatingPointError(f"parameter-flow oracle failed: {sol.message}")
         end = float(sol.t[-1])
@@ -247,7 +255,7 @@ class ParameterFlow:
         t = np.asarray(times, dtype=np.float64)
         if not (np.all(np.isfinite(t)) and np.all(np.diff(t) > 0) and t[0] >= 0):
             raise ValueError(f"times must be finite, >= 0 and increasing, got {times}")
-        return sum(self._delta(blk, self._at_block(blk, t)) for blk in self.blocks)
+        return functools.reduce(operator.add, (self._delta(blk, self._at_block(blk, t)) for blk in self.blocks))
 
     def _limit_block(self, blk: _Block) -> tuple[np.ndarray, bool]:
         if blk.ref <= self.stop:
@@ -282,8 +290,16 @@ class ParameterFlow:
         horizon = 4 * (math.log(blk.ref / self.stop) + math.log(len(blk.r0)) + 1) / float(blk.S[-1] ** 2)
         # c tends to a nonzero constant while r = r0 + U S c tends to 0: r is resolved to STOP |r0| only if
         # the step error in c is below that, hence RTOL ~ STOP
-        sol = solve_ivp(rhs, (0.0, horizon), np.zeros(US.shape[1]), method="LSODA", jac=jac,
-                        rtol=RTOL, atol=RTOL * 1e-2 * self.ref / blk.S[-1], events=[stop])
+        sol = solve_ivp(
+            rhs,
+            (0.0, horizon),
+            np.zeros(US.shape[1]),
+            method="LSODA",
+            jac=jac,
+            rtol=RTOL,
+            atol=RTOL * 1e-2 * self.ref / blk.S[-1],
+            events=[stop],
+        )
         return sol.y[:, -1], sol.status == 1 and sol.t_events[0].size > 0
 
     def limit(self) -> tuple[np.ndarray, bool]:
@@ -316,67 +332,3 @@ def predict(h0: torch.Tensor, J: torch.Tensor, delta: np.ndarray) -> torch.Tenso
         return out.reshape(h0.shape).to(dtype=h0.dtype, device=h0.device)
     out = base[None] + d @ Jd.T
     return out.reshape((d.shape[0],) + tuple(h0.shape)).to(dtype=h0.dtype, device=h0.device)
-
-
-# -- draws -----------------------------------------------------------------------------------------------
-
-
-def wide_architectures(min_width: int, *, min_in: int = 2, **kwargs: object) -> st.SearchStrategy:
-    """``architectures(**kwargs)`` with every hidden width raised to at least ``min_width`` and at least
-    ``min_in`` input features.
-
-    Narrow hidden layers (width 1-3, dead ReLUs) and one-dimensional inputs (a bias-free ReLU net is
-    positively homogeneous: on R^1 its kernel has rank 2) give numerically singular kernels that the flows'
-    condition bound would reject; widening makes the draws valid by construction instead.
-    """
-    def widen(arch):
-        return dataclasses.replace(arch, widths=tuple(max(w, min_width) for w in arch.widths),
-                                   in_features=max(arch.in_features, min_in))
-
-    kwargs.setdefault("families", ("mlp",))  # widths/in_features are an MLP's
-    return architectures(**kwargs).map(widen)  # type: ignore[arg-type]
-
-
-SMOOTH_ACTIVATIONS = ("tanh", "erf", "sin", "gelu", "softplus")
-
-
-def max_samples(arch, max_n: int) -> int:
-    """At most ``max_n`` samples, and no more than a network of ``arch`` can fit with a well-conditioned kernel.
-
-    A linear network (identity activation) is linear in x: its kernel has rank <= (d + 1) O, so n <= d
-    (+ 1 with biases).  A smooth activation at weight scale < 1 is nearly linear on its pre-activations
-    (tanh z = z - z^3/3 + ...): beyond the same n the kernel's extra eigenvalues are only the small
-    nonlinear corrections (condition numbers 1e5-1e7 measured), so the same cap applies.
-    """
-    near_linear = arch.activation in SMOOTH_ACTIVATIONS and arch.weight_std < 1
-    if arch.activation == "identity" or near_linear:
-        return max(1, min(max_n, arch.in_features + (1 if arch.bias else 0)))
-    return max_n
-
-
-@st.composite
-def loss_pairs(draw: st.DrawFn, *, min_p: float = 1.5, max_p: float = 4.0):
-    """Two DIFFERENT losses of seed 000 §4: L^p with distinct p (|p - q| >= 0.5), or an L^p and a mixture.
-
-    Mixture weights avoid 1.0, so a slip that drops a weight changes the loss.  Every choice is drawn in
-    every example (a choice sequence of fixed shape: Hypothesis rejects no mutated draw as invalid).
-    """
-    def exponent(lo: float, hi: float, u: float) -> float:
-        return round(lo + u * (hi - lo), 2)
-
-    p = exponent(min_p, max_p, draw(st.floats(0, 1)))
-    kind = draw(st.sampled_from(["two_lp", "lp_mixture", "mixture_lp"]))
-    u = draw(st.floats(0, 1))
-    q = exponent(min_p, p - 0.5, u) if p - 0.5 >= min_p else exponent(p + 0.5, max_p, u)
-    w = draw(st.sampled_from([0.25, 0.5, 2.0, 4.0]))
-    third = exponent(min_p, max_p, draw(st.floats(0, 1)))
-    if kind == "two_lp":
-        return LpLoss(p), LpLoss(q)
-    mix = LpLoss(q) + w * LpLoss(third)
-    return (LpLoss(p), mix) if kind == "lp_mixture" else (mix, LpLoss(p))
-
-
-@st.composite
-def section4_losses(draw: st.DrawFn, *, min_p: float = 1.5, max_p: float = 4.0):
-    """One loss of seed 000 §4: L^p (p in [min_p, max_p]) or a mixture with weight != 1 (the second of a pair)."""
-    return draw(loss_pairs(min_p=min_p, max_p=max_p))[1]

@@ -15,8 +15,8 @@ import scipy.linalg
 import torch
 from hypothesis import assume
 
-import ntkcheck as nk
 from ntkcheck.dynamics.linearization import jacobian
+from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.strategies import Arch, Dataset
 from ntkcheck.testing.tolerances import max_condition_solve
 
@@ -81,8 +81,11 @@ class Reference(NamedTuple):
         residual; ``params`` is the parameter count of a network whose forward pass evaluates the result
         (its dot products run over that many terms), 0 for the solvers' own output."""
         n = self.K.shape[0]
-        return EPS * ((n + params**0.5) * self.norm_x**2 * self.alpha_norm(rhs) + float(flat(h_train).norm())
-                      + float(flat(y).norm()))
+        return EPS * (
+            (n + params**0.5) * self.norm_x**2 * self.alpha_norm(rhs)
+            + float(flat(h_train).norm())
+            + float(flat(y).norm())
+        )
 
     def forward_scale(self, rhs: torch.Tensor, h_test: torch.Tensor | None, params: int = 0) -> float:
         """e ((1 + cond + sqrt(params)) ||J(T)|| ||J(X)|| ||alpha|| + ||h_ini(T)||): the unit of the forward
@@ -98,8 +101,16 @@ def reference(J: torch.Tensor, Jt: torch.Tensor, k: torch.Tensor, kt: torch.Tens
     ev = torch.linalg.eigvalsh(gram)
     gap = max(float((K - gram).norm() / gram.norm()), float((Kt - cross).norm() / cross.norm().clamp_min(1e-300)))
     G = Jt @ min_norm(J, torch.eye(J.shape[0], dtype=J.dtype))
-    return Reference(J, G, K, scipy.linalg.cho_factor(K.numpy()), float(ev[-1] / ev[0]), EPS + gap,
-                     float(ev[-1]) ** 0.5, float(torch.linalg.eigvalsh(Jt @ Jt.T)[-1]) ** 0.5)
+    return Reference(
+        J,
+        G,
+        K,
+        scipy.linalg.cho_factor(K.numpy()),
+        float(ev[-1] / ev[0]),
+        EPS + gap,
+        float(ev[-1]) ** 0.5,
+        float(torch.linalg.eigvalsh(Jt @ Jt.T)[-1]) ** 0.5,
+    )
 
 
 def conditioned_prefix(J: torch.Tensor, o: int, extra: torch.Tensor | None = None) -> int:
@@ -124,14 +135,16 @@ class Example(NamedTuple):
     x: torch.Tensor
     y: torch.Tensor
     xt: torch.Tensor
-    k: torch.Tensor  # nk.ntk(model, x)
-    kt: torch.Tensor  # nk.ntk(model, xt, x)
+    k: torch.Tensor  # ntk(model, x)
+    kt: torch.Tensor  # ntk(model, xt, x)
     ref: Reference
 
     def data(self) -> str:
         """Python that rebuilds x, y and xt."""
-        return (f"nk.testing.strategies.{self.ds!r}; x, y = ds.x()[:{self.n}], ds.y()[:{self.n}]; "
-                f"xt = ds.x_test({len(self.xt)})")
+        return (
+            f"nk.testing.strategies.{self.ds!r}; x, y = ds.x()[:{self.n}], ds.y()[:{self.n}]; "
+            f"xt = ds.x_test({len(self.xt)})"
+        )
 
 
 def network_example(arch: Arch, ds: Dataset, n_test: int = N_TEST) -> Example:
@@ -149,8 +162,8 @@ def network_example(arch: Arch, ds: Dataset, n_test: int = N_TEST) -> Example:
     if n < 1:
         assume(False)  # K of one point singular (a structurally dead network): eq (5) has no K^{-1}
     x, y = x_all[:n], y_all[:n]
-    k, kt = nk.ntk(model, x), nk.ntk(model, xt, x)
-    return Example(model, ds, n, x, y, xt, k, kt, reference(J_all[: n * o], J_all[-n_test * o:], k, kt))
+    k, kt = ntk(model, x), ntk(model, xt, x)
+    return Example(model, ds, n, x, y, xt, k, kt, reference(J_all[: n * o], J_all[-n_test * o :], k, kt))
 
 
 def outputs(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

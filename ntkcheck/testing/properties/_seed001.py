@@ -16,8 +16,9 @@ from dataclasses import dataclass, replace
 import torch
 from hypothesis import strategies as st
 
+from ntkcheck._support.seeding import child_seed
 from ntkcheck.dynamics.linearization import jacobian, min_norm_linearized
-from ntkcheck.testing.strategies import Arch, Dataset, inputs, seeds, stream
+from ntkcheck.testing.strategies import Arch, Dataset, inputs, seeds
 
 from ._common import DEVICE, DTYPE, require_well_conditioned
 
@@ -28,8 +29,9 @@ by |x|^2; with 4 points ~3% of draws exceed float32's 1e3, with 3 points ~1%."""
 
 
 @st.composite
-def relu_bias_free(draw, max_depth: int = 3, max_width: int = 24, min_width: int = 8, max_in: int = 5,
-                   max_out: int = 1) -> Arch:
+def relu_bias_free(
+    draw, max_depth: int = 3, max_width: int = 24, min_width: int = 8, max_in: int = 5, max_out: int = 1
+) -> Arch:
     """Bias-free ReLU MLPs: f(x; theta) is positively homogeneous of degree L in theta (and of degree 1 in x).
 
     Built so that Phi(X) Phi(X)^T is invertible: inputs in d >= 2 dimensions (with d = 1 every x is a
@@ -49,7 +51,7 @@ def relu_bias_free(draw, max_depth: int = 3, max_width: int = 24, min_width: int
         activation="relu",
         bias=False,
         parametrization=parametrization,
-        weight_std=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0 ** 0.5])),
+        weight_std=draw(st.sampled_from([0.5, 1.0, 1.5, 2.0**0.5])),
         bias_std=0.0,
         seed=draw(seeds()),
         init=init,
@@ -68,7 +70,7 @@ def ball_x(ds: Dataset) -> torch.Tensor:
 
 def ball_x_test(ds: Dataset, m: int) -> torch.Tensor:
     """``m`` test inputs drawn uniformly from the unit ball, from a stream of their own."""
-    return inputs(stream(ds.seed, 2), m, ds.d, unit_ball=True, dtype=DTYPE, device=DEVICE)
+    return inputs(child_seed(ds.seed, 2), m, ds.d, unit_ball=True, dtype=DTYPE, device=DEVICE)
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
@@ -91,11 +93,11 @@ class Eq14Terms:
 def eq14_terms(arch: Arch, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor) -> Eq14Terms:
     """Both sides of seed 001 eq (14) for the net ``arch`` (its weight_std is seed 001's sigma).
 
-    Raises :class:`._common.IllConditioned` when Phi Phi^T is too ill-conditioned for the dtype's
+    Raises :class:`~ntkcheck.errors.IllConditionedError` when Phi Phi^T is too ill-conditioned for the dtype's
     solver tolerance.
     """
     model = arch.build(dtype=DTYPE, device=DEVICE)
-    n_layers = len(model.layers)
+    n_layers = len(arch.units(model))  # the layers of the MLP
     theta0 = flat_params(model)
     phi_train, phi_test = jacobian(model, x), jacobian(model, xt)  # rows: gradients at theta_0
     gram = phi_train @ phi_train.T
@@ -107,6 +109,12 @@ def eq14_terms(arch: Arch, x: torch.Tensor, y: torch.Tensor, xt: torch.Tensor) -
     init_train = (phi_train @ (theta0.reshape(-1, 1) - projected)) / n_layers
     trained = min_norm_linearized(model, x, y)
     with torch.no_grad():
-        return Eq14Terms(trained(xt).reshape(-1), interp.reshape(-1), init_test.reshape(-1),
-                         init_train.reshape(-1), trained(x).reshape(-1),
-                         (phi_train @ theta0 / n_layers).reshape(-1), (phi_test @ theta0 / n_layers).reshape(-1))
+        return Eq14Terms(
+            trained(xt).reshape(-1),
+            interp.reshape(-1),
+            init_test.reshape(-1),
+            init_train.reshape(-1),
+            trained(x).reshape(-1),
+            (phi_train @ theta0 / n_layers).reshape(-1),
+            (phi_test @ theta0 / n_layers).reshape(-1),
+        )

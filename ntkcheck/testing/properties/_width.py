@@ -4,6 +4,7 @@ output covariance and log-log fit."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -34,7 +35,7 @@ def output_covariance(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return f @ f.T / f.shape[1]
 
 
-def fit_loglog(xs: list[float], ys: list[float]) -> tuple[float, float]:
+def fit_loglog(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """Least-squares slope and intercept of log y against log x."""
     lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
     ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)

@@ -17,8 +17,9 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
 from ntkcheck.dynamics.linearization import min_norm_linearized
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models.transforms import asi, merge_branches
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.testing.strategies import architectures, dataset_for, datasets, seeds
 from ntkcheck.testing.tolerances import max_condition, tolerance
@@ -65,8 +66,9 @@ def autograd_jacobian(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     rows = []
     for i in range(out.numel()):
         grads = torch.autograd.grad(out[i], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1)
-                               for g, p in zip(grads, params)]))
+        rows.append(
+            torch.cat([torch.zeros_like(p).reshape(-1) if g is None else g.reshape(-1) for g, p in zip(grads, params)])
+        )
     return torch.stack(rows).detach()
 
 
@@ -77,24 +79,41 @@ def test_asi_output_is_zero_and_freezing_mirrors_the_original(arch, data_seed, n
     model = arch.build(dtype=DTYPE, device=DEVICE)
     ds = dataset_for(arch, data_seed, n)
     x = ds.x(dtype=DTYPE, device=DEVICE)
-    net = nk.asi(model)
+    net = asi(model)
     ctx = reproduce(arch, x=f"{ds!r}.x(dtype={DTYPE})", check="nk.asi(model)(x)")
     with torch.no_grad():
         out = net(x)
-    check_at_most(float(out.abs().max()), tolerance("asi_zero_output", DTYPE), claim=CLAIM,
-                  what="max |h_ASI(x)| at init", context=ctx)
+    check_at_most(
+        float(out.abs().max()),
+        tolerance("asi_zero_output", DTYPE),
+        claim=CLAIM,
+        what="max |h_ASI(x)| at init",
+        context=ctx,
+    )
     for branch in ("plus", "minus"):
         copy = getattr(net, branch)
-        check_at_most(float(frozen_mismatches(model, copy)), tolerance("mismatch_count", DTYPE), claim=CLAIM,
-                      what=f"parameters of the {branch} branch whose requires_grad differs from the original's",
-                      context=ctx)
+        check_at_most(
+            float(frozen_mismatches(model, copy)),
+            tolerance("mismatch_count", DTYPE),
+            claim=CLAIM,
+            what=f"parameters of the {branch} branch whose requires_grad differs from the original's",
+            context=ctx,
+        )
         changed = sum(int(not torch.equal(p, q)) for p, q in zip(copy.parameters(), model.parameters()))
-        check_at_most(float(changed), tolerance("mismatch_count", DTYPE), claim=CLAIM,
-                      what=f"parameter tensors of the {branch} branch that differ from theta_0", context=ctx)
+        check_at_most(
+            float(changed),
+            tolerance("mismatch_count", DTYPE),
+            claim=CLAIM,
+            what=f"parameter tensors of the {branch} branch that differ from theta_0",
+            context=ctx,
+        )
 
 
-@given(arch=architectures(max_depth=3, max_width=32, frozen=None).map(with_trainable_room), data_seed=seeds(),
-       n=st.integers(2, 6))
+@given(
+    arch=architectures(max_depth=3, max_width=32, frozen=None).map(with_trainable_room),
+    data_seed=seeds(),
+    n=st.integers(2, 6),
+)
 def test_asi_kernel_equals_original_total_and_per_layer(arch, data_seed, n):
     """k_Theta0 = (1/2) k_theta0 + (1/2) k_theta0 = k_theta0 over the trainable parameters, in total and
     layer by layer, frozen layers included (seed 000, Thm 9 proof).  The ASI kernel is computed from
@@ -102,21 +121,29 @@ def test_asi_kernel_equals_original_total_and_per_layer(arch, data_seed, n):
     model = arch.build(dtype=DTYPE, device=DEVICE)
     ds = dataset_for(arch, data_seed, n)
     x = ds.x(dtype=DTYPE, device=DEVICE)
-    net = nk.asi(model)
-    ctx = reproduce(arch, x=f"{ds!r}.x(dtype={DTYPE})",
-                    check="nk.ntk(nk.asi(model), x, method='jacobian') vs nk.ntk(model, x, method='layerwise')")
-    original = nk.ntk(model, x, per_layer=True, method="layerwise")
+    net = asi(model)
+    ctx = reproduce(
+        arch,
+        x=f"{ds!r}.x(dtype={DTYPE})",
+        check="nk.ntk(nk.asi(model), x, method='jacobian') vs nk.ntk(model, x, method='layerwise')",
+    )
+    original = ntk(model, x, per_layer=True, method="layerwise")
     total = sum(original.values())
     scale = float(total.norm())
     # a kernel that is 0 (every unit of a narrow ReLU net dead, only its weights trainable) would pass any scale
     assume(scale > 0)
     tol = tolerance("kernel_methods_agree", DTYPE)
-    check_close(nk.ntk(net, x, method="jacobian"), total, tol=tol, claim=CLAIM,
-                what="total ASI kernel vs original", context=ctx)
-    merged = nk.merge_branches(nk.ntk(net, x, per_layer=True, method="jacobian"))
-    check_at_most(float(len(set(merged) ^ set(original))), tolerance("mismatch_count", DTYPE), claim=CLAIM,
-                  what="per-layer kernel names of the ASI net (merged) vs the original's trainable parameters",
-                  context=ctx)
+    check_close(
+        ntk(net, x, method="jacobian"), total, tol=tol, claim=CLAIM, what="total ASI kernel vs original", context=ctx
+    )
+    merged = merge_branches(ntk(net, x, per_layer=True, method="jacobian"))
+    check_at_most(
+        float(len(set(merged) ^ set(original))),
+        tolerance("mismatch_count", DTYPE),
+        claim=CLAIM,
+        what="per-layer kernel names of the ASI net (merged) vs the original's trainable parameters",
+        context=ctx,
+    )
     for name, k in original.items():
         check_close(merged[name], k, tol=tol, scale=scale, claim=CLAIM, what=f"per-layer kernel {name}", context=ctx)
 
@@ -134,7 +161,7 @@ def test_asi_linearized_training_is_interpolant_from_zero(arch, data):
     model = arch.build(dtype=DTYPE, device=DEVICE)
     x, y = ds.x(dtype=DTYPE, device=DEVICE), ds.y(dtype=DTYPE, device=DEVICE)
     xt = ds.x_test(5, dtype=DTYPE, device=DEVICE)
-    net = nk.asi(model)
+    net = asi(model)
     j, jt = autograd_jacobian(model, x).double().cpu(), autograd_jacobian(model, xt).double().cpu()
     k = j @ j.T
     evals = torch.linalg.eigvalsh(k)
@@ -152,9 +179,24 @@ def test_asi_linearized_training_is_interpolant_from_zero(arch, data):
     ctx = reproduce(arch, ds=repr(ds), check="min_norm_linearized(nk.asi(model), ds.x(), ds.y())(ds.x_test(5))")
     tol = tolerance("solver_identity", DTYPE)
     scale = float(interpolant.norm()) + float(yf.norm())
-    check_close(got, oracle, tol=tol, scale=scale, claim=CLAIM,
-                what="linearized ASI training vs lstsq min-norm oracle on the ASI Jacobian", context=ctx)
-    check_close(got, interpolant, tol=tol, scale=scale, claim=CLAIM,
-                what="linearized ASI training vs h_k(.; 0, X, Y) with the original kernel", context=ctx)
-    check_close(fit, yf, tol=tol, scale=float(yf.norm()), claim=CLAIM,
-                what="linearized ASI training fits Y", context=ctx)
+    check_close(
+        got,
+        oracle,
+        tol=tol,
+        scale=scale,
+        claim=CLAIM,
+        what="linearized ASI training vs lstsq min-norm oracle on the ASI Jacobian",
+        context=ctx,
+    )
+    check_close(
+        got,
+        interpolant,
+        tol=tol,
+        scale=scale,
+        claim=CLAIM,
+        what="linearized ASI training vs h_k(.; 0, X, Y) with the original kernel",
+        context=ctx,
+    )
+    check_close(
+        fit, yf, tol=tol, scale=float(yf.norm()), claim=CLAIM, what="linearized ASI training fits Y", context=ctx
+    )

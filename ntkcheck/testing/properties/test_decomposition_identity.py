@@ -31,63 +31,107 @@ reasons of ``interpolant_fit`` and ``interpolant_forward``).
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
-import numpy as np
 import pytest
-import scipy.linalg
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.solvers import decompose, interpolate
+from ntkcheck.models.transforms import asi
 from ntkcheck.testing.claims import check_close
-from ntkcheck.testing.strategies import architectures, datasets, initial_functions, seeds, stream
+from ntkcheck.testing.strategies import architectures, datasets, initial_functions, seeds
 from ntkcheck.testing.tolerances import max_condition_solve, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._interpolants import EPS, Reference, flat, flat_kernel, min_norm, network_example, outputs, roomy
+from ._interpolants import Reference, flat, flat_kernel, min_norm, network_example, outputs, roomy
+from ._psd import MODULE, psd_problem, targets
 
 CLAIM = "decomposition_identity"
 pytestmark = pytest.mark.claim(CLAIM)
+
+
 def check_interpolant(k, y, kt, h_train, h_test, ref: Reference, ctx: str, label: str) -> None:
     """Fit at X, and interpolate / every term of decompose against the lstsq reference at the test points."""
     fit_tol, fwd_tol = tolerance("interpolant_fit", DTYPE), tolerance("interpolant_forward", DTYPE)
     r = y - h_train
     # (a) the defining property: h_k(X; h_ini, X, Y) = Y, through both code paths of interpolate
-    check_close(flat(interpolate(k, y, h_ini_train=h_train)), flat(y), tol=fit_tol,
-                scale=ref.fit_scale(r, h_train, y), claim=CLAIM, context=ctx,
-                what=f"{label}: residual h_k(X; h_ini, X, Y) - Y (units of the solve's backward error)")
-    check_close(flat(interpolate(k, y, k, h_ini_train=h_train, h_ini_test=h_train)), flat(y), tol=fit_tol,
-                scale=ref.fit_scale(r, h_train, y), claim=CLAIM, context=ctx,
-                what=f"{label}: residual of the interpolant evaluated with k_test_train = K at X")
+    check_close(
+        flat(interpolate(k, y, h_ini_train=h_train)),
+        flat(y),
+        tol=fit_tol,
+        scale=ref.fit_scale(r, h_train, y),
+        claim=CLAIM,
+        context=ctx,
+        what=f"{label}: residual h_k(X; h_ini, X, Y) - Y (units of the solve's backward error)",
+    )
+    check_close(
+        flat(interpolate(k, y, k_test_train=k, h_ini_train=h_train, h_ini_test=h_train)),
+        flat(y),
+        tol=fit_tol,
+        scale=ref.fit_scale(r, h_train, y),
+        claim=CLAIM,
+        context=ctx,
+        what=f"{label}: residual of the interpolant evaluated with k_test_train = K at X",
+    )
     # (b) interpolate with h_ini against h_ini(T) + J(T) J^+ (Y - h_ini(X))
     total_ref = flat(h_test) + ref.at_test(r)
-    check_close(flat(interpolate(k, y, kt, h_ini_train=h_train, h_ini_test=h_test)), total_ref, tol=fwd_tol,
-                scale=ref.forward_scale(r, h_test), claim=CLAIM, context=ctx,
-                what=f"{label}: interpolate(h_ini) at test points vs h_ini + J(T) lstsq(J, Y - h_ini(X)) "
-                     "(units of the forward-error bound)")
+    check_close(
+        flat(interpolate(k, y, k_test_train=kt, h_ini_train=h_train, h_ini_test=h_test)),
+        total_ref,
+        tol=fwd_tol,
+        scale=ref.forward_scale(r, h_test),
+        claim=CLAIM,
+        context=ctx,
+        what=f"{label}: interpolate(h_ini) at test points vs h_ini + J(T) lstsq(J, Y - h_ini(X)) "
+        "(units of the forward-error bound)",
+    )
     # (c) the terms of eq (6), each against its own lstsq solve
-    d = decompose(k, y, kt, h_train, h_test)
+    d = decompose(k, y, k_test_train=kt, h_ini_train=h_train, h_ini_test=h_test)
     unbiased_ref, fit_ref = ref.at_test(y), ref.at_test(h_train)
-    terms = (("total", d.total, total_ref, r, h_test),
-             ("unbiased h_k(.; 0, X, Y)", d.unbiased, unbiased_ref, y, None),
-             ("fit_of_init h_k(.; 0, X, h_ini(X))", d.fit_of_init, fit_ref, h_train, None),
-             ("init_bias h_ini - h_k(.; 0, X, h_ini(X))", d.init_bias, flat(h_test) - fit_ref, h_train, h_test))
+    terms = (
+        ("total", d.total, total_ref, r, h_test),
+        ("unbiased h_k(.; 0, X, Y)", d.unbiased, unbiased_ref, y, None),
+        ("fit_of_init h_k(.; 0, X, h_ini(X))", d.fit_of_init, fit_ref, h_train, None),
+        ("init_bias h_ini - h_k(.; 0, X, h_ini(X))", d.init_bias, flat(h_test) - fit_ref, h_train, h_test),
+    )
     for name, got, expected, rhs, h in terms:
-        check_close(flat(got), expected, tol=fwd_tol, scale=ref.forward_scale(rhs, h), claim=CLAIM, context=ctx,
-                    what=f"{label}: decompose {name} vs lstsq on the Jacobian (units of the forward-error bound)")
+        check_close(
+            flat(got),
+            expected,
+            tol=fwd_tol,
+            scale=ref.forward_scale(rhs, h),
+            claim=CLAIM,
+            context=ctx,
+            what=f"{label}: decompose {name} vs lstsq on the Jacobian (units of the forward-error bound)",
+        )
     both = ref.forward_scale(y, h_test) + ref.forward_scale(h_train, None)
-    check_close(flat(d.total), flat(d.unbiased + d.init_bias), tol=fwd_tol, scale=both, claim=CLAIM, context=ctx,
-                what=f"{label}: decompose total vs unbiased + init_bias (eq (6))")
+    check_close(
+        flat(d.total),
+        flat(d.unbiased + d.init_bias),
+        tol=fwd_tol,
+        scale=both,
+        claim=CLAIM,
+        context=ctx,
+        what=f"{label}: decompose total vs unbiased + init_bias (eq (6))",
+    )
     # at the training points every term interpolates its own targets
-    d0 = decompose(k, y, None, h_train, None)
-    for name, got, target, rhs in (("total", d0.total, y, r), ("unbiased", d0.unbiased, y, y),
-                                   ("fit_of_init", d0.fit_of_init, h_train, h_train)):
-        check_close(flat(got), flat(target), tol=fit_tol, scale=ref.fit_scale(rhs, h_train, y), claim=CLAIM,
-                    context=ctx, what=f"{label}: decompose {name} at X minus its targets (backward-error units)")
+    d0 = decompose(k, y, k_test_train=None, h_ini_train=h_train, h_ini_test=None)
+    for name, got, target, rhs in (
+        ("total", d0.total, y, r),
+        ("unbiased", d0.unbiased, y, y),
+        ("fit_of_init", d0.fit_of_init, h_train, h_train),
+    ):
+        check_close(
+            flat(got),
+            flat(target),
+            tol=fit_tol,
+            scale=ref.fit_scale(rhs, h_train, y),
+            claim=CLAIM,
+            context=ctx,
+            what=f"{label}: decompose {name} at X minus its targets (backward-error units)",
+        )
 
 
 @given(arch=architectures(max_depth=3, max_width=256, max_out=3, frozen=None), data=st.data())
@@ -101,9 +145,14 @@ def test_interpolant_fits_and_eq6_terms_match_lstsq_on_empirical_ntk(arch, data)
     h_fn = data.draw(initial_functions(math.prod(arch.in_shape), arch.out_features))
     ex = network_example(arch, ds)
     model, x, y, xt, k, kt, ref = ex.model, ex.x, ex.y, ex.xt, ex.k, ex.kt, ex.ref
-    ctx = reproduce(arch, ds=ex.data(), h_fn=f"nk.testing.strategies.{h_fn!r}",
-                    check="decompose(nk.ntk(model, x), y, nk.ntk(model, xt, x), h_ini(x), h_ini(xt)) vs "
-                          "h_ini(xt) + J(xt) lstsq(J(x), y - h_ini(x))")
+    ctx = reproduce(
+        arch,
+        ds=ex.data(),
+        h_fn=f"nk.testing.strategies.{h_fn!r}",
+        check="decompose(nk.ntk(model, x), y, k_test_train=nk.ntk(model, xt, x), h_ini_train=h_ini(x), "
+        "h_ini_test=h_ini(xt)) vs "
+        "h_ini(xt) + J(xt) lstsq(J(x), y - h_ini(x))",
+    )
     check_interpolant(k, y, kt, outputs(model, x, y), outputs(model, xt, y), ref, ctx, "h_ini = network output")
     check_interpolant(k, y, kt, h_fn(x).to(y.dtype), h_fn(xt).to(y.dtype), ref, ctx, "h_ini = random function")
 
@@ -120,7 +169,7 @@ def test_eq6_on_trained_linearized_networks(arch, data):
     model, x, y, xt, k, kt, ref = ex.model, ex.x, ex.y, ex.xt, ex.k, ex.kt, ex.ref
     ctx = reproduce(arch, ds=ex.data(), check="linearize(model) and linearize(nk.asi(model)) at lstsq parameters")
     h_train, h_test = outputs(model, x, y), outputs(model, xt, y)
-    twin = nk.asi(model)
+    twin = asi(model)
     J_twin = flat_kernel(jacobian(twin, x))
 
     def trained(net, J, rhs):
@@ -134,148 +183,190 @@ def test_eq6_on_trained_linearized_networks(arch, data):
     fit_tol, fwd_tol = tolerance("interpolant_fit", DTYPE), tolerance("interpolant_forward", DTYPE)
     r = y - h_train
     p, p_twin = ref.J.shape[1], J_twin.shape[1]  # the forward passes sum over p (p_twin) parameters
-    for name, got, target, rhs, params in (("network", total_x, y, r, p), ("ASI twin on Y", unbiased_x, y, y, p_twin),
-                                           ("ASI twin on h_ini(X)", fit_x, h_train, h_train, p_twin)):
-        check_close(flat(got), flat(target), tol=fit_tol, scale=ref.fit_scale(rhs, h_train, y, params), claim=CLAIM,
-                    context=ctx, what=f"trained linearized {name}: residual at X (backward-error units)")
-    both = (ref.forward_scale(r, h_test, p) + ref.forward_scale(y, None, p_twin)
-            + ref.forward_scale(h_train, None, p_twin))
-    check_close(flat(total), flat(unbiased) + flat(h_test) - flat(fit), tol=fwd_tol, scale=both, claim=CLAIM,
-                context=ctx, what="eq (6) on trained linearized networks: network vs twin(Y) + h_ini - twin(h_ini(X))")
-    d = decompose(k, y, kt, h_train, h_test)
+    for name, got, target, rhs, params in (
+        ("network", total_x, y, r, p),
+        ("ASI twin on Y", unbiased_x, y, y, p_twin),
+        ("ASI twin on h_ini(X)", fit_x, h_train, h_train, p_twin),
+    ):
+        check_close(
+            flat(got),
+            flat(target),
+            tol=fit_tol,
+            scale=ref.fit_scale(rhs, h_train, y, params),
+            claim=CLAIM,
+            context=ctx,
+            what=f"trained linearized {name}: residual at X (backward-error units)",
+        )
+    both = (
+        ref.forward_scale(r, h_test, p) + ref.forward_scale(y, None, p_twin) + ref.forward_scale(h_train, None, p_twin)
+    )
+    check_close(
+        flat(total),
+        flat(unbiased) + flat(h_test) - flat(fit),
+        tol=fwd_tol,
+        scale=both,
+        claim=CLAIM,
+        context=ctx,
+        what="eq (6) on trained linearized networks: network vs twin(Y) + h_ini - twin(h_ini(X))",
+    )
+    d = decompose(k, y, k_test_train=kt, h_ini_train=h_train, h_ini_test=h_test)
     for name, got, expected, rhs, h, params in (
-            ("total", d.total, total, r, h_test, p),
-            ("unbiased", d.unbiased, unbiased, y, None, p_twin),
-            ("init_bias", d.init_bias, h_test.reshape(fit.shape) - fit, h_train, h_test, p_twin)):
-        check_close(flat(got), flat(expected), tol=fwd_tol, scale=ref.forward_scale(rhs, h, params), claim=CLAIM,
-                    context=ctx, what=f"decompose {name} vs the trained linearized network")
+        ("total", d.total, total, r, h_test, p),
+        ("unbiased", d.unbiased, unbiased, y, None, p_twin),
+        ("init_bias", d.init_bias, h_test.reshape(fit.shape) - fit, h_train, h_test, p_twin),
+    ):
+        check_close(
+            flat(got),
+            flat(expected),
+            tol=fwd_tol,
+            scale=ref.forward_scale(rhs, h, params),
+            claim=CLAIM,
+            context=ctx,
+            what=f"decompose {name} vs the trained linearized network",
+        )
     with torch.no_grad():
         trained_lib = min_norm_linearized(model, x, y)(xt)
-    check_close(flat(trained_lib), flat(total), tol=fwd_tol, scale=ref.forward_scale(r, h_test, p), claim=CLAIM,
-                context=ctx, what="min_norm_linearized(model, x, y) at test points vs the lstsq-trained network")
+    check_close(
+        flat(trained_lib),
+        flat(total),
+        tol=fwd_tol,
+        scale=ref.forward_scale(r, h_test, p),
+        claim=CLAIM,
+        context=ctx,
+        what="min_norm_linearized(model, x, y) at test points vs the lstsq-trained network",
+    )
 
 
-# ------------------------------------------------------------------------------------------------
-# random PSD kernels: the reference is scipy's Cholesky solve
-
-
-class KernelReference(NamedTuple):
-    """scipy Cholesky solves with the joint kernel (no ntkcheck code)."""
-
-    K: torch.Tensor  # (N, N) float64
-    Kt: torch.Tensor  # (M, N)
-    Ktt: torch.Tensor  # (M, M)
-    o: int  # target columns solved with one shared kernel (1 for block kernels)
-
-    def coefficients(self, rhs: torch.Tensor) -> np.ndarray:
-        r = flat(rhs).numpy().reshape(self.K.shape[0], self.o)
-        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(self.K.numpy()), r)
-
-    def at_test(self, rhs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self.Kt.numpy() @ self.coefficients(rhs)).reshape(-1)
-
-    def cond(self) -> float:
-        ev = np.linalg.eigvalsh(self.K.numpy())
-        return float(ev[-1] / ev[0]) if ev[0] > 0 else float("inf")
-
-    def fit_scale(self, rhs, h_train, y) -> float:
-        lam = float(np.linalg.eigvalsh(self.K.numpy())[-1])
-        return EPS * (self.K.shape[0] * lam * float(np.linalg.norm(self.coefficients(rhs)))
-                      + float(flat(h_train).norm()) + float(flat(y).norm()))
-
-    def forward_scale(self, rhs, h_test) -> float:
-        lam_x = float(np.linalg.eigvalsh(self.K.numpy())[-1])
-        lam_t = float(np.linalg.eigvalsh(self.Ktt.numpy())[-1])
-        h = 0.0 if h_test is None else float(flat(h_test).norm())
-        return EPS * ((1 + self.cond()) * (lam_x * lam_t) ** 0.5 * float(np.linalg.norm(self.coefficients(rhs))) + h)
-
-
-def psd_problem(seed: int, n: int, m: int, o: int, rank: int, cond: float, block: bool):
-    """A joint PSD kernel on n + m points with o outputs: B B^T / rank + c I (B ~ N(0, 1), (n+m) o rows,
-    sample-major), c = lambda_max(B B^T / rank) / cond, so cond(K) <= cond + 1.  Returns the library's
-    arguments (k, k_test_train: (n, n, o, o) blocks when ``block``, else one (n, n) kernel shared by the
-    o target columns) and the :class:`KernelReference` of the same (rounded) matrix."""
-    gen = torch.Generator().manual_seed(seed)
-    per = o if block else 1
-    rows = (n + m) * per
-    b = torch.randn(rows, rank, generator=gen, dtype=torch.float64)
-    full = b @ b.T / rank
-    full = full + float(torch.linalg.eigvalsh(full)[-1]) / cond * torch.eye(rows, dtype=torch.float64)
-    full = full.to(DTYPE)  # the library and the reference see the same rounded matrix
-    if block:
-        blocks = full.reshape(n + m, o, n + m, o).permute(0, 2, 1, 3)
-        k, kt = blocks[:n, :n].contiguous(), blocks[n:, :n].contiguous()
-    else:
-        k, kt = full[:n, :n].contiguous(), full[n:, :n].contiguous()
-    f64, N = full.double(), n * per
-    return k.to(DEVICE), kt.to(DEVICE), KernelReference(f64[:N, :N], f64[N:, :N], f64[N:, N:], 1 if block else o)
-
-
-def targets(seed: int, n: int, o: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    v = torch.randn(n, o, generator=gen, dtype=torch.float64)
-    return (v[:, 0] if o == 1 else v).to(dtype=DTYPE, device=DEVICE)
-
-
-THIS = f"__import__({__name__!r}, fromlist=['psd_problem'])"  # this module, for the reproduction snippets
 COEFFICIENTS = st.integers(-3000, 3000).map(lambda i: i / 1000)  # multiples of 1e-3: no float32 underflow
 CONDS = [c for c in (1e1, 1e2, 1e3, 1e4, 1e6, 1e8) if c <= max_condition_solve(DTYPE) / 2]
 
 
-@given(seed=seeds(), n=st.integers(1, 24), m=st.integers(1, 8), o=st.integers(1, 3), rank=st.integers(1, 48),
-       cond=st.sampled_from(CONDS), block=st.booleans())
+@given(
+    seed=seeds(),
+    n=st.integers(1, 24),
+    m=st.integers(1, 8),
+    o=st.integers(1, 3),
+    rank=st.integers(1, 48),
+    cond=st.sampled_from(CONDS),
+    block=st.booleans(),
+)
 def test_interpolant_and_eq6_on_random_psd_kernels(seed, n, m, o, rank, cond, block):
     """On random PSD kernels B B^T / r + c I (cond(K) drawn up to 1e8; block (n, n, O, O) kernels or
     one kernel shared by O target columns), with random Y and h_ini: the interpolant fits Y, and
     interpolate and each term of decompose equal scipy's Cholesky solve; total = unbiased + init_bias
     (seed 000, Thm 2 eq (6))."""
     k, kt, ref = psd_problem(seed, n, m, o, rank, cond, block)
-    y, h_train, h_test = (targets(stream(seed, i), rows, o) for i, rows in ((1, n), (2, n), (3, m)))
-    ctx = reproduce(T=THIS, problem=f"T.psd_problem({seed}, {n}, {m}, {o}, {rank}, {cond}, {block})  # k, kt, ref",
-                    y=f"T.targets(T.stream({seed}, 1), {n}, {o})", h_train=f"T.targets(T.stream({seed}, 2), {n}, {o})",
-                    h_test=f"T.targets(T.stream({seed}, 3), {m}, {o})")
+    y, h_train, h_test = (targets(seed, i, rows, o) for i, rows in ((1, n), (2, n), (3, m)))
+    ctx = reproduce(
+        T=MODULE,
+        problem=f"T.psd_problem({seed}, {n}, {m}, {o}, {rank}, {cond}, {block})  # k, kt, ref",
+        y=f"T.targets({seed}, 1, {n}, {o})",
+        h_train=f"T.targets({seed}, 2, {n}, {o})",
+        h_test=f"T.targets({seed}, 3, {m}, {o})",
+    )
     fit_tol, fwd_tol = tolerance("interpolant_fit", DTYPE), tolerance("interpolant_forward", DTYPE)
     r = y - h_train
-    check_close(flat(interpolate(k, y, h_ini_train=h_train)), flat(y), tol=fit_tol,
-                scale=ref.fit_scale(r, h_train, y), claim=CLAIM, context=ctx,
-                what="random PSD kernel: residual h_k(X; h_ini, X, Y) - Y (units of the solve's backward error)")
+    check_close(
+        flat(interpolate(k, y, h_ini_train=h_train)),
+        flat(y),
+        tol=fit_tol,
+        scale=ref.fit_scale(r, h_train, y),
+        claim=CLAIM,
+        context=ctx,
+        what="random PSD kernel: residual h_k(X; h_ini, X, Y) - Y (units of the solve's backward error)",
+    )
     total_ref = flat(h_test) + ref.at_test(r)
-    check_close(flat(interpolate(k, y, kt, h_ini_train=h_train, h_ini_test=h_test)), total_ref, tol=fwd_tol,
-                scale=ref.forward_scale(r, h_test), claim=CLAIM, context=ctx,
-                what="random PSD kernel: interpolate(h_ini) vs scipy h_ini(T) + Kt cho_solve(K, Y - h_ini(X))")
-    d = decompose(k, y, kt, h_train, h_test)
+    check_close(
+        flat(interpolate(k, y, k_test_train=kt, h_ini_train=h_train, h_ini_test=h_test)),
+        total_ref,
+        tol=fwd_tol,
+        scale=ref.forward_scale(r, h_test),
+        claim=CLAIM,
+        context=ctx,
+        what="random PSD kernel: interpolate(h_ini) vs scipy h_ini(T) + Kt cho_solve(K, Y - h_ini(X))",
+    )
+    d = decompose(k, y, k_test_train=kt, h_ini_train=h_train, h_ini_test=h_test)
     fit_ref = ref.at_test(h_train)
-    for name, got, expected, rhs, h in (("total", d.total, total_ref, r, h_test),
-                                        ("unbiased", d.unbiased, ref.at_test(y), y, None),
-                                        ("fit_of_init", d.fit_of_init, fit_ref, h_train, None),
-                                        ("init_bias", d.init_bias, flat(h_test) - fit_ref, h_train, h_test)):
-        check_close(flat(got), expected, tol=fwd_tol, scale=ref.forward_scale(rhs, h), claim=CLAIM, context=ctx,
-                    what=f"random PSD kernel: decompose {name} vs scipy's Cholesky solve")
-    check_close(flat(d.total), flat(d.unbiased + d.init_bias), tol=fwd_tol,
-                scale=ref.forward_scale(y, h_test) + ref.forward_scale(h_train, None), claim=CLAIM, context=ctx,
-                what="random PSD kernel: decompose total vs unbiased + init_bias (eq (6))")
+    for name, got, expected, rhs, h in (
+        ("total", d.total, total_ref, r, h_test),
+        ("unbiased", d.unbiased, ref.at_test(y), y, None),
+        ("fit_of_init", d.fit_of_init, fit_ref, h_train, None),
+        ("init_bias", d.init_bias, flat(h_test) - fit_ref, h_train, h_test),
+    ):
+        check_close(
+            flat(got),
+            expected,
+            tol=fwd_tol,
+            scale=ref.forward_scale(rhs, h),
+            claim=CLAIM,
+            context=ctx,
+            what=f"random PSD kernel: decompose {name} vs scipy's Cholesky solve",
+        )
+    check_close(
+        flat(d.total),
+        flat(d.unbiased + d.init_bias),
+        tol=fwd_tol,
+        scale=ref.forward_scale(y, h_test) + ref.forward_scale(h_train, None),
+        claim=CLAIM,
+        context=ctx,
+        what="random PSD kernel: decompose total vs unbiased + init_bias (eq (6))",
+    )
 
 
-@given(seed=seeds(), n=st.integers(1, 24), m=st.integers(1, 8), o=st.integers(1, 3), rank=st.integers(1, 48),
-       cond=st.sampled_from(CONDS), block=st.booleans(),
-       a=COEFFICIENTS, b=COEFFICIENTS)
+@given(
+    seed=seeds(),
+    n=st.integers(1, 24),
+    m=st.integers(1, 8),
+    o=st.integers(1, 3),
+    rank=st.integers(1, 48),
+    cond=st.sampled_from(CONDS),
+    block=st.booleans(),
+    a=COEFFICIENTS,
+    b=COEFFICIENTS,
+)
 def test_zero_init_interpolant_is_linear_in_targets(seed, n, m, o, rank, cond, block, a, b):
     """h_k(.; 0, X, a Y1 + b Y2) = a h_k(.; 0, X, Y1) + b h_k(.; 0, X, Y2) (seed 000, Lemma 3, eq (15)):
     the library's interpolant of a Y1 + b Y2 against a and b times scipy's solves for Y1 and Y2, and
     against a and b times its own interpolants; at X it fits a Y1 + b Y2."""
     k, kt, ref = psd_problem(seed, n, m, o, rank, cond, block)
-    y1, y2 = targets(stream(seed, 1), n, o), targets(stream(seed, 2), n, o)
-    ctx = reproduce(T=THIS, problem=f"T.psd_problem({seed}, {n}, {m}, {o}, {rank}, {cond}, {block})  # k, kt, ref",
-                    y1=f"T.targets(T.stream({seed}, 1), {n}, {o})", y2=f"T.targets(T.stream({seed}, 2), {n}, {o})",
-                    a=repr(a), b=repr(b))
+    y1, y2 = targets(seed, 1, n, o), targets(seed, 2, n, o)
+    ctx = reproduce(
+        T=MODULE,
+        problem=f"T.psd_problem({seed}, {n}, {m}, {o}, {rank}, {cond}, {block})  # k, kt, ref",
+        y1=f"T.targets({seed}, 1, {n}, {o})",
+        y2=f"T.targets({seed}, 2, {n}, {o})",
+        a=repr(a),
+        b=repr(b),
+    )
     fit_tol, fwd_tol = tolerance("interpolant_fit", DTYPE), tolerance("interpolant_forward", DTYPE)
     combo = a * y1 + b * y2
     zero = torch.zeros_like(y1)
     scale = abs(a) * ref.forward_scale(y1, None) + abs(b) * ref.forward_scale(y2, None)
-    h12 = flat(interpolate(k, combo, kt))
-    check_close(h12, a * ref.at_test(y1) + b * ref.at_test(y2), tol=fwd_tol, scale=scale, claim=CLAIM, context=ctx,
-                what="Lemma 3: h_k(.; 0, X, a Y1 + b Y2) vs a, b times scipy's h_k(.; 0, X, Y1), h_k(.; 0, X, Y2)")
-    check_close(h12, a * flat(interpolate(k, y1, kt)) + b * flat(interpolate(k, y2, kt)), tol=fwd_tol, scale=scale,
-                claim=CLAIM, context=ctx, what="Lemma 3: interpolate of a Y1 + b Y2 vs a, b times its interpolants")
-    check_close(flat(interpolate(k, combo)), flat(combo), tol=fit_tol, scale=ref.fit_scale(combo, zero, combo),
-                claim=CLAIM, context=ctx, what="Lemma 3: residual of h_k(X; 0, X, a Y1 + b Y2) (backward-error units)")
+    h12 = flat(interpolate(k, combo, k_test_train=kt))
+    check_close(
+        h12,
+        a * ref.at_test(y1) + b * ref.at_test(y2),
+        tol=fwd_tol,
+        scale=scale,
+        claim=CLAIM,
+        context=ctx,
+        what="Lemma 3: h_k(.; 0, X, a Y1 + b Y2) vs a, b times scipy's h_k(.; 0, X, Y1), h_k(.; 0, X, Y2)",
+    )
+    check_close(
+        h12,
+        a * flat(interpolate(k, y1, k_test_train=kt)) + b * flat(interpolate(k, y2, k_test_train=kt)),
+        tol=fwd_tol,
+        scale=scale,
+        claim=CLAIM,
+        context=ctx,
+        what="Lemma 3: interpolate of a Y1 + b Y2 vs a, b times its interpolants",
+    )
+    check_close(
+        flat(interpolate(k, combo)),
+        flat(combo),
+        tol=fit_tol,
+        scale=ref.fit_scale(combo, zero, combo),
+        claim=CLAIM,
+        context=ctx,
+        what="Lemma 3: residual of h_k(X; 0, X, a Y1 + b Y2) (backward-error units)",
+    )

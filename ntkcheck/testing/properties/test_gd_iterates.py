@@ -30,16 +30,17 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
 from ntkcheck.dynamics.flows import mse_gd
 from ntkcheck.dynamics.linearization import linearize
 from ntkcheck.dynamics.training import train
+from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.claims import check_close
 from ntkcheck.testing.strategies import datasets
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._dynamics import outputs, param_jacobian, wide_architectures
+from ._dynamics import outputs, param_jacobian
+from ._dynamics_draws import wide_architectures
 
 CLAIM = "gd_iterates"
 pytestmark = pytest.mark.claim(CLAIM)
@@ -91,25 +92,58 @@ def _run(model, x, y, xt, out, eta, flat_delta):
 def _check(arch, ds, model, x, y, xt, Psi, k, kt, h0, h0t, eta, deltas, fx, ft, case):
     e0 = (y - h0).reshape(-1).detach().cpu().double().numpy()
     P = Psi.detach().cpu().double().numpy()
-    ctx = reproduce(arch, ds=repr(ds), eta=eta, steps=STEPS, case=repr(case),
-                    check="train(..., half_squared, optimizer='gd', lr=eta) iterates vs eq (8) and mse_gd(lr=eta*n/2)")
+    ctx = reproduce(
+        arch,
+        ds=repr(ds),
+        eta=eta,
+        steps=STEPS,
+        case=repr(case),
+        check="train(..., half_squared, optimizer='gd', lr=eta) iterates vs eq (8) and mse_gd(lr=eta*n/2)",
+    )
     tol = tolerance("gd_iterates", DTYPE)
     pinv = torch.from_numpy(np.stack([eq8_pinv(P, e0, eta, t) for t in STEPS])).to(deltas)
-    check_close(deltas, pinv, tol=tol, claim=CLAIM, context=ctx,
-                what=f"GD theta_t - theta_0 vs eq (8) pseudo-inverse form, t in {STEPS} ({case})")
+    check_close(
+        deltas,
+        pinv,
+        tol=tol,
+        claim=CLAIM,
+        context=ctx,
+        what=f"GD theta_t - theta_0 vs eq (8) pseudo-inverse form, t in {STEPS} ({case})",
+    )
     small = [t for t in STEPS if t <= BINOMIAL_UP_TO]
     binom = torch.from_numpy(np.stack([eq8_binomial(P, e0, eta, t) for t in small])).to(deltas)
-    check_close(deltas[: len(small)], binom, tol=tol, claim=CLAIM, context=ctx,
-                what=f"GD theta_t - theta_0 vs eq (8) binomial form, t in {small} ({case})")
-    res = mse_gd(k, y, eta * ds.n / 2, STEPS, k_test_train=kt, h_ini_train=h0, h_ini_test=h0t)
-    check_close(fx, res.train, tol=tol, claim=CLAIM, context=ctx,
-                what=f"GD outputs vs mse_gd(lr = eta n / 2) at the training points ({case})")
-    check_close(ft, res.test, tol=tol, claim=CLAIM, context=ctx,
-                what=f"GD outputs vs mse_gd(lr = eta n / 2) at test points ({case})")
+    check_close(
+        deltas[: len(small)],
+        binom,
+        tol=tol,
+        claim=CLAIM,
+        context=ctx,
+        what=f"GD theta_t - theta_0 vs eq (8) binomial form, t in {small} ({case})",
+    )
+    res = mse_gd(k, y, lr=eta * ds.n / 2, steps=STEPS, k_test_train=kt, h_ini_train=h0, h_ini_test=h0t)
+    check_close(
+        fx,
+        res.train,
+        tol=tol,
+        claim=CLAIM,
+        context=ctx,
+        what=f"GD outputs vs mse_gd(lr = eta n / 2) at the training points ({case})",
+    )
+    check_close(
+        ft,
+        res.test,
+        tol=tol,
+        claim=CLAIM,
+        context=ctx,
+        what=f"GD outputs vs mse_gd(lr = eta n / 2) at test points ({case})",
+    )
 
 
-@given(arch=wide_architectures(4, max_depth=2, max_width=96, max_in=4, max_out=3, frozen=None),
-       data=st.data(), a=STEP_FRACTIONS)
+@given(
+    arch=wide_architectures(4, max_depth=2, max_width=96, max_in=4, max_out=3, frozen=None),
+    data=st.data(),
+    a=STEP_FRACTIONS,
+)
 def test_linearized_gd_iterates_are_eq8(arch, data, a):
     """``train(linearize(model), ..., optimizer="gd", lr=eta)`` on ||f - Y||^2 / 2 has iterates
     theta_t = theta_0 + J^T (J J^T)^+ [I - (I - eta J J^T)^t] (Y - f(X; theta_0)) (seed 001 eq (8) with Psi = J),
@@ -123,7 +157,7 @@ def test_linearized_gd_iterates_are_eq8(arch, data, a):
     assume(lam_max > 0)  # an all-zero Jacobian (every unit dead, no bias) would pass trivially
     eta = a / lam_max
     h0, h0t = outputs(model, x, ds.out), outputs(model, xt, ds.out)
-    k, kt = nk.ntk(model, x), nk.ntk(model, xt, x)
+    k, kt = ntk(model, x), ntk(model, xt, x)
     lin = linearize(model)
     deltas, fx, ft = _run(lin, x, y, xt, ds.out, eta, lin.delta)
     _check(arch, ds, model, x, y, xt, J, k, kt, h0, h0t, eta, deltas, fx, ft, "linearized network")
@@ -154,7 +188,7 @@ def test_last_layer_gd_iterates_are_eq8(arch, data, a, from_zero):
     assume(lam_max > 0)  # every feature dead and no bias: nothing to train
     eta = a / lam_max
     h0, h0t = outputs(model, x, ds.out), outputs(model, xt, ds.out)
-    k, kt = nk.ntk(model, x), nk.ntk(model, xt, x)
+    k, kt = ntk(model, x), ntk(model, xt, x)
     params = [p for p in model.parameters() if p.requires_grad]
     theta0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
 
@@ -162,5 +196,21 @@ def test_last_layer_gd_iterates_are_eq8(arch, data, a, from_zero):
         return torch.cat([p.detach().reshape(-1) for p in params]) - theta0
 
     deltas, fx, ft = _run(model, x, y, xt, ds.out, eta, flat_delta)
-    _check(arch, ds, model, x, y, xt, Psi, k, kt, h0, h0t, eta, deltas, fx, ft,
-           f"last layer only, from {'0' if from_zero else 'its draw'}")
+    _check(
+        arch,
+        ds,
+        model,
+        x,
+        y,
+        xt,
+        Psi,
+        k,
+        kt,
+        h0,
+        h0t,
+        eta,
+        deltas,
+        fx,
+        ft,
+        f"last layer only, from {'0' if from_zero else 'its draw'}",
+    )

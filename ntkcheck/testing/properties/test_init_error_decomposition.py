@@ -69,9 +69,11 @@ def library_terms(k, kt, y, h_train: list[torch.Tensor], h_test: list[torch.Tens
     A scalar kernel takes all seeds as columns of one call; a block kernel (n, n, O, O) one call per seed."""
     if k.ndim == 2:
         ys = y[:, None].expand(-1, len(h_train)).contiguous()
-        d = decompose(k, ys, kt, torch.stack(h_train, dim=1), torch.stack(h_test, dim=1))
+        d = decompose(
+            k, ys, k_test_train=kt, h_ini_train=torch.stack(h_train, dim=1), h_ini_test=torch.stack(h_test, dim=1)
+        )
         return tuple(t.detach().cpu().double() for t in (d.total, d.unbiased, d.init_bias))
-    ds = [decompose(k, y, kt, a, b) for a, b in zip(h_train, h_test)]
+    ds = [decompose(k, y, k_test_train=kt, h_ini_train=a, h_ini_test=b) for a, b in zip(h_train, h_test)]
     return tuple(_mc_columns([getattr(d, name) for d in ds]) for name in ("total", "unbiased", "init_bias"))
 
 
@@ -79,7 +81,7 @@ def initial_values(x: torch.Tensor, xt: torch.Tensor, o: int) -> tuple[list[torc
     """h_ini = InitialFunction(seed=s, d, out=o, scale=SCALE) at X and at T, for every s in SEEDS."""
     both = torch.cat([x, xt])
     values = [InitialFunction(seed=s, d=x.shape[1], out=o, scale=SCALE)(both) for s in SEEDS]
-    return [v[: len(x)] for v in values], [v[len(x):] for v in values]
+    return [v[: len(x)] for v in values], [v[len(x) :] for v in values]
 
 
 def cross_terms(k, kt, y, ft, h_train, h_test, ref: Reference, shift: float, ctx: str, library: bool = True):
@@ -98,11 +100,20 @@ def cross_terms(k, kt, y, ft, h_train, h_test, ref: Reference, shift: float, ctx
     total, unbiased, init_bias = library_terms(k, kt, y, h_train, h_test)
     tol = tolerance("interpolant_forward", DTYPE)
     ycols = ref.columns(y).expand(-1, H.shape[1])
-    for name, got, expected, rhs, h in (("total", total, u + b, ycols - H, Ht),
-                                        ("unbiased", unbiased, u.expand_as(b), ycols, None),
-                                        ("init_bias", init_bias, b, H, Ht)):
-        check_close(got, expected, tol=tol, scale=ref.forward_scale(rhs, h), claim=CLAIM, context=ctx,
-                    what=f"decompose {name} vs lstsq on the Jacobian, every seed (shift {shift})")
+    for name, got, expected, rhs, h in (
+        ("total", total, u + b, ycols - H, Ht),
+        ("unbiased", unbiased, u.expand_as(b), ycols, None),
+        ("init_bias", init_bias, b, H, Ht),
+    ):
+        check_close(
+            got,
+            expected,
+            tol=tol,
+            scale=ref.forward_scale(rhs, h),
+            claim=CLAIM,
+            context=ctx,
+            what=f"decompose {name} vs lstsq on the Jacobian, every seed (shift {shift})",
+        )
     cross = ((total - f) ** 2).sum(0) - ((u - f) ** 2).sum() - (b**2).sum(0)
     return cross, (u - f)[:, 0]
 
@@ -112,8 +123,9 @@ def _mean_se(v: torch.Tensor) -> tuple[float, float]:
 
 
 @settings(max_examples=5)
-@given(arch=architectures(families=("mlp",), max_depth=2, max_width=128, max_in=3, max_out=3, frozen=None),
-       data=st.data())
+@given(
+    arch=architectures(families=("mlp",), max_depth=2, max_width=128, max_in=3, max_out=3, frozen=None), data=st.data()
+)
 def test_cross_term_vanishes_for_zero_mean_init_and_not_for_biased(arch, data):
     """For zero-mean random h_ini (InitialFunction seeds 0..399, scale 0.02), E||h_k(.; h_ini, X, f(X)) - f||^2 =
     ||h_k(.; 0, X, f(X)) - f||^2 + E||h_ini - h_k(.; 0, X, h_ini(X))||^2: the Monte Carlo mean of the cross
@@ -126,15 +138,23 @@ def test_cross_term_vanishes_for_zero_mean_init_and_not_for_biased(arch, data):
     x, xt, k, kt, ref = ex.x, ex.xt, ex.k, ex.kt, ex.ref
     o = arch.out_features
     y, ft = target(x, o), target(xt, o)
-    ctx = reproduce(arch, ds=ex.data(),
-                    check=f"f = target(x, {o}); h_ini = InitialFunction(seed=s, d={ds.d}, out={o}, scale={SCALE}) "
-                          f"for s in range(400); decompose(nk.ntk(model, x), f(x), ...)")
+    ctx = reproduce(
+        arch,
+        ds=ex.data(),
+        check=f"f = target(x, {o}); h_ini = InitialFunction(seed=s, d={ds.d}, out={o}, scale={SCALE}) "
+        f"for s in range(400); decompose(nk.ntk(model, x), f(x), ...)",
+    )
     n_se = tolerance("cross_term_se", DTYPE)
     h_train, h_test = initial_values(x, xt, o)
     cross, u_minus_f = cross_terms(k, kt, y, ft, h_train, h_test, ref, 0.0, ctx)
     mean, se = _mean_se(cross)
-    check_at_most(abs(mean) / max(se, 1e-300), n_se, claim=CLAIM, context=ctx,
-                  what=f"|mean cross term| / s.e. for zero-mean h_ini (mean {mean:.3e}, s.e. {se:.3e})")
+    check_at_most(
+        abs(mean) / max(se, 1e-300),
+        n_se,
+        claim=CLAIM,
+        context=ctx,
+        what=f"|mean cross term| / s.e. for zero-mean h_ini (mean {mean:.3e}, s.e. {se:.3e})",
+    )
     # Positive control.  The bias shifts every seed's cross term by exactly delta = 2 c <u - f, 1 - J(T) J^+ 1>;
     # where the drawn kernel makes |delta| < 8 s.e. (it nearly reproduces constants) no Monte Carlo test could
     # see the bias, so power is asserted only where it exists (and always in the fixed example below).
@@ -148,18 +168,31 @@ def test_cross_term_vanishes_for_zero_mean_init_and_not_for_biased(arch, data):
 def check_power(biased: torch.Tensor, ctx: str) -> None:
     b_mean, b_se = _mean_se(biased)
     n_se = tolerance("cross_term_se", DTYPE)
-    check_at_most(n_se * b_se / max(abs(b_mean), 1e-300), tolerance("control_ratio", DTYPE), claim=CLAIM,
-                  what=f"positive control: {float(n_se):g} s.e. / |mean cross term| for h_ini + {SHIFT} "
-                       f"(mean {b_mean:.3e}, s.e. {b_se:.3e}) must show the bias",
-                  context=ctx)
+    check_at_most(
+        n_se * b_se / max(abs(b_mean), 1e-300),
+        tolerance("control_ratio", DTYPE),
+        claim=CLAIM,
+        what=f"positive control: {float(n_se):g} s.e. / |mean cross term| for h_ini + {SHIFT} "
+        f"(mean {b_mean:.3e}, s.e. {b_se:.3e}) must show the bias",
+        context=ctx,
+    )
 
 
 @pytest.mark.parametrize("out", [1, 2])
 def test_positive_control_has_power_on_a_fixed_network(out):
     """Positive control of seed 000 Thm 3's check on a fixed network: a biased h_ini (zero-mean
     InitialFunction seeds 0..399 plus c = 0.5) gives a cross-term mean more than 4 s.e. from 0."""
-    arch = Arch(in_features=2, widths=(32,), out_features=out, activation="tanh", bias=True,
-                parametrization="ntk", weight_std=1.0, bias_std=0.1, seed=0)
+    arch = Arch(
+        in_features=2,
+        widths=(32,),
+        out_features=out,
+        activation="tanh",
+        bias=True,
+        parametrization="ntk",
+        weight_std=1.0,
+        bias_std=0.1,
+        seed=0,
+    )
     ds = Dataset(seed=0, n=6, d=2, out=out)
     ex = network_example(arch, ds, N_TEST)
     x, xt, k, kt, ref = ex.x, ex.xt, ex.k, ex.kt, ex.ref

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import cast
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import condition_number, interpolate
 from ntkcheck.dynamics.training import train
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models import MLP, Linear
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.testing.strategies import architectures, datasets
 from ntkcheck.testing.tolerances import max_condition, tolerance
@@ -53,7 +55,9 @@ def _feature_rank_limit(arch, limit: int) -> int:
 
 def _features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """psi(x) = (c_L a_{L-1}(x), b_mult) read off the last layer's input by a forward hook."""
-    last, seen = model.layers[-1], {}
+    last = cast(MLP, model).layers[-1]
+    assert isinstance(last, Linear)
+    seen: dict[str, torch.Tensor] = {}
     handle = last.register_forward_hook(lambda _m, args, _out: seen.__setitem__("a", args[0]))
     with torch.no_grad():
         model(x)
@@ -64,13 +68,15 @@ def _features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return torch.cat(cols, dim=1)
 
 
-@given(arch=architectures(families=("mlp",), min_depth=1, max_depth=3, max_width=64, max_out=3).map(_wide_enough),
-       data=st.data())
+@given(
+    arch=architectures(families=("mlp",), min_depth=1, max_depth=3, max_width=64, max_out=3).map(_wide_enough),
+    data=st.data(),
+)
 def test_last_layer_training_from_zero_is_psi_interpolant(arch, data):
     """GD on the last layer only, started at W_L = 0, b_L = 0, ends at Psi(x, X) Psi(X, X)^{-1} Y (seed 001 Thm 1).
 
     Compared with the minimum-norm least-squares fit on the hooked features psi (LAPACK gelsd, float64);
-    the library's Psi interpolant (nk.ntk with only the last layer trainable, then interpolate) must agree
+    the library's Psi interpolant (ntk with only the last layer trainable, then interpolate) must agree
     with the same oracle where cond(Psi) <= max_condition (the solve's tolerance holds only there; a
     near-linear net, e.g. softplus at small weights, can exceed float32's 1e3).  GD runs at the optimal
     step 2 / (lambda_max + lambda_min) of the loss Hessian (2/n) Psi, which contracts theta_t - theta_inf
@@ -91,30 +97,50 @@ def test_last_layer_training_from_zero_is_psi_interpolant(arch, data):
         layer.requires_grad_(layer is last)
     ctx = reproduce(arch, ds=repr(ds), check="GD on model.layers[-1] from 0 vs the Psi interpolant")
     # the library's Psi: the NTK with only theta_L trainable (one output's block; the others are copies)
-    psi = nk.ntk(model, x)
-    psi_test = nk.ntk(model, xt, x)
+    psi = ntk(model, x)
+    psi_test = ntk(model, xt, x)
     k1, kt1 = (psi, psi_test) if ds.out == 1 else (psi[:, :, 0, 0], psi_test[:, :, 0, 0])
     psi_x, psi_t = _features(model, x).double().cpu(), _features(model, xt).double().cpu()
     theta_inf = torch.linalg.lstsq(psi_x, yo.double().cpu(), driver="gelsd").solution  # (features, O), eq (10)
     oracle = psi_t @ theta_inf  # (m, O), eq (9)
     scale = float(oracle.norm()) + float(y.norm())
     if condition_number(k1) <= max_condition(DTYPE):  # the solve's tolerance holds up to max_condition only
-        check_close(interpolate(k1, yo, kt1).double().cpu(), oracle, tol=tolerance("solver_identity", DTYPE),
-                    scale=scale, claim=CLAIM, what="library Psi interpolant vs min-norm fit on the features",
-                    context=ctx)
+        check_close(
+            interpolate(k1, yo, k_test_train=kt1).double().cpu(),
+            oracle,
+            tol=tolerance("solver_identity", DTYPE),
+            scale=scale,
+            claim=CLAIM,
+            what="library Psi interpolant vs min-norm fit on the features",
+            context=ctx,
+        )
     # gradient descent: the loss (1/n) sum |f - y|^2 has Hessian (2/n) psi psi^T in each output
     evals = torch.linalg.eigvalsh(psi_x @ psi_x.T)
     lam_max, lam_min = 2.0 / ds.n * float(evals[-1]), 2.0 / ds.n * float(evals[0])
     rho = (lam_max - lam_min) / (lam_max + lam_min)
     tol = tolerance("gd_limit", DTYPE)
     steps = 1 if rho == 0.0 else min(MAX_STEPS, math.ceil(math.log(1e-3 * tol) / math.log(rho)))
-    train(model, x, yo if ds.out > 1 else y, LpLoss(2), optimizer="gd", lr=2.0 / (lam_max + lam_min), steps=steps,
-          record_every=steps, check_lr=False)
+    train(
+        model,
+        x,
+        yo if ds.out > 1 else y,
+        LpLoss(2),
+        optimizer="gd",
+        lr=2.0 / (lam_max + lam_min),
+        steps=steps,
+        record_every=steps,
+        check_lr=False,
+    )
     with torch.no_grad():
         got = model(xt).reshape(oracle.shape).double().cpu()
     # theta_t - theta_inf = (I - lr H)^t (0 - theta_inf) on the row space, so
     # |f_t(X*) - f(X*)| <= |psi(X*)|_F rho^t |theta_inf|_F
     left = float(psi_t.norm()) * rho**steps * float(theta_inf.norm())
-    check_at_most(max(0.0, float((got - oracle).norm()) - left), tol * scale, claim=CLAIM,
-                  what=f"last-layer GD from 0 vs Psi-kernel interpolant, beyond the contraction left after {steps} "
-                       f"steps (cond {lam_max / lam_min:.1e})", context=ctx)
+    check_at_most(
+        max(0.0, float((got - oracle).norm()) - left),
+        tol * scale,
+        claim=CLAIM,
+        what=f"last-layer GD from 0 vs Psi-kernel interpolant, beyond the contraction left after {steps} "
+        f"steps (cond {lam_max / lam_min:.1e})",
+        context=ctx,
+    )

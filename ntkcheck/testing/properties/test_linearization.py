@@ -36,11 +36,12 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
-import ntkcheck as nk
+from ntkcheck._support.seeding import child_seed
 from ntkcheck.dynamics.linearization import linearize
+from ntkcheck.kernels.empirical import ntk
 from ntkcheck.models import ACTIVATIONS
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.strategies import architectures, inputs, seeds
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
@@ -110,12 +111,21 @@ def _lin_at(lin, delta: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tenso
 
 
 def _ctx(arch, data_seed, n, **extra):
-    return reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
-                     delta=f"test_linearization.direction(model, nk.testing.strategies.stream({data_seed}, 1))", **extra)
+    return reproduce(
+        arch,
+        x=f"inputs({data_seed}, {n}, {arch.in_features})",
+        delta=f"test_linearization.direction(model, child_seed({data_seed}, 1))",
+        **extra,
+    )
 
 
-@given(arch=architectures(families=("mlp",), max_depth=3, max_width=128, max_out=3, frozen=None), data_seed=seeds(),
-       n=st.integers(1, 5), a=st.sampled_from(COEFFICIENTS), b=st.sampled_from(COEFFICIENTS))
+@given(
+    arch=architectures(families=("mlp",), max_depth=3, max_width=128, max_out=3, frozen=None),
+    data_seed=seeds(),
+    n=st.integers(1, 5),
+    a=st.sampled_from(COEFFICIENTS),
+    b=st.sampled_from(COEFFICIENTS),
+)
 def test_linearized_network_is_first_order_taylor_and_affine(arch, data_seed, n, a, b):
     """h_lin(x, theta_0 + delta) = h(x, theta_0) + J(x) delta with J the jacrev oracle (seed 000 eq (1)), and
     h_lin is affine in theta: h_lin(theta_0 + a d1 + b d2) - h_0 = a (h_lin(theta_0 + d1) - h_0) + b (...)."""
@@ -123,7 +133,7 @@ def test_linearized_network_is_first_order_taylor_and_affine(arch, data_seed, n,
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
     lin = linearize(model)
     h0, jac = oracle_jacobian(model, x)
-    d1, d2 = direction(model, stream(data_seed, 1)), direction(model, stream(data_seed, 2))
+    d1, d2 = direction(model, child_seed(data_seed, 1)), direction(model, child_seed(data_seed, 2))
     tol = tolerance("linearized_forward", DTYPE)
     ctx = _ctx(arch, data_seed, n, a=a, b=b)
     outs = {}
@@ -131,27 +141,43 @@ def test_linearized_network_is_first_order_taylor_and_affine(arch, data_seed, n,
         jd = sum(jac[name] @ delta[name].reshape(-1).double().to(jac[name].device) for name in jac)
         got = _lin_at(lin, delta, x)
         outs[label] = got.double()
-        check_close(got.double(), h0 + jd, tol=tol, scale=float(h0.norm() + jd.norm()), claim=CLAIM,
-                    what=f"linearize(model) at theta_0 + {label} vs h(x, theta_0) + J(x) {label} (jacrev oracle)",
-                    context=ctx + f"\ncheck = linearize(model).load_delta({label})(x)")
+        check_close(
+            got.double(),
+            h0 + jd,
+            tol=tol,
+            scale=float(h0.norm() + jd.norm()),
+            claim=CLAIM,
+            what=f"linearize(model) at theta_0 + {label} vs h(x, theta_0) + J(x) {label} (jacrev oracle)",
+            context=ctx + f"\ncheck = linearize(model).load_delta({label})(x)",
+        )
     combo = {name: a * d1[name] + b * d2[name] for name in d1}
     got = _lin_at(lin, combo, x).double()
     h0_lib = _lin_at(lin, {name: torch.zeros_like(t) for name, t in d1.items()}, x).double()
     want = h0_lib + a * (outs["d1"] - h0_lib) + b * (outs["d2"] - h0_lib)
-    check_close(got, want, tol=tol, scale=float(h0_lib.norm() + abs(a) * (outs["d1"] - h0_lib).norm()
-                                                  + abs(b) * (outs["d2"] - h0_lib).norm()),
-                claim=CLAIM, what="h_lin(theta_0 + a d1 + b d2) vs h_0 + a (h_lin(d1) - h_0) + b (h_lin(d2) - h_0)",
-                context=ctx)
+    check_close(
+        got,
+        want,
+        tol=tol,
+        scale=float(h0_lib.norm() + abs(a) * (outs["d1"] - h0_lib).norm() + abs(b) * (outs["d2"] - h0_lib).norm()),
+        claim=CLAIM,
+        what="h_lin(theta_0 + a d1 + b d2) vs h_0 + a (h_lin(d1) - h_0) + b (h_lin(d2) - h_0)",
+        context=ctx,
+    )
     check_close(h0_lib, h0, tol=tol, claim=CLAIM, what="h_lin(x, theta_0) vs h(x, theta_0)", context=ctx)
 
 
-@given(arch=architectures(families=("mlp",), max_depth=2, max_width=64, max_out=3, frozen=None), data_seed=seeds(),
-       n1=st.integers(2, 4), n2=st.integers(1, 3), method=st.sampled_from(["jacobian", "ntvp"]))
+@given(
+    arch=architectures(families=("mlp",), max_depth=2, max_width=64, max_out=3, frozen=None),
+    data_seed=seeds(),
+    n1=st.integers(2, 4),
+    n2=st.integers(1, 3),
+    method=st.sampled_from(["jacobian", "ntvp"]),
+)
 def test_linearized_kernel_is_network_kernel_at_init(arch, data_seed, n1, n2, method):
     """The NTK of h_lin at theta = theta_0 + delta is J(x1) J(x2)^T with J the network's Jacobian at theta_0
     (jacrev oracle), in total and under each of the network's parameter names (seed 000 §3.2)."""
     x1 = inputs(data_seed, n1, arch.in_features, dtype=DTYPE, device=DEVICE)
-    x2 = inputs(stream(data_seed, 3), n2, arch.in_features, dtype=DTYPE, device=DEVICE)
+    x2 = inputs(child_seed(data_seed, 3), n2, arch.in_features, dtype=DTYPE, device=DEVICE)
     for attempt in range(16):
         model = arch.build(dtype=DTYPE, device=DEVICE)
         (_, j1), (_, j2) = oracle_jacobian(model, x1), oracle_jacobian(model, x2)
@@ -161,26 +187,44 @@ def test_linearized_kernel_is_network_kernel_at_init(arch, data_seed, n1, n2, me
             break
         # every gradient vanishes (dead width-1 relu paths): an all-zero kernel proves nothing, so the
         # parameters are redrawn from the next seeds of the stream (the context names the seed used)
-        arch = dataclasses.replace(arch, seed=stream(arch.seed, 100 + attempt))
-    lin = linearize(model).load_delta(direction(model, stream(data_seed, 1)))
+        arch = dataclasses.replace(arch, seed=child_seed(arch.seed, 100 + attempt))
+    lin = linearize(model).load_delta(direction(model, child_seed(data_seed, 1)))
     out = arch.out_features
-    per = {name: torch.einsum("aop,bqp->aboq", j1[name].reshape(n1, out, -1), j2[name].reshape(n2, out, -1))
-           for name in j1}
+    per = {
+        name: torch.einsum("aop,bqp->aboq", j1[name].reshape(n1, out, -1), j2[name].reshape(n2, out, -1)) for name in j1
+    }
     per = {name: (k[:, :, 0, 0] if out == 1 else k) for name, k in per.items()}
     total = sum(per.values())
-    ctx = reproduce(arch, x1=f"inputs({data_seed}, {n1}, {arch.in_features})",
-                    x2=f"inputs(nk.testing.strategies.stream({data_seed}, 3), {n2}, {arch.in_features})",
-                    check=f"nk.ntk(linearize(model).load_delta(direction(model, stream({data_seed}, 1))), x1, x2, "
-                          f"method={method!r})")
+    ctx = reproduce(
+        arch,
+        x1=f"inputs({data_seed}, {n1}, {arch.in_features})",
+        x2=f"inputs(child_seed({data_seed}, 3), {n2}, {arch.in_features})",
+        check=f"nk.ntk(linearize(model).load_delta(direction(model, child_seed({data_seed}, 1))), x1, x2, "
+        f"method={method!r})",
+    )
     tol = tolerance("kernel_methods_agree", DTYPE)
     assume(scale > 0)  # 16 dead redraws in a row: not met in the measured runs
-    check_close(nk.ntk(lin, x1, x2, method=method).double(), total, tol=tol, scale=scale, claim=CLAIM,
-                what=f"ntk(h_lin at theta_0 + delta, method={method!r}) vs J(x1) J(x2)^T at theta_0", context=ctx)
-    got = nk.ntk(lin, x1, x2, method=method, per_layer=True)
+    check_close(
+        ntk(lin, x1, x2, method=method).double(),
+        total,
+        tol=tol,
+        scale=scale,
+        claim=CLAIM,
+        what=f"ntk(h_lin at theta_0 + delta, method={method!r}) vs J(x1) J(x2)^T at theta_0",
+        context=ctx,
+    )
+    got = ntk(lin, x1, x2, method=method, per_layer=True)
     for name, k in per.items():
         g = got.get(name)
-        check_close(torch.zeros_like(k) if g is None else g.double(), k, tol=tol, scale=scale, claim=CLAIM,
-                    what=f"per-layer ntk(h_lin)[{name!r}] vs J_p(x1) J_p(x2)^T at theta_0", context=ctx)
+        check_close(
+            torch.zeros_like(k) if g is None else g.double(),
+            k,
+            tol=tol,
+            scale=scale,
+            claim=CLAIM,
+            what=f"per-layer ntk(h_lin)[{name!r}] vs J_p(x1) J_p(x2)^T at theta_0",
+            context=ctx,
+        )
 
 
 def _not_affine(arch):
@@ -194,16 +238,20 @@ def _not_affine(arch):
     return dataclasses.replace(arch, frozen=tuple(i for i in arch.frozen if i not in (0, n_layers - 1)))
 
 
-@given(arch=architectures(families=("mlp",), min_depth=1, max_depth=3, max_width=128, max_out=3, activations=SMOOTH,
-                         frozen=None).map(_not_affine),
-       data_seed=seeds(), n=st.integers(1, 5))
+@given(
+    arch=architectures(
+        families=("mlp",), min_depth=1, max_depth=3, max_width=128, max_out=3, activations=SMOOTH, frozen=None
+    ).map(_not_affine),
+    data_seed=seeds(),
+    n=st.integers(1, 5),
+)
 def test_linearization_differs_from_network_at_second_order(arch, data_seed, n):
     """r(t) = h(x, theta_0 + t delta) - h_lin(x, theta_0 + t delta) is second order (seed 000 eq (1) is the
     first-order Taylor expansion): its even part e(t) = (r(t) + r(-t)) / 2 satisfies ||e(2t)|| / ||e(t)|| = 4."""
     model = arch.build(dtype=DTYPE, device=DEVICE)
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
     lin = linearize(model)
-    delta = direction(model, stream(data_seed, 1))
+    delta = direction(model, child_seed(data_seed, 1))
     # the network's own even remainder, in float64 on a copy (no linearization involved): the first t where
     # it is resolved in DTYPE, and whether it is quadratic there (see RESOLVED)
     twin, x64 = copy.deepcopy(model).to(torch.float64), x.double()
@@ -220,8 +268,10 @@ def test_linearization_differs_from_network_at_second_order(arch, data_seed, n):
         if even >= RESOLVED * eps * (float(h0.norm()) + odd):
             break
     own_ratio = network_even(2 * t)[0] / even if even > 0 else math.inf
-    assume(abs(own_ratio / 4 - 1) <= tolerance("second_order_ratio", DTYPE) / 4
-           and even >= RESOLVED * eps * (float(h0.norm()) + odd))
+    assume(
+        abs(own_ratio / 4 - 1) <= tolerance("second_order_ratio", DTYPE) / 4
+        and even >= RESOLVED * eps * (float(h0.norm()) + odd)
+    )
 
     def even_remainder(s: float) -> torch.Tensor:
         parts = []
@@ -232,9 +282,13 @@ def test_linearization_differs_from_network_at_second_order(arch, data_seed, n):
 
     e1, e2 = even_remainder(t), even_remainder(2 * t)
     ratio = float(e2.norm() / e1.norm()) if float(e1.norm()) > 0 else float("nan")
-    ctx = _ctx(arch, data_seed, n, t=t,
-               check="e(s) = (h(theta_0 + s delta) - h_lin(theta_0 + s delta) + (s -> -s)) / 2")
-    check_at_most(abs(ratio / 4 - 1), tolerance("second_order_ratio", DTYPE), claim=CLAIM,
-                  what=f"|(||e(2t)|| / ||e(t)||) / 4 - 1| of the Taylor remainder of h_lin "
-                       f"(measured ratio {ratio:.6g})",
-                  context=ctx)
+    ctx = _ctx(
+        arch, data_seed, n, t=t, check="e(s) = (h(theta_0 + s delta) - h_lin(theta_0 + s delta) + (s -> -s)) / 2"
+    )
+    check_at_most(
+        abs(ratio / 4 - 1),
+        tolerance("second_order_ratio", DTYPE),
+        claim=CLAIM,
+        what=f"|(||e(2t)|| / ||e(t)||) / 4 - 1| of the Taylor remainder of h_lin (measured ratio {ratio:.6g})",
+        context=ctx,
+    )

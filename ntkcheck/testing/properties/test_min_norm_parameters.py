@@ -14,8 +14,8 @@ thousands), until ``|f_lin(X) - Y| <= 1e-10 |h_0 - Y|``.
 
 :func:`ntkcheck.dynamics.solvers.min_norm_parameters` (a reduced QR of J^T, never forming J J^T) is checked against
 that limit, against ``torch.linalg.lstsq``'s minimum-norm solution of ``J delta = Y - h_0`` (an orthogonal
-factorisation of J, no J J^T), and on its defining properties: it fits, ``J delta = Y - h_0``, and it has no component in
-null(J) (so every other interpolant ``delta + z``, z in null(J), is longer).  Draws: every family (MLPs,
+factorisation of J, no J J^T), and on its defining properties: it fits, ``J delta = Y - h_0``, and it has no
+component in null(J) (so every other interpolant ``delta + z``, z in null(J), is longer).  Draws: every family (MLPs,
 CNNs, ResNets, Transformers: Thm 5 holds for any differentiable model), 1-3 outputs, biases in half of
 them, frozen units in a quarter, MLP widths up to 128.
 """
@@ -34,15 +34,18 @@ from ntkcheck.testing.strategies import FAMILY_ORDER, datasets
 from ntkcheck.testing.tolerances import MAX_CONDITION_FLOW, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._dynamics import ParameterFlow, max_samples, outputs, param_jacobian, section4_losses, wide_architectures
+from ._dynamics import ParameterFlow, outputs, param_jacobian
+from ._dynamics_draws import max_samples, section4_losses, wide_architectures
 
 CLAIM = "min_norm_parameters"
 pytestmark = pytest.mark.claim(CLAIM)
 
 
-@given(arch=wide_architectures(6, max_depth=2, max_width=128, max_in=4, max_out=3, frozen=None,
-                                families=FAMILY_ORDER),
-       data=st.data(), loss=section4_losses())
+@given(
+    arch=wide_architectures(6, max_depth=2, max_width=128, max_in=4, max_out=3, frozen=None, families=FAMILY_ORDER),
+    data=st.data(),
+    loss=section4_losses(),
+)
 def test_parameter_flow_converges_to_min_norm_parameters(arch, data, loss):
     """Gradient flow of the linearized network in parameter space, d theta/dt = -J^T grad_h dist
     (seed 000 eq (2)), under a §4 loss ends at theta_0 + J^T (J J^T)^{-1} (Y - h_0) =
@@ -62,21 +65,45 @@ def test_parameter_flow_converges_to_min_norm_parameters(arch, data, loss):
     except SingularKernelError:
         assume(False)  # float32 rounding of J J^T past the bound the oracle's SVD met
     delta, reached = flow.limit()
-    ctx = reproduce(arch, ds=repr(ds), loss=repr(loss),
-                    check="flow of theta under -J^T grad dist vs min_norm_parameters(jacobian(model, x), y - h0)")
+    ctx = reproduce(
+        arch,
+        ds=repr(ds),
+        loss=repr(loss),
+        check="flow of theta under -J^T grad dist vs min_norm_parameters(jacobian(model, x), y - h0)",
+    )
     got = torch.from_numpy(delta).to(dtype=expected.dtype, device=expected.device)
-    check_close(expected, got, tol=tolerance("flow_limit", DTYPE) * (1.0 if reached else 0.0), claim=CLAIM,
-                what=f"min_norm_parameters vs theta(inf) - theta_0 of the parameter flow (loss {loss!r}, "
-                     f"event reached: {reached})", context=ctx)
+    check_close(
+        expected,
+        got,
+        tol=tolerance("flow_limit", DTYPE) * (1.0 if reached else 0.0),
+        claim=CLAIM,
+        what=f"min_norm_parameters vs theta(inf) - theta_0 of the parameter flow (loss {loss!r}, "
+        f"event reached: {reached})",
+        context=ctx,
+    )
     tol = tolerance("solver_identity", DTYPE)
     ls = torch.linalg.lstsq(J.cpu(), r.cpu()[:, None], driver="gelsd").solution[:, 0].to(expected)
-    check_close(expected, ls, tol=tol, claim=CLAIM, context=ctx,
-                what="min_norm_parameters vs torch.linalg.lstsq (gelsd) minimum-norm solution of J delta = Y - h0")
-    check_close(J @ expected, r, tol=tol, claim=CLAIM, context=ctx,
-                what="fit of min_norm_parameters: J delta vs Y - h0")
+    check_close(
+        expected,
+        ls,
+        tol=tol,
+        claim=CLAIM,
+        context=ctx,
+        what="min_norm_parameters vs torch.linalg.lstsq (gelsd) minimum-norm solution of J delta = Y - h0",
+    )
+    check_close(
+        J @ expected, r, tol=tol, claim=CLAIM, context=ctx, what="fit of min_norm_parameters: J delta vs Y - h0"
+    )
     # (I - V V^T) delta, V an orthonormal basis of the row space of J from its SVD: the part of delta that a
     # shorter interpolant delta - z (z in null(J)) could remove
     Vt = torch.from_numpy(flow.Vt).to(expected)
     null_part = expected - Vt.T @ (Vt @ expected)
-    check_close(null_part, torch.zeros_like(null_part), tol=tol, scale=float(expected.norm()), claim=CLAIM,
-                context=ctx, what="null-space component of min_norm_parameters (any other interpolant is longer)")
+    check_close(
+        null_part,
+        torch.zeros_like(null_part),
+        tol=tol,
+        scale=float(expected.norm()),
+        claim=CLAIM,
+        context=ctx,
+        what="null-space component of min_norm_parameters (any other interpolant is longer)",
+    )

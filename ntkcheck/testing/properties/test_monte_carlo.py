@@ -36,12 +36,14 @@ Monte Carlo seed 2024; NNGP with O = 64 outputs per network.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
-import ntkcheck as nk
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
-from ntkcheck.kernels.monte_carlo import MonteCarloKernel
+from ntkcheck.kernels.monte_carlo import MonteCarloKernel, monte_carlo_nngp, monte_carlo_ntk
+from ntkcheck.models import CNN, MLP, ResNet
 from ntkcheck.testing.claims import check_at_most
 from ntkcheck.testing.tolerances import tolerance
 
@@ -58,25 +60,32 @@ NNGP_OUTPUTS = 64
 # (family, depth, width, parametrization, S, power): depth = hidden layers (mlp), convolutions (cnn), blocks
 # (resnets); power = the relative error of the analytic kernel these samples must detect (see the docstring).
 NTK_CONFIGS = [
-    ("mlp", 1, 64, "ntk", 600, 0.05), ("mlp", 1, 64, "standard", 600, 0.05),
-    ("cnn", 1, 64, "ntk", 300, 0.05), ("cnn", 1, 64, "standard", 300, 0.05),
+    ("mlp", 1, 64, "ntk", 600, 0.05),
+    ("mlp", 1, 64, "standard", 600, 0.05),
+    ("cnn", 1, 64, "ntk", 300, 0.05),
+    ("cnn", 1, 64, "standard", 300, 0.05),
     ("cnn", 2, 64, "ntk", 200, 0.10),
-    ("resnet_dense", 1, 64, "ntk", 400, 0.10), ("resnet_dense", 1, 64, "standard", 400, 0.10),
-    ("resnet_conv", 1, 64, "ntk", 200, 0.10), ("resnet_conv", 1, 64, "standard", 200, 0.10),
+    ("resnet_dense", 1, 64, "ntk", 400, 0.10),
+    ("resnet_dense", 1, 64, "standard", 400, 0.10),
+    ("resnet_conv", 1, 64, "ntk", 200, 0.10),
+    ("resnet_conv", 1, 64, "standard", 200, 0.10),
 ]
 NNGP_CONFIGS = [
-    ("mlp", 1, 64, "ntk", 1500, 0.05), ("mlp", 1, 64, "standard", 1500, 0.05),
-    ("cnn", 1, 64, "ntk", 1500, 0.05), ("cnn", 2, 64, "standard", 600, 0.10),
-    ("resnet_dense", 1, 64, "ntk", 1500, 0.10), ("resnet_dense", 1, 64, "standard", 1500, 0.10),
-    ("resnet_conv", 1, 64, "ntk", 600, 0.10), ("resnet_conv", 1, 64, "standard", 600, 0.10),
+    ("mlp", 1, 64, "ntk", 1500, 0.05),
+    ("mlp", 1, 64, "standard", 1500, 0.05),
+    ("cnn", 1, 64, "ntk", 1500, 0.05),
+    ("cnn", 2, 64, "standard", 600, 0.10),
+    ("resnet_dense", 1, 64, "ntk", 1500, 0.10),
+    ("resnet_dense", 1, 64, "standard", 1500, 0.10),
+    ("resnet_conv", 1, 64, "ntk", 600, 0.10),
+    ("resnet_conv", 1, 64, "standard", 600, 0.10),
 ]
-
-
 
 
 def _spec(family: str, depth: int, width: int, parametrization: str, out: int) -> str:
-    common = (f"weight_std={WEIGHT_STD}, bias_std={BIAS_STD}, parametrization={parametrization!r}, "
-              f"generator=g, dtype={DTYPE}")
+    common = (
+        f"weight_std={WEIGHT_STD}, bias_std={BIAS_STD}, parametrization={parametrization!r}, generator=g, dtype={DTYPE}"
+    )
     return {
         "mlp": f"nk.MLP(5, [{width}] * {depth}, {out}, {common})",
         "cnn": f"nk.CNN(2, [{width}] * {depth}, {out}, {common})",
@@ -86,17 +95,18 @@ def _spec(family: str, depth: int, width: int, parametrization: str, out: int) -
 
 
 def _factory(family: str, depth: int, width: int, parametrization: str, out: int):
-    kw = dict(weight_std=WEIGHT_STD, bias_std=BIAS_STD, parametrization=parametrization, dtype=DTYPE,
-              device=DEVICE)
+    kw: dict[str, Any] = dict(
+        weight_std=WEIGHT_STD, bias_std=BIAS_STD, parametrization=parametrization, dtype=DTYPE, device=DEVICE
+    )
 
     def build(g: torch.Generator) -> torch.nn.Module:
         if family == "mlp":
-            return nk.MLP(5, [width] * depth, out, generator=g, **kw)
+            return MLP(5, [width] * depth, out, generator=g, **kw)
         if family == "cnn":
-            return nk.CNN(2, [width] * depth, out, generator=g, **kw)
+            return CNN(2, [width] * depth, out, generator=g, **kw)
         if family == "resnet_dense":
-            return nk.ResNet(width, depth, out, in_features=5, generator=g, **kw)
-        return nk.ResNet(width, depth, out, in_channels=2, generator=g, **kw)
+            return ResNet(width, depth, out, in_features=5, generator=g, **kw)
+        return ResNet(width, depth, out, in_channels=2, generator=g, **kw)
 
     return build
 
@@ -119,8 +129,17 @@ def _worst_excess(est: MonteCarloKernel, exact: torch.Tensor, bias: float) -> tu
     return float(flat[w]), i, j, float((mean[i, j] - exact[i, j]) / scale[i, j])
 
 
-def _check(kind: str, family: str, depth: int, width: int, parametrization: str, s: int, power: float,
-           est: MonteCarloKernel, exact: torch.Tensor) -> None:
+def _check(
+    kind: str,
+    family: str,
+    depth: int,
+    width: int,
+    parametrization: str,
+    s: int,
+    power: float,
+    est: MonteCarloKernel,
+    exact: torch.Tensor,
+) -> None:
     k = tolerance("monte_carlo_se", DTYPE)
     b = 0.0 if _unbiased(family, depth) else float(tolerance("mean_kernel_bias_families", DTYPE))
     bias = b / width
@@ -128,9 +147,12 @@ def _check(kind: str, family: str, depth: int, width: int, parametrization: str,
     fn = "monte_carlo_ntk" if kind == "NTK" else "monte_carlo_nngp"
     ctx = (
         "import torch, ntkcheck as nk\n"
-        + (f"x = torch.randn(6, 5, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n"
-           if family in ("mlp", "resnet_dense") else
-           f"x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed({IMAGE_SEED}), dtype=torch.float64)\n")
+        + (
+            f"x = torch.randn(6, 5, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n"
+            if family in ("mlp", "resnet_dense")
+            else f"x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed({IMAGE_SEED}), "
+            "dtype=torch.float64)\n"
+        )
         + f"est = nk.{fn}(lambda g: {_spec(family, depth, width, parametrization, out)}, x, n_samples={s}, "
         f"seed={MC_SEED})\n"
         f"vs nk.analytic_{kind.lower()}(model, x) (output 0); bias allowance b / m = {bias:.4f} of "
@@ -138,18 +160,24 @@ def _check(kind: str, family: str, depth: int, width: int, parametrization: str,
     )
     excess, i, j, rel = _worst_excess(est, exact, bias)
     label = f"{family} depth {depth} width {width} {parametrization} param."
-    check_at_most(excess, k, claim=CLAIM,
-                  what=f"Monte Carlo {kind} (S = {s}) vs analytic_{kind.lower()}, {label}: worst entry ({i}, {j}) "
-                       f"|mean - exact| - bias bound in standard errors (relative deviation {rel:+.4f})",
-                  context=ctx)
+    check_at_most(
+        excess,
+        k,
+        claim=CLAIM,
+        what=f"Monte Carlo {kind} (S = {s}) vs analytic_{kind.lower()}, {label}: worst entry ({i}, {j}) "
+        f"|mean - exact| - bias bound in standard errors (relative deviation {rel:+.4f})",
+        context=ctx,
+    )
     for c in (1.0 + power, 1.0 - power):  # the same samples must reject an analytic kernel off by `power`
         wrong, i, j, rel = _worst_excess(est, c * exact, bias)
-        check_at_most(float(k) / max(wrong, 1e-300), tolerance("control_ratio", DTYPE), claim=CLAIM,
-                      what=f"power: Monte Carlo {kind} (S = {s}) vs {c} x analytic_{kind.lower()}, {label}: k / worst "
-                           f"excess in standard errors (entry ({i}, {j}), relative deviation {rel:+.4f}) must be <= 1",
-                      context=ctx + f"\nagainst {c} * the analytic kernel: must fail the agreement bound")
-
-
+        check_at_most(
+            float(k) / max(wrong, 1e-300),
+            tolerance("control_ratio", DTYPE),
+            claim=CLAIM,
+            what=f"power: Monte Carlo {kind} (S = {s}) vs {c} x analytic_{kind.lower()}, {label}: k / worst "
+            f"excess in standard errors (entry ({i}, {j}), relative deviation {rel:+.4f}) must be <= 1",
+            context=ctx + f"\nagainst {c} * the analytic kernel: must fail the agreement bound",
+        )
 
 
 @pytest.mark.slow
@@ -159,7 +187,7 @@ def test_monte_carlo_ntk_is_analytic_ntk(family, depth, width, parametrization, 
     the Monte Carlo NTK of S networks lies within k standard errors (+ the bias bound) of analytic_ntk."""
     x = family_inputs(family)
     factory = _factory(family, depth, width, parametrization, 1)
-    est = nk.monte_carlo_ntk(factory, x, n_samples=s, seed=MC_SEED, method="layerwise")
+    est = monte_carlo_ntk(factory, x, n_samples=s, seed=MC_SEED, method="layerwise")
     exact = first_output(analytic_ntk(factory(torch.Generator().manual_seed(0)), x)).double()
     _check("NTK", family, depth, width, parametrization, s, power, est, exact)
 
@@ -171,6 +199,6 @@ def test_monte_carlo_nngp_is_analytic_nngp(family, depth, width, parametrization
     Monte Carlo NNGP of S networks with O = 64 outputs each lies within k standard errors (+ the bias bound)."""
     x = family_inputs(family)
     factory = _factory(family, depth, width, parametrization, NNGP_OUTPUTS)
-    est = nk.monte_carlo_nngp(factory, x, n_samples=s, seed=MC_SEED)
+    est = monte_carlo_nngp(factory, x, n_samples=s, seed=MC_SEED)
     exact = first_output(analytic_nngp(factory(torch.Generator().manual_seed(0)), x)).double()
     _check("NNGP", family, depth, width, parametrization, s, power, est, exact)

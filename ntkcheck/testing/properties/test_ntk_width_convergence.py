@@ -38,15 +38,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any, cast
 
 import pytest
 import torch
 
-import ntkcheck as nk
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import interpolate, max_stable_lr
 from ntkcheck.dynamics.training import train
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models import MLP, Linear
 from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.testing.tolerances import tolerance
 
@@ -66,10 +68,19 @@ BOUND_CONFIGS = [("relu", 2), ("erf", 2), ("relu", 3)]
 
 # (b): (activation, depth, width, seeds S).  One hidden layer: unbiased at any width, so a narrow net with
 # many seeds; deeper: width 256 keeps the O(1/m) bias at <= 0.6% of the kernel.
-MEAN_NTK_CONFIGS = [("relu", 1, 64, 1024), ("erf", 1, 64, 1024), ("tanh", 1, 64, 1024),
-                    ("relu", 2, 256, 512), ("relu", 3, 256, 384)]
-MEAN_NNGP_CONFIGS = [("relu", 1, 64, 1024, "ntk"), ("tanh", 1, 64, 1024, "ntk"), ("relu", 1, 64, 1024, "glorot"),
-                     ("erf", 2, 256, 256, "ntk")]
+MEAN_NTK_CONFIGS = [
+    ("relu", 1, 64, 1024),
+    ("erf", 1, 64, 1024),
+    ("tanh", 1, 64, 1024),
+    ("relu", 2, 256, 512),
+    ("relu", 3, 256, 384),
+]
+MEAN_NNGP_CONFIGS = [
+    ("relu", 1, 64, 1024, "ntk"),
+    ("tanh", 1, 64, 1024, "ntk"),
+    ("relu", 1, 64, 1024, "glorot"),
+    ("erf", 2, 256, 256, "ntk"),
+]
 STANDARD_ERRORS = 4  # the k of "within k standard errors": tolerance monte_carlo_4se
 
 # (c): 5 training points evenly spread on the unit circle, test points halfway between them.
@@ -82,23 +93,42 @@ def _inputs() -> torch.Tensor:
     return torch.randn(N, D, generator=torch.Generator().manual_seed(X_SEED), dtype=torch.float64).to(DEVICE, DTYPE)
 
 
-def _mlp(activation: str, depth: int, width: int, out: int, seed: int, init: str = "ntk") -> nk.MLP:
+def _mlp(activation: str, depth: int, width: int, out: int, seed: int, init: str = "ntk") -> MLP:
     """The network of seed ``seed``; ``init="glorot"`` is standard parametrization with seed 000 §7's init."""
-    kwargs = dict(parametrization="standard", init="glorot") if init == "glorot" else {}
-    return nk.MLP(D, [width] * depth, out, activation=activation, weight_std=WEIGHT_STD, bias_std=BIAS_STD,
-                  generator=torch.Generator().manual_seed(seed), dtype=DTYPE, device=DEVICE, **kwargs)
+    kwargs: dict[str, Any] = dict(parametrization="standard", init="glorot") if init == "glorot" else {}
+    return MLP(
+        D,
+        [width] * depth,
+        out,
+        activation=activation,
+        weight_std=WEIGHT_STD,
+        bias_std=BIAS_STD,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=DTYPE,
+        device=DEVICE,
+        **kwargs,
+    )
 
 
-def _limit_twin(model: nk.MLP) -> nk.MLP:
+def _limit_twin(model: MLP) -> MLP:
     """An NTK-parametrization net whose layers scale like ``model``'s initial draw: for standard
     parametrization W = std_W Z, b = std_b z with Z, z ~ N(0, 1) is the NTK layer with multipliers
     (std_W, std_b), so both have the same output distribution at init, and the twin's analytic_nngp is
     ``model``'s NNGP.  Glorot (seed 000 §7): std_W = std_b = v sqrt(2 / (fan_in + fan_out))."""
     if model.parametrization == "ntk":
         return model
-    twin = nk.MLP(D, model.widths, model.out_features, activation=model.activation, weight_std=WEIGHT_STD,
-                  bias_std=BIAS_STD, dtype=DTYPE, device=DEVICE)
-    for layer in twin.layers:
+    twin = MLP(
+        D,
+        model.widths,
+        model.out_features,
+        activation=model.activation,
+        weight_std=WEIGHT_STD,
+        bias_std=BIAS_STD,
+        dtype=DTYPE,
+        device=DEVICE,
+    )
+    for module in twin.layers:
+        layer = cast(Linear, module)
         if model.init == "glorot":
             std = model.weight_std * math.sqrt(2.0 / (layer.in_features + layer.out_features))
             layer.weight_mult, layer.bias_mult = std, std
@@ -107,19 +137,18 @@ def _limit_twin(model: nk.MLP) -> nk.MLP:
     return twin
 
 
-
-
-
-
-
-
 def _rms(values: list[float]) -> float:
     return math.sqrt(sum(v * v for v in values) / len(values))
 
 
 def _check_bound_at_every_width(
-    kind: str, activation: str, depth: int, sample: Callable[[nk.MLP, torch.Tensor], torch.Tensor],
-    limit: Callable[[nk.MLP, torch.Tensor], torch.Tensor], out: Callable[[int], int], constant: str,
+    kind: str,
+    activation: str,
+    depth: int,
+    sample: Callable[[MLP, torch.Tensor], torch.Tensor],
+    limit: Callable[[MLP, torch.Tensor], torch.Tensor],
+    out: Callable[[int], int],
+    constant: str,
 ) -> None:
     x = _inputs()
     c = tolerance(constant, DTYPE)
@@ -134,10 +163,21 @@ def _check_bound_at_every_width(
             errs.append(relative_error(sample(model, x).double(), exact))
         errors.append(_rms(errs))
     slope, intercept = fit_loglog(BOUND_WIDTHS, errors)
-    record_series(f"width: {activation} L={depth} {kind} error (RMS over {len(BOUND_SEEDS)} seeds)", BOUND_WIDTHS,
-                  errors, slope=slope, intercept=intercept, bound_constant=float(c))
-    record_series(f"width: {kind} bound C m^-1/2 (C = {float(c):g})", BOUND_WIDTHS,
-                  [float(c) / math.sqrt(m) for m in BOUND_WIDTHS], slope=-0.5, intercept=math.log(float(c)))
+    record_series(
+        f"width: {activation} L={depth} {kind} error (RMS over {len(BOUND_SEEDS)} seeds)",
+        BOUND_WIDTHS,
+        errors,
+        slope=slope,
+        intercept=intercept,
+        bound_constant=float(c),
+    )
+    record_series(
+        f"width: {kind} bound C m^-1/2 (C = {float(c):g})",
+        BOUND_WIDTHS,
+        [float(c) / math.sqrt(m) for m in BOUND_WIDTHS],
+        slope=-0.5,
+        intercept=math.log(float(c)),
+    )
     for m, e in zip(BOUND_WIDTHS, errors):
         ctx = (
             "import torch, ntkcheck as nk\nfrom ntkcheck.kernels.analytic import analytic_ntk, analytic_nngp\n"
@@ -147,9 +187,13 @@ def _check_bound_at_every_width(
             f"  relative Frobenius error of the empirical {kind} vs its analytic limit; RMS over seeds\n"
             f"measured at widths {BOUND_WIDTHS}: {[round(v, 4) for v in errors]} (fitted slope {slope:.3f})"
         )
-        check_at_most(e, c * (1.0 / math.sqrt(m)), claim=CLAIM,
-                      what=f"RMS relative {kind} error at width {m} vs the bound C m^(-1/2) ({activation}, L={depth})",
-                      context=ctx)
+        check_at_most(
+            e,
+            c * (1.0 / math.sqrt(m)),
+            claim=CLAIM,
+            what=f"RMS relative {kind} error at width {m} vs the bound C m^(-1/2) ({activation}, L={depth})",
+            context=ctx,
+        )
 
 
 @pytest.mark.slow
@@ -157,8 +201,15 @@ def _check_bound_at_every_width(
 def test_empirical_ntk_error_is_within_c_over_sqrt_width(activation, depth):
     """Jacot et al. 2018: Theta_m -> Theta_inf with fluctuations ~ m^(-1/2): RMS relative error <= C_ntk m^(-1/2)
     at every width 64..1024."""
-    _check_bound_at_every_width("NTK", activation, depth, lambda model, x: nk.ntk(model, x, method="layerwise"),
-                                analytic_ntk, lambda m: 1, "ntk_width_constant")
+    _check_bound_at_every_width(
+        "NTK",
+        activation,
+        depth,
+        lambda model, x: ntk(model, x, method="layerwise"),
+        analytic_ntk,
+        lambda m: 1,
+        "ntk_width_constant",
+    )
 
 
 @pytest.mark.slow
@@ -166,8 +217,9 @@ def test_empirical_ntk_error_is_within_c_over_sqrt_width(activation, depth):
 def test_output_covariance_error_is_within_c_over_sqrt_width(activation, depth):
     """The NNGP: f(X) f(X)^T / O over the O = m outputs of one net -> Sigma_inf (analytic_nngp), RMS relative
     error <= C_nngp m^(-1/2) at every width 64..1024 (hidden-layer and readout sampling, both ~ m^(-1/2))."""
-    _check_bound_at_every_width("NNGP", activation, depth, output_covariance, analytic_nngp, lambda m: m,
-                                "nngp_width_constant")
+    _check_bound_at_every_width(
+        "NNGP", activation, depth, output_covariance, analytic_nngp, lambda m: m, "nngp_width_constant"
+    )
 
 
 def _check_mean(kind: str, samples: list[torch.Tensor], exact: torch.Tensor, m: int, depth: int, ctx: str) -> None:
@@ -183,18 +235,26 @@ def _check_mean(kind: str, samples: list[torch.Tensor], exact: torch.Tensor, m: 
     worst = int(excess[upper[0], upper[1]].argmax())
     i, j = int(upper[0, worst]), int(upper[1, worst])
     tol = tolerance("monte_carlo_4se", DTYPE)
-    check_at_most(float(excess[i, j]), tol, claim=CLAIM,
-                  what=f"mean of {s} empirical {kind}s (width {m}, L={depth}) vs the analytic {kind}: worst entry "
-                       f"({i}, {j}) |mean - exact| - bias bound, in units of {STANDARD_ERRORS} standard errors "
-                       f"(relative deviation {float((mean[i, j] - exact[i, j]) / scale[i, j]):+.4f})",
-                  context=ctx)
+    check_at_most(
+        float(excess[i, j]),
+        tol,
+        claim=CLAIM,
+        what=f"mean of {s} empirical {kind}s (width {m}, L={depth}) vs the analytic {kind}: worst entry "
+        f"({i}, {j}) |mean - exact| - bias bound, in units of {STANDARD_ERRORS} standard errors "
+        f"(relative deviation {float((mean[i, j] - exact[i, j]) / scale[i, j]):+.4f})",
+        context=ctx,
+    )
     p = (stack * exact).sum((1, 2)) / (exact * exact).sum()
     p_excess = max(abs(float(p.mean()) - 1.0) - b, 0.0) / (STANDARD_ERRORS * float(p.std()) / math.sqrt(s))
-    check_at_most(p_excess, tol, claim=CLAIM,
-                  what=f"mean of {s} empirical {kind}s (width {m}, L={depth}) along the analytic {kind}: "
-                       f"|mean <K_s, K> / <K, K> - 1| = {abs(float(p.mean()) - 1):.4f} minus the bias bound, in units "
-                       f"of {STANDARD_ERRORS} standard errors",
-                  context=ctx)
+    check_at_most(
+        p_excess,
+        tol,
+        claim=CLAIM,
+        what=f"mean of {s} empirical {kind}s (width {m}, L={depth}) along the analytic {kind}: "
+        f"|mean <K_s, K> / <K, K> - 1| = {abs(float(p.mean()) - 1):.4f} minus the bias bound, in units "
+        f"of {STANDARD_ERRORS} standard errors",
+        context=ctx,
+    )
 
 
 def _mean_ctx(kind: str, activation: str, depth: int, m: int, s: int, out: int, init: str = "ntk") -> str:
@@ -216,8 +276,7 @@ def test_mean_empirical_ntk_is_analytic_ntk(activation, depth, width, n_seeds):
     """E Theta_m = Theta_inf (exactly for one hidden layer, + O(1/m) deeper): the mean of n_seeds empirical NTKs
     lies within 4 standard errors (+ the bias bound) of analytic_ntk, per entry and along Theta_inf."""
     x = _inputs()
-    samples = [nk.ntk(_mlp(activation, depth, width, 1, seed), x, method="layerwise").double()
-               for seed in range(n_seeds)]
+    samples = [ntk(_mlp(activation, depth, width, 1, seed), x, method="layerwise").double() for seed in range(n_seeds)]
     exact = analytic_ntk(_mlp(activation, depth, width, 1, 0), x).double()
     _check_mean("NTK", samples, exact, width, depth, _mean_ctx("NTK", activation, depth, width, n_seeds, 1))
 
@@ -231,8 +290,7 @@ def test_mean_output_covariance_is_analytic_nngp(activation, depth, width, n_see
     x = _inputs()
     samples = [output_covariance(_mlp(activation, depth, width, width, seed, init), x) for seed in range(n_seeds)]
     exact = first_output(analytic_nngp(_limit_twin(_mlp(activation, depth, width, width, 0, init)), x)).double()
-    _check_mean("NNGP", samples, exact, width, depth,
-                _mean_ctx("NNGP", activation, depth, width, n_seeds, width, init))
+    _check_mean("NNGP", samples, exact, width, depth, _mean_ctx("NNGP", activation, depth, width, n_seeds, width, init))
 
 
 def _circle(n: int, offset: float) -> torch.Tensor:
@@ -253,15 +311,26 @@ def test_trained_network_approaches_its_linearization_at_every_width():
         per_seed = []
         for seed in GAP_SEEDS:
             gen = torch.Generator().manual_seed(seed)
-            model = nk.MLP(2, [m], activation="relu", weight_std=1.0, bias_std=0.1,
-                           generator=gen, dtype=DTYPE, device=DEVICE)
+            model = MLP(
+                2, [m], activation="relu", weight_std=1.0, bias_std=0.1, generator=gen, dtype=DTYPE, device=DEVICE
+            )
             with torch.no_grad():
                 f0x, f0t = model(x), model(xt)
-            k, kt = nk.ntk(model, x), nk.ntk(model, xt, x)
-            kernel_pred = interpolate(k, y, kt, h_ini_train=f0x, h_ini_test=f0t)
+            k, kt = ntk(model, x), ntk(model, xt, x)
+            kernel_pred = interpolate(k, y, k_test_train=kt, h_ini_train=f0x, h_ini_test=f0t)
             lr = LR_FRACTION * max_stable_lr(k)
-            result = train(model, x, y, LpLoss(2), optimizer="gd", lr=lr, steps=3000,
-                           loss_threshold=1e-12, record_every=1000, check_lr=False)
+            result = train(
+                model,
+                x,
+                y,
+                LpLoss(2),
+                optimizer="gd",
+                lr=lr,
+                steps=3000,
+                loss_threshold=1e-12,
+                record_every=1000,
+                check_lr=False,
+            )
             worst_loss = max(worst_loss, result.final_loss)
             with torch.no_grad():
                 trained = model(xt)
@@ -269,19 +338,34 @@ def test_trained_network_approaches_its_linearization_at_every_width():
         gaps.append(_rms(per_seed))
     slope, intercept = fit_loglog(GAP_WIDTHS, gaps)
     c = tolerance("trained_gap_constant", DTYPE)
-    record_series(f"width: trained vs linearized gap (RMS over {len(GAP_SEEDS)} seeds)", GAP_WIDTHS, gaps,
-                  slope=slope, intercept=intercept, bound_constant=float(c))
+    record_series(
+        f"width: trained vs linearized gap (RMS over {len(GAP_SEEDS)} seeds)",
+        GAP_WIDTHS,
+        gaps,
+        slope=slope,
+        intercept=intercept,
+        bound_constant=float(c),
+    )
     ctx = (
         f"5 points on the unit circle (angles 2 pi k/5 + 0.3), y = 0.5 sin(2 angle), tests halfway between;\n"
         f"for m in {GAP_WIDTHS}, seeds {GAP_SEEDS}: nk.MLP(2, [m], weight_std=1.0, bias_std=0.1) trained by\n"
         f"train(model, x, y, LpLoss(2), lr={LR_FRACTION} * max_stable_lr(ntk(model0, x)), loss_threshold=1e-12)\n"
-        "vs interpolate(ntk(model0, x), y, ntk(model0, xt, x), h_ini_train=f0(x), h_ini_test=f0(xt));\n"
+        "vs interpolate(ntk(model0, x), y, k_test_train=ntk(model0, xt, x), h_ini_train=f0(x), h_ini_test=f0(xt));\n"
         f"gap = ||trained - pred|| / ||pred - f0(xt)||, RMS over seeds: measured {[round(g, 5) for g in gaps]}, "
         f"slope {slope:.3f}"
     )
-    check_at_most(worst_loss, tolerance("training_fit", DTYPE), claim=CLAIM,
-                  what="every trained network fits its data (training loss)", context=ctx)
+    check_at_most(
+        worst_loss,
+        tolerance("training_fit", DTYPE),
+        claim=CLAIM,
+        what="every trained network fits its data (training loss)",
+        context=ctx,
+    )
     for m, g in zip(GAP_WIDTHS, gaps):
-        check_at_most(g, c * (1.0 / math.sqrt(m)), claim=CLAIM,
-                      what=f"RMS relative gap trained vs linearized prediction at width {m} vs the bound C m^(-1/2)",
-                      context=ctx)
+        check_at_most(
+            g,
+            c * (1.0 / math.sqrt(m)),
+            claim=CLAIM,
+            what=f"RMS relative gap trained vs linearized prediction at width {m} vs the bound C m^(-1/2)",
+            context=ctx,
+        )

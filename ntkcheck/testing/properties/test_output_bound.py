@@ -32,9 +32,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import ntkcheck as nk
+from ntkcheck._support.seeding import child_seed
+from ntkcheck.models import MLP
 from ntkcheck.testing.claims import check_at_most
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.strategies import architectures, inputs, seeds
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
@@ -57,23 +58,46 @@ def _check(mean: torch.Tensor, se: torch.Tensor, exact: torch.Tensor, sigma: flo
     mc = tolerance("monte_carlo_4se", DTYPE)
     for i in range(mean.numel()):
         m, s, e = float(mean[i]), float(se[i]), float(exact[i])
-        check_at_most(abs(m - e) / (N_SE * s), mc, claim=CLAIM,
-                      what=f"|mean f(x)^2 - sigma^(2L) |x|^2 / (2^(L-1) d)| / (4 s.e.) (mean {m:.4e}, exact {e:.4e})",
-                      context=ctx)
-        check_at_most(max(0.0, m - sigma ** (2 * L)) / (N_SE * s), mc, claim=CLAIM,
-                      what=f"(mean f(x)^2 - sigma^(2L)) / (4 s.e.): Lemma 3's bound (mean {m:.4e}, "
-                           f"bound {sigma ** (2 * L):.4e})", context=ctx)
+        check_at_most(
+            abs(m - e) / (N_SE * s),
+            mc,
+            claim=CLAIM,
+            what=f"|mean f(x)^2 - sigma^(2L) |x|^2 / (2^(L-1) d)| / (4 s.e.) (mean {m:.4e}, exact {e:.4e})",
+            context=ctx,
+        )
+        check_at_most(
+            max(0.0, m - sigma ** (2 * L)) / (N_SE * s),
+            mc,
+            claim=CLAIM,
+            what=f"(mean f(x)^2 - sigma^(2L)) / (4 s.e.): Lemma 3's bound (mean {m:.4e}, bound {sigma ** (2 * L):.4e})",
+            context=ctx,
+        )
         for power in (-2, 2):
             wrong = e * sigma**power
-            check_at_most(N_SE * s / abs(m - wrong), tolerance("control_ratio", DTYPE), claim=CLAIM,
-                          what=f"power control: 4 s.e. / |mean - exact * sigma^({power:+d})| (a wrong exponent "
-                               f"2L{power:+d} must be detected; mean {m:.4e}, wrong {wrong:.4e})", context=ctx)
+            check_at_most(
+                N_SE * s / abs(m - wrong),
+                tolerance("control_ratio", DTYPE),
+                claim=CLAIM,
+                what=f"power control: 4 s.e. / |mean - exact * sigma^({power:+d})| (a wrong exponent "
+                f"2L{power:+d} must be detected; mean {m:.4e}, wrong {wrong:.4e})",
+                context=ctx,
+            )
 
 
 @settings(max_examples=10)
-@given(arch=architectures(families=("mlp",), max_depth=3, max_width=32, max_in=5, activations=("relu",), bias=False,
-                          parametrizations=("ntk", "standard")),
-       sigma=st.one_of(st.floats(0.3, 0.8), st.floats(1.25, 3.0)), data_seed=seeds())
+@given(
+    arch=architectures(
+        families=("mlp",),
+        max_depth=3,
+        max_width=32,
+        max_in=5,
+        activations=("relu",),
+        bias=False,
+        parametrizations=("ntk", "standard"),
+    ),
+    sigma=st.one_of(st.floats(0.3, 0.8), st.floats(1.25, 3.0)),
+    data_seed=seeds(),
+)
 def test_second_moment_at_init_is_sigma_2L_over_2_L1_d(arch, sigma, data_seed):
     """E f(x)^2 = sigma^(2L) |x|^2 / (2^(L-1) d) <= sigma^(2L) for |x| <= 1 (seed 001, Lemma 3), with a power
     control against sigma^(2L -+ 2); 3 inputs from the unit ball and one on its boundary sphere."""
@@ -83,17 +107,29 @@ def test_second_moment_at_init_is_sigma_2L_over_2_L1_d(arch, sigma, data_seed):
     x[0] = x[0] / x[0].norm()  # |x| = 1: where the bound is nearest
     x = x.to(dtype=DTYPE, device=DEVICE)
 
-    def make(gen: torch.Generator) -> nk.MLP:
-        return nk.MLP(d, arch.widths, arch.out_features, activation="relu", bias=False,
-                      parametrization=arch.parametrization, weight_std=arch.weight_std, init="fan_in",
-                      generator=gen, dtype=DTYPE, device=DEVICE)
+    def make(gen: torch.Generator) -> MLP:
+        return MLP(
+            d,
+            arch.widths,
+            arch.out_features,
+            activation="relu",
+            bias=False,
+            parametrization=arch.parametrization,
+            weight_std=arch.weight_std,
+            init="fan_in",
+            generator=gen,
+            dtype=DTYPE,
+            device=DEVICE,
+        )
 
-    mc_seed = stream(data_seed, 3)
+    mc_seed = child_seed(data_seed, 3)
     mean, se = _second_moments(make, x, mc_seed)
     exact = sigma ** (2 * L) * (x.double().cpu() ** 2).sum(dim=1) / (2 ** (L - 1) * d)
-    ctx = reproduce(arch, x=f"inputs({data_seed}, 4, {d}, unit_ball=True) with x[0] scaled to |x| = 1",
-                    check=f"mean of model(x)^2 over {M} models drawn in turn from "
-                          f"torch.Generator().manual_seed({mc_seed})")
+    ctx = reproduce(
+        arch,
+        x=f"inputs({data_seed}, 4, {d}, unit_ball=True) with x[0] scaled to |x| = 1",
+        check=f"mean of model(x)^2 over {M} models drawn in turn from torch.Generator().manual_seed({mc_seed})",
+    )
     _check(mean.cpu(), se.cpu(), exact, sigma, L, ctx)
 
 
@@ -103,17 +139,25 @@ def test_bound_is_attained_by_the_linear_net_on_the_sphere(sigma):
     bound is attained; the mean must also lie within 4 s.e. of it from below (it is not slack)."""
     x = torch.tensor([[1.0], [-1.0], [0.5]], dtype=DTYPE, device=DEVICE)
 
-    def make(gen: torch.Generator) -> nk.MLP:
-        return nk.MLP(1, [], 1, bias=False, parametrization="ntk", weight_std=sigma, generator=gen,
-                      dtype=DTYPE, device=DEVICE)
+    def make(gen: torch.Generator) -> MLP:
+        return MLP(
+            1, [], 1, bias=False, parametrization="ntk", weight_std=sigma, generator=gen, dtype=DTYPE, device=DEVICE
+        )
 
     mean, se = _second_moments(make, x, 0)
     exact = sigma**2 * (x.double().cpu() ** 2).sum(dim=1)
-    ctx = reproduce(None, model=f"nk.MLP(1, [], 1, bias=False, weight_std={sigma})", x="[[1.0], [-1.0], [0.5]]",
-                    check=f"mean of model(x)^2 over {M} models drawn in turn from torch.Generator().manual_seed(0)")
+    ctx = reproduce(
+        None,
+        model=f"nk.MLP(1, [], 1, bias=False, weight_std={sigma})",
+        x="[[1.0], [-1.0], [0.5]]",
+        check=f"mean of model(x)^2 over {M} models drawn in turn from torch.Generator().manual_seed(0)",
+    )
     _check(mean.cpu(), se.cpu(), exact, sigma, 1, ctx)
     for i in range(2):  # on the sphere the bound itself is the expectation
-        check_at_most(max(0.0, sigma**2 - float(mean[i])) / (N_SE * float(se[i])), tolerance("monte_carlo_4se", DTYPE),
-                      claim=CLAIM,
-                      what="(sigma^(2L) - mean f(x)^2) / (4 s.e.) at |x| = 1, L = 1: the bound is attained",
-                      context=ctx)
+        check_at_most(
+            max(0.0, sigma**2 - float(mean[i])) / (N_SE * float(se[i])),
+            tolerance("monte_carlo_4se", DTYPE),
+            claim=CLAIM,
+            what="(sigma^(2L) - mean f(x)^2) / (4 s.e.) at |x| = 1, L = 1: the bound is attained",
+            context=ctx,
+        )

@@ -18,7 +18,7 @@ Compared (the expected side never goes through ntkcheck.dynamics.solvers):
   squared norm of the minimum-norm lstsq solution on the Jacobian, and alpha^T K alpha of the library's
   interpolant coefficients (``interpolate`` with k_test_train = I returns alpha);
 * the RKHS norm computed in FUNCTION space on an enlarged point set Z = X + T: for g = h - h_ini in the
-  span of k(., Z), ||g||_k^2 = g(Z)^T K_ZZ^{-1} g(Z) (K_ZZ = nk.ntk at Z, solved by scipy), with g(Z)
+  span of k(., Z), ||g||_k^2 = g(Z)^T K_ZZ^{-1} g(Z) (K_ZZ = ntk at Z, solved by scipy), with g(Z)
   from the trained network's forward pass and from ``interpolate`` at Z;
 * minimality against two competitors that also fit Y: theta_1 = theta_inf + v with v a random vector
   of the null space of J(X) (h_1 fits Y; Pythagoras ||theta_1 - theta_0||^2 = ||theta_inf - theta_0||^2
@@ -40,9 +40,9 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.solvers import interpolate
+from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.testing.strategies import Arch, Dataset, architectures, datasets, seeds
 from ntkcheck.testing.tolerances import tolerance
@@ -83,14 +83,14 @@ def _example(arch: Arch, ds: Dataset):
     x_all, y_all = ds.x(dtype=DTYPE, device=DEVICE), ds.y(dtype=DTYPE, device=DEVICE)
     xt_all = ds.x_test(N_EXTRA, dtype=DTYPE, device=DEVICE)
     J_all = flat_kernel(jacobian(model, torch.cat([x_all, xt_all])))
-    J_x, J_t = J_all[: ds.n * o], J_all[ds.n * o:]
+    J_x, J_t = J_all[: ds.n * o], J_all[ds.n * o :]
     n, m = _conditioned_sets(J_x, J_t, o)
     if n < 1:
         assume(False)  # singular already on one training and one extra point: no K_ZZ^{-1}
     x, y, xt = x_all[:n], y_all[:n], xt_all[:m]
     z = torch.cat([x, xt])
     J_z = torch.cat([J_x[: n * o], J_t[: m * o]])
-    return model, n, x, y, xt, z, J_z, flat_kernel(nk.ntk(model, z))
+    return model, n, x, y, xt, z, J_z, flat_kernel(ntk(model, z))
 
 
 def _num(value: float) -> torch.Tensor:
@@ -103,8 +103,12 @@ def _rkhs_sq(chol, values: torch.Tensor) -> float:
     return float(v @ scipy.linalg.cho_solve(chol, v))
 
 
-@given(arch=architectures(families=("mlp",), max_depth=3, max_width=256, max_out=3, frozen=None),
-       data=st.data(), seed=seeds(), size=st.sampled_from([0.5, 1.0, 3.0]))
+@given(
+    arch=architectures(families=("mlp",), max_depth=3, max_width=256, max_out=3, frozen=None),
+    data=st.data(),
+    seed=seeds(),
+    size=st.sampled_from([0.5, 1.0, 3.0]),
+)
 def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, size):
     """||h - h_ini||_k^2 = alpha^T K alpha = ||theta_inf - theta_0||^2 for the trained linearized network,
     computed in function space on X + T and in parameter space by lstsq; two other interpolants
@@ -115,9 +119,14 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     model, n, x, y, xt, z, J_z, K_z = _example(arch, ds)
     o, m = arch.out_features, len(xt)
     N = n * o
-    ctx = reproduce(arch, ds=f"nk.testing.strategies.{ds!r}; x, y = ds.x()[:{n}], ds.y()[:{n}]", seed=seed, size=size,
-                    check=f"lin = min_norm_linearized(model, x, y); z = cat(x, ds.x_test({N_EXTRA})[:{m}]); "
-                          "||lin.delta()||^2 vs g(z)^T nk.ntk(model, z)^{-1} g(z), g = lin(z) - model(z)")
+    ctx = reproduce(
+        arch,
+        ds=f"nk.testing.strategies.{ds!r}; x, y = ds.x()[:{n}], ds.y()[:{n}]",
+        seed=seed,
+        size=size,
+        check=f"lin = min_norm_linearized(model, x, y); z = cat(x, ds.x_test({N_EXTRA})[:{m}]); "
+        "||lin.delta()||^2 vs g(z)^T nk.ntk(model, z)^{-1} g(z), g = lin(z) - model(z)",
+    )
     J = J_z[:N]
     with torch.no_grad():
         h0_z = model(z)
@@ -126,7 +135,7 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     delta_ref = min_norm(J, r).reshape(-1)  # theta_inf - theta_0, independent of ntkcheck.dynamics.solvers
     norm_sq = float(delta_ref @ delta_ref)
 
-    # error units: cond(K_ZZ) >= cond(K_XX); e = eps + the gap between nk.ntk and J J^T on Z
+    # error units: cond(K_ZZ) >= cond(K_XX); e = eps + the gap between ntk and J J^T on Z
     gram = J_z @ J_z.T
     ev = torch.linalg.eigvalsh(gram)
     cond = float(ev[-1] / ev[0])
@@ -135,8 +144,9 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     chol_z = scipy.linalg.cho_factor(K_z.numpy())
     alpha_ref = scipy.linalg.cho_solve(scipy.linalg.cho_factor(K_z[:N, :N].numpy()), r.numpy())
     p = J.shape[1]  # the linearized networks' forward passes sum over p parameters
-    fit_unit = EPS * ((N + p**0.5) * float(ev[-1]) * float(np.linalg.norm(alpha_ref)) + float(flat(h0).norm())
-                      + float(flat(y).norm()))
+    fit_unit = EPS * (
+        (N + p**0.5) * float(ev[-1]) * float(np.linalg.norm(alpha_ref)) + float(flat(h0).norm()) + float(flat(y).norm())
+    )
 
     def norm_unit(extra: float = 0.0) -> float:
         """e (1 + cond + sqrt(p cond)) times the squared norms compared: the forward error of a quadratic
@@ -148,25 +158,61 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     delta_lib = flat(lin.delta())
     with torch.no_grad():
         h_z = lin(z)
-    check_close(flat(h_z[:n]), flat(y), tol=fit_tol, scale=fit_unit, claim=CLAIM, context=ctx,
-                what="trained linearized network: residual h(X) - Y (backward-error units)")
-    check_close(_num(float(delta_lib @ delta_lib)), _num(norm_sq), tol=fwd_tol, scale=norm_unit(), claim=CLAIM,
-                context=ctx, what="||theta_inf - theta_0||^2 of min_norm_linearized vs the lstsq minimum norm")
+    check_close(
+        flat(h_z[:n]),
+        flat(y),
+        tol=fit_tol,
+        scale=fit_unit,
+        claim=CLAIM,
+        context=ctx,
+        what="trained linearized network: residual h(X) - Y (backward-error units)",
+    )
+    check_close(
+        _num(float(delta_lib @ delta_lib)),
+        _num(norm_sq),
+        tol=fwd_tol,
+        scale=norm_unit(),
+        claim=CLAIM,
+        context=ctx,
+        what="||theta_inf - theta_0||^2 of min_norm_linearized vs the lstsq minimum norm",
+    )
     # alpha^T K alpha with the library interpolant's coefficients: interpolate(K, Y, I, h_ini, 0) = alpha
-    alpha = flat(interpolate(nk.ntk(model, x), y, _identity_kernel(n, o), h_ini_train=h0,
-                             h_ini_test=torch.zeros_like(h0)))
-    check_close(_num(float(alpha @ K_z[:N, :N] @ alpha)), _num(norm_sq), tol=fwd_tol, scale=norm_unit(),
-                claim=CLAIM, context=ctx,
-                what="alpha^T K alpha of the library's interpolant vs ||theta_inf - theta_0||^2 (lstsq)")
+    alpha = flat(
+        interpolate(
+            ntk(model, x), y, k_test_train=_identity_kernel(n, o), h_ini_train=h0, h_ini_test=torch.zeros_like(h0)
+        )
+    )
+    check_close(
+        _num(float(alpha @ K_z[:N, :N] @ alpha)),
+        _num(norm_sq),
+        tol=fwd_tol,
+        scale=norm_unit(),
+        claim=CLAIM,
+        context=ctx,
+        what="alpha^T K alpha of the library's interpolant vs ||theta_inf - theta_0||^2 (lstsq)",
+    )
     # the same norm in function space on Z, from the trained network and from interpolate at Z
-    check_close(_num(_rkhs_sq(chol_z, flat(h_z - h0_z))), _num(norm_sq), tol=fwd_tol, scale=norm_unit(),
-                claim=CLAIM, context=ctx,
-                what="||h - h_ini||_k^2 on X + T (trained network, K_ZZ^{-1}) vs ||theta_inf - theta_0||^2 (lstsq)")
-    h_interp = interpolate(nk.ntk(model, x), y, nk.ntk(model, z, x), h_ini_train=h0,
-                           h_ini_test=h0_z.reshape(len(z), *y.shape[1:]))
-    check_close(_num(_rkhs_sq(chol_z, flat(h_interp) - flat(h0_z))), _num(norm_sq), tol=fwd_tol,
-                scale=norm_unit(), claim=CLAIM, context=ctx,
-                what="||h - h_ini||_k^2 on X + T (interpolate at Z, K_ZZ^{-1}) vs ||theta_inf - theta_0||^2 (lstsq)")
+    check_close(
+        _num(_rkhs_sq(chol_z, flat(h_z - h0_z))),
+        _num(norm_sq),
+        tol=fwd_tol,
+        scale=norm_unit(),
+        claim=CLAIM,
+        context=ctx,
+        what="||h - h_ini||_k^2 on X + T (trained network, K_ZZ^{-1}) vs ||theta_inf - theta_0||^2 (lstsq)",
+    )
+    h_interp = interpolate(
+        ntk(model, x), y, k_test_train=ntk(model, z, x), h_ini_train=h0, h_ini_test=h0_z.reshape(len(z), *y.shape[1:])
+    )
+    check_close(
+        _num(_rkhs_sq(chol_z, flat(h_interp) - flat(h0_z))),
+        _num(norm_sq),
+        tol=fwd_tol,
+        scale=norm_unit(),
+        claim=CLAIM,
+        context=ctx,
+        what="||h - h_ini||_k^2 on X + T (interpolate at Z, K_ZZ^{-1}) vs ||theta_inf - theta_0||^2 (lstsq)",
+    )
 
     # competitors theta_1 = theta_inf + v with J(X) v = 0, ||v|| = size ||theta_inf - theta_0||
     gen = torch.Generator().manual_seed(seed)
@@ -182,22 +228,48 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     rkhs_h = _rkhs_sq(chol_z, flat(h_z - h0_z))
     v_null = null_part(torch.randn(J.shape[1], generator=gen, dtype=torch.float64))
     v_span = null_part(J_z[N:].T @ torch.randn(m * o, generator=gen, dtype=torch.float64))
-    for label, v, in_span in (("a null-space vector of J(X)", v_null, False),
-                              ("a perturbation in the span of k(., T)", v_span, True)):
+    for label, v, in_span in (
+        ("a null-space vector of J(X)", v_null, False),
+        ("a perturbation in the span of k(., T)", v_span, True),
+    ):
         displacement = delta_lib + v  # theta_1 - theta_0
         v_sq = float(v @ v)
         rival = linearize(model).load_delta(displacement.to(dtype=DTYPE, device=DEVICE))
         with torch.no_grad():
             h1_z = rival(z)
-        check_close(flat(h1_z[:n]), flat(y), tol=fit_tol, scale=fit_unit * (1 + size), claim=CLAIM, context=ctx,
-                    what=f"competitor theta_inf + {label}: residual h_1(X) - Y (backward-error units)")
-        check_close(_num(float(displacement @ displacement) - norm_sq), _num(v_sq), tol=fwd_tol,
-                    scale=norm_unit(v_sq), claim=CLAIM, context=ctx,
-                    what=f"||theta_1 - theta_0||^2 - ||theta_inf - theta_0||^2 vs ||v||^2 (Pythagoras; v {label})")
+        check_close(
+            flat(h1_z[:n]),
+            flat(y),
+            tol=fit_tol,
+            scale=fit_unit * (1 + size),
+            claim=CLAIM,
+            context=ctx,
+            what=f"competitor theta_inf + {label}: residual h_1(X) - Y (backward-error units)",
+        )
+        check_close(
+            _num(float(displacement @ displacement) - norm_sq),
+            _num(v_sq),
+            tol=fwd_tol,
+            scale=norm_unit(v_sq),
+            claim=CLAIM,
+            context=ctx,
+            what=f"||theta_1 - theta_0||^2 - ||theta_inf - theta_0||^2 vs ||v||^2 (Pythagoras; v {label})",
+        )
         if in_span:  # the function-space norm on Z sees all of v: the RKHS distance grows by exactly ||v||^2
-            check_close(_num(_rkhs_sq(chol_z, flat(h1_z - h0_z)) - rkhs_h), _num(v_sq), tol=fwd_tol,
-                        scale=norm_unit(v_sq), claim=CLAIM, context=ctx,
-                        what=f"||h_1 - h_ini||_k^2 - ||h - h_ini||_k^2 on X + T vs ||v||^2 (v {label})")
+            check_close(
+                _num(_rkhs_sq(chol_z, flat(h1_z - h0_z)) - rkhs_h),
+                _num(v_sq),
+                tol=fwd_tol,
+                scale=norm_unit(v_sq),
+                claim=CLAIM,
+                context=ctx,
+                what=f"||h_1 - h_ini||_k^2 - ||h - h_ini||_k^2 on X + T vs ||v||^2 (v {label})",
+            )
         # the gap ||v||^2 is resolved: the checks above cannot pass with h_1 no farther than h
-        check_at_most(float(fwd_tol * norm_unit(v_sq)) / v_sq, tolerance("control_ratio", DTYPE), claim=CLAIM,
-                      context=ctx, what=f"error bound / ||v||^2 of the larger distance (v {label})")
+        check_at_most(
+            float(fwd_tol * norm_unit(v_sq)) / v_sq,
+            tolerance("control_ratio", DTYPE),
+            claim=CLAIM,
+            context=ctx,
+            what=f"error bound / ||v||^2 of the larger distance (v {label})",
+        )

@@ -22,10 +22,11 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-import ntkcheck as nk
-from ntkcheck.models.transforms import ASI_SCALE
+from ntkcheck._support.seeding import child_seed
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models.transforms import ASI_SCALE, merge_branches, rnd
 from ntkcheck.testing.claims import check_at_most, check_close
-from ntkcheck.testing.strategies import architectures, inputs, seeds, stream
+from ntkcheck.testing.strategies import architectures, inputs, seeds
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
@@ -40,8 +41,8 @@ ARCHS = architectures(families=("mlp",), max_depth=3, max_width=32, frozen=None)
 def _rnd_and_rebuild(arch, data_seed):
     """(model, rnd(model, g), theta' rebuilt from the init distribution with g's seed, snippet)."""
     model = arch.build(dtype=DTYPE, device=DEVICE)
-    rnd_seed = stream(data_seed, 1)  # a stream of its own: never the architecture's seed
-    net = nk.rnd(model, torch.Generator().manual_seed(rnd_seed))
+    rnd_seed = child_seed(data_seed, 1)  # a stream of its own: never the architecture's seed
+    net = rnd(model, torch.Generator().manual_seed(rnd_seed))
     rebuilt = replace(arch, seed=rnd_seed).build(dtype=DTYPE, device=DEVICE)
     return model, net, rebuilt, rnd_seed
 
@@ -59,29 +60,62 @@ def test_rnd_second_branch_is_an_independent_draw_and_output_is_not_zero(arch, d
     bound (seed 000 §7, Fig 2c: RND is the control whose output at init does not vanish)."""
     model, net, rebuilt, rnd_seed = _rnd_and_rebuild(arch, data_seed)
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
-    ctx = reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
-                    net=f"nk.rnd(model, torch.Generator().manual_seed({rnd_seed}))",
-                    rebuilt=f"dataclasses.replace(Arch(...), seed={rnd_seed}).build()")
+    ctx = reproduce(
+        arch,
+        x=f"inputs({data_seed}, {n}, {arch.in_features})",
+        net=f"nk.rnd(model, torch.Generator().manual_seed({rnd_seed}))",
+        rebuilt=f"dataclasses.replace(Arch(...), seed={rnd_seed}).build()",
+    )
     count = tolerance("mismatch_count", DTYPE)
-    check_at_most(float(_differing_tensors(net.minus, rebuilt)), count, claim=CLAIM,
-                  what="parameter tensors of the second branch that differ from the rebuilt draw theta'", context=ctx)
-    check_at_most(float(_differing_tensors(net.plus, model)), count, claim=CLAIM,
-                  what="parameter tensors of the first branch that differ from theta_0", context=ctx)
+    check_at_most(
+        float(_differing_tensors(net.minus, rebuilt)),
+        count,
+        claim=CLAIM,
+        what="parameter tensors of the second branch that differ from the rebuilt draw theta'",
+        context=ctx,
+    )
+    check_at_most(
+        float(_differing_tensors(net.plus, model)),
+        count,
+        claim=CLAIM,
+        what="parameter tensors of the first branch that differ from theta_0",
+        context=ctx,
+    )
     shared = sum(int(torch.equal(p, q)) for p, q in zip(net.minus.parameters(), net.plus.parameters()))
-    check_at_most(float(shared), count, claim=CLAIM,
-                  what="parameter tensors the second branch shares with the first (must be independent)", context=ctx)
+    check_at_most(
+        float(shared),
+        count,
+        claim=CLAIM,
+        what="parameter tensors the second branch shares with the first (must be independent)",
+        context=ctx,
+    )
     for branch in ("plus", "minus"):
-        check_at_most(float(frozen_mismatches(model, getattr(net, branch))), count, claim=CLAIM,
-                      what=f"parameters of the {branch} branch whose requires_grad differs from the original's",
-                      context=ctx)
+        check_at_most(
+            float(frozen_mismatches(model, getattr(net, branch))),
+            count,
+            claim=CLAIM,
+            what=f"parameters of the {branch} branch whose requires_grad differs from the original's",
+            context=ctx,
+        )
     with torch.no_grad():
         h_rnd, h, h2 = net(x), model(x), rebuilt(x)
     scale = float(h.norm()) + float(h2.norm())
-    check_close(h_rnd, ASI_SCALE * (h - h2), tol=tolerance("kernel_methods_agree", DTYPE), scale=ASI_SCALE * scale,
-                claim=CLAIM, what="h_RND(x) vs (sqrt 2/2)(h(x; theta) - h(x; theta'))", context=ctx)
-    check_at_most(scale / float(h_rnd.norm()), tolerance("rnd_output_ratio", DTYPE), claim=CLAIM,
-                  what="(|h(X; theta)| + |h(X; theta')|) / |h_RND(X)|: the RND output at init is not 0",
-                  context=ctx)
+    check_close(
+        h_rnd,
+        ASI_SCALE * (h - h2),
+        tol=tolerance("kernel_methods_agree", DTYPE),
+        scale=ASI_SCALE * scale,
+        claim=CLAIM,
+        what="h_RND(x) vs (sqrt 2/2)(h(x; theta) - h(x; theta'))",
+        context=ctx,
+    )
+    check_at_most(
+        scale / float(h_rnd.norm()),
+        tolerance("rnd_output_ratio", DTYPE),
+        claim=CLAIM,
+        what="(|h(X; theta)| + |h(X; theta')|) / |h_RND(X)|: the RND output at init is not 0",
+        context=ctx,
+    )
 
 
 @given(arch=ARCHS, data_seed=seeds(), n=st.integers(2, 6))
@@ -91,22 +125,43 @@ def test_rnd_kernel_is_the_average_of_the_two_kernels(arch, data_seed, n):
     the layerwise rules on the original and on the independently rebuilt theta'."""
     model, net, rebuilt, rnd_seed = _rnd_and_rebuild(arch, data_seed)
     x = inputs(data_seed, n, arch.in_features, dtype=DTYPE, device=DEVICE)
-    ctx = reproduce(arch, x=f"inputs({data_seed}, {n}, {arch.in_features})",
-                    check=f"nk.ntk(nk.rnd(model, torch.Generator().manual_seed({rnd_seed})), x) vs the mean of "
-                          f"nk.ntk(model, x) and nk.ntk(dataclasses.replace(Arch(...), seed={rnd_seed}).build(), x)")
-    k1 = nk.ntk(model, x, per_layer=True, method="layerwise")
-    k2 = nk.ntk(rebuilt, x, per_layer=True, method="layerwise")
+    ctx = reproduce(
+        arch,
+        x=f"inputs({data_seed}, {n}, {arch.in_features})",
+        check=f"nk.ntk(nk.rnd(model, torch.Generator().manual_seed({rnd_seed})), x) vs the mean of "
+        f"nk.ntk(model, x) and nk.ntk(dataclasses.replace(Arch(...), seed={rnd_seed}).build(), x)",
+    )
+    k1 = ntk(model, x, per_layer=True, method="layerwise")
+    k2 = ntk(rebuilt, x, per_layer=True, method="layerwise")
     expected = {name: 0.5 * (k1[name] + k2[name]) for name in k1}
     total = sum(expected.values())
     scale = float(sum(k1.values()).norm()) + float(sum(k2.values()).norm())
     assume(scale > 0)  # both kernels 0 (every unit of a narrow ReLU net dead, only its weights trainable)
     tol = tolerance("kernel_methods_agree", DTYPE)
-    check_close(nk.ntk(net, x, method="jacobian"), total, tol=tol, scale=scale, claim=CLAIM,
-                what="total RND kernel vs (k_theta + k_theta') / 2", context=ctx)
-    merged = nk.merge_branches(nk.ntk(net, x, per_layer=True, method="jacobian"))
-    check_at_most(float(len(set(merged) ^ set(expected))), tolerance("mismatch_count", DTYPE), claim=CLAIM,
-                  what="per-layer kernel names of the RND net (merged) vs the original's trainable parameters",
-                  context=ctx)
+    check_close(
+        ntk(net, x, method="jacobian"),
+        total,
+        tol=tol,
+        scale=scale,
+        claim=CLAIM,
+        what="total RND kernel vs (k_theta + k_theta') / 2",
+        context=ctx,
+    )
+    merged = merge_branches(ntk(net, x, per_layer=True, method="jacobian"))
+    check_at_most(
+        float(len(set(merged) ^ set(expected))),
+        tolerance("mismatch_count", DTYPE),
+        claim=CLAIM,
+        what="per-layer kernel names of the RND net (merged) vs the original's trainable parameters",
+        context=ctx,
+    )
     for name, k in expected.items():
-        check_close(merged[name], k, tol=tol, scale=scale, claim=CLAIM,
-                    what=f"per-layer RND kernel {name} vs (k_theta + k_theta') / 2", context=ctx)
+        check_close(
+            merged[name],
+            k,
+            tol=tol,
+            scale=scale,
+            claim=CLAIM,
+            what=f"per-layer RND kernel {name} vs (k_theta + k_theta') / 2",
+            context=ctx,
+        )

@@ -4,7 +4,7 @@ test_ntk_width_convergence.py (a) for the MLP, extended to the convolutional and
 parametrizations: at EVERY width m in 32..512 the RMS over 8 seeds of the relative error
 ||K_m - K_inf||_F / ||K_inf||_F is at most C m^(-1/2), for
 
-* the NTK: K_m = nk.ntk(model, x) (one output) against analytic_ntk;
+* the NTK: K_m = ntk(model, x) (one output) against analytic_ntk;
 * the NNGP: K_m = f(X) f(X)^T / O over the O = m outputs of one network against analytic_nngp.
 
 In standard parametrization (``init="fan_in"``) analytic_ntk is neural-tangents' convention, each layer's weight
@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
 
-import ntkcheck as nk
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
+from ntkcheck.kernels.empirical import ntk
+from ntkcheck.models import CNN, MLP, ResNet
 from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.testing.tolerances import tolerance
 
@@ -52,12 +54,12 @@ FAMILIES = ["mlp", "cnn", "resnet_dense", "resnet_conv"]
 PARAMETRIZATIONS = ["ntk", "standard"]
 
 
-
-
 def _spec(family: str, width: str, out: str, parametrization: str) -> str:
     """The constructor call, as Python source, with ``width`` and ``out`` spelled as given (e.g. "m", "O")."""
-    common = (f"weight_std={WEIGHT_STD}, bias_std={BIAS_STD}, parametrization={parametrization!r}, "
-              f"generator=torch.Generator().manual_seed(seed), dtype={DTYPE}")
+    common = (
+        f"weight_std={WEIGHT_STD}, bias_std={BIAS_STD}, parametrization={parametrization!r}, "
+        f"generator=torch.Generator().manual_seed(seed), dtype={DTYPE}"
+    )
     return {
         "mlp": f"nk.MLP(5, [{width}, {width}], {out}, {common})",
         "cnn": f"nk.CNN(2, [{width}, {width}], {out}, {common})",
@@ -67,27 +69,31 @@ def _spec(family: str, width: str, out: str, parametrization: str) -> str:
 
 
 def _model(family: str, width: int, out: int, parametrization: str, seed: int) -> torch.nn.Module:
-    kw = dict(weight_std=WEIGHT_STD, bias_std=BIAS_STD, parametrization=parametrization,
-              generator=torch.Generator().manual_seed(seed), dtype=DTYPE, device=DEVICE)
+    kw: dict[str, Any] = dict(
+        weight_std=WEIGHT_STD,
+        bias_std=BIAS_STD,
+        parametrization=parametrization,
+        generator=torch.Generator().manual_seed(seed),
+        dtype=DTYPE,
+        device=DEVICE,
+    )
     if family == "mlp":
-        return nk.MLP(5, [width, width], out, **kw)
+        return MLP(5, [width, width], out, **kw)
     if family == "cnn":
-        return nk.CNN(2, [width, width], out, **kw)
+        return CNN(2, [width, width], out, **kw)
     if family == "resnet_dense":
-        return nk.ResNet(width, 1, out, in_features=5, **kw)
-    return nk.ResNet(width, 1, out, in_channels=2, **kw)
-
-
-
-
-
-
+        return ResNet(width, 1, out, in_features=5, **kw)
+    return ResNet(width, 1, out, in_channels=2, **kw)
 
 
 def _check_bound_at_every_width(
-    kind: str, family: str, parametrization: str,
+    kind: str,
+    family: str,
+    parametrization: str,
     sample: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
-    limit: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor], out: Callable[[int], int], constant: str,
+    limit: Callable[[torch.nn.Module, torch.Tensor], torch.Tensor],
+    out: Callable[[int], int],
+    constant: str,
 ) -> None:
     x = family_inputs(family)
     c = tolerance(constant, DTYPE)
@@ -104,14 +110,21 @@ def _check_bound_at_every_width(
     slope, intercept = fit_loglog(WIDTHS, errors)
     label = f"width: {family} {parametrization} param. {kind} error (RMS over {len(SEEDS)} seeds)"
     record_series(label, WIDTHS, errors, slope=slope, intercept=intercept, bound_constant=float(c))
-    record_series(f"width: families {kind} bound C m^-1/2 (C = {float(c):g})", WIDTHS,
-                  [float(c) / math.sqrt(m) for m in WIDTHS], slope=-0.5, intercept=math.log(float(c)))
+    record_series(
+        f"width: families {kind} bound C m^-1/2 (C = {float(c):g})",
+        WIDTHS,
+        [float(c) / math.sqrt(m) for m in WIDTHS],
+        slope=-0.5,
+        intercept=math.log(float(c)),
+    )
     images = family not in ("mlp", "resnet_dense")
     ctx = (
         "import torch, ntkcheck as nk\nfrom ntkcheck.kernels.analytic import analytic_ntk, analytic_nngp\n"
-        + (f"x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed({IMAGE_SEED}), dtype=torch.float64)\n"
-           if images else
-           f"x = torch.randn(6, 5, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n")
+        + (
+            f"x = torch.randn(4, 2, 6, 6, generator=torch.Generator().manual_seed({IMAGE_SEED}), dtype=torch.float64)\n"
+            if images
+            else f"x = torch.randn(6, 5, generator=torch.Generator().manual_seed({X_SEED}), dtype=torch.float64)\n"
+        )
         + f"for m in {WIDTHS}, seed in {SEEDS}: model = {_spec(family, 'm', 'O', parametrization)} "
         "with O = 1 for the NTK, O = m for the NNGP\n"
         f"  relative Frobenius error of the empirical {kind} "
@@ -119,10 +132,14 @@ def _check_bound_at_every_width(
         f"seeds\nmeasured: {[round(v, 4) for v in errors]} (fitted slope {slope:.3f})"
     )
     for m, e in zip(WIDTHS, errors):
-        check_at_most(e, c * (1.0 / math.sqrt(m)), claim=CLAIM,
-                      what=f"RMS relative {kind} error at width {m} vs the bound C m^(-1/2) ({family}, "
-                           f"{parametrization} parametrization)",
-                      context=ctx)
+        check_at_most(
+            e,
+            c * (1.0 / math.sqrt(m)),
+            claim=CLAIM,
+            what=f"RMS relative {kind} error at width {m} vs the bound C m^(-1/2) ({family}, "
+            f"{parametrization} parametrization)",
+            context=ctx,
+        )
 
 
 @pytest.mark.slow
@@ -131,9 +148,15 @@ def _check_bound_at_every_width(
 def test_family_ntk_error_is_within_c_over_sqrt_width(family, parametrization):
     """Theta_m -> Theta_inf with fluctuations ~ m^(-1/2) for CNN and ResNet, NTK and standard parametrization:
     RMS relative error <= C m^(-1/2) at every width 32..512."""
-    _check_bound_at_every_width("NTK", family, parametrization,
-                                lambda model, x: nk.ntk(model, x, method="layerwise"), analytic_ntk,
-                                lambda m: 1, "ntk_width_constant_families")
+    _check_bound_at_every_width(
+        "NTK",
+        family,
+        parametrization,
+        lambda model, x: ntk(model, x, method="layerwise"),
+        analytic_ntk,
+        lambda m: 1,
+        "ntk_width_constant_families",
+    )
 
 
 @pytest.mark.slow
@@ -143,5 +166,6 @@ def test_family_output_covariance_error_is_within_c_over_sqrt_width(family, para
     """f(X) f(X)^T / O over the O = m outputs of one CNN / ResNet -> Sigma_inf (analytic_nngp): RMS relative error
     <= C m^(-1/2) at every width 32..512, in both parametrizations (the forward pass at init, hence the NNGP, is
     the same distribution in both)."""
-    _check_bound_at_every_width("NNGP", family, parametrization, output_covariance, analytic_nngp, lambda m: m,
-                                "nngp_width_constant_families")
+    _check_bound_at_every_width(
+        "NNGP", family, parametrization, output_covariance, analytic_nngp, lambda m: m, "nngp_width_constant_families"
+    )
