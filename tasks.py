@@ -4,6 +4,7 @@
     python3 tasks.py main    # set up, then run the main job (`ntkcheck verify`: the claims report)
     python3 tasks.py test    # set up, then run the test suite (pytest)
     python3 tasks.py bench   # set up, then run the benchmarks
+    python3 tasks.py check   # set up, then run the gates: ruff, mypy, import-linter, the docs build
 
 The environment lives in ``.venv``.  torch is pinned to 2.13.0 unless the
 interpreter already provides torch >= 2.4 (the venv sees system packages), so a
@@ -34,30 +35,63 @@ def _run(*cmd: str | os.PathLike) -> None:
 
 
 def _has_torch(python: Path) -> bool:
-    probe = "import torch, sys; v = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]); " \
-            "sys.exit(0 if v >= (2, 4) else 1)"
+    probe = (
+        "import torch, sys; v = tuple(int(p) for p in torch.__version__.split('+')[0].split('.')[:2]); "
+        "sys.exit(0 if v >= (2, 4) else 1)"
+    )
     return subprocess.run([str(python), "-c", probe], capture_output=True).returncode == 0
 
 
-def setup() -> Path:
-    """Create .venv (once) and install ntkcheck with its test extras into it."""
+def setup(extras: str = "test,data") -> Path:
+    """Create .venv (once) and install ntkcheck with ``extras`` into it."""
     python = _python()
     if not python.exists():
         venv.EnvBuilder(with_pip=True, system_site_packages=True).create(VENV)
     pip = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     if not _has_torch(python):
         _run(*pip, TORCH_PIN)
-    _run(*pip, "-e", f"{ROOT}[test,data]")
+    _run(*pip, "-e", f"{ROOT}[{extras}]")
     return python
+
+
+GATES = (
+    ["ruff", "check", "."],
+    ["ruff", "format", "--check", "."],
+    ["mypy"],
+    ["lint-imports"],
+    ["mkdocs", "build", "--strict", "--site-dir", "site"],
+)
+
+
+def _check(python: Path) -> int:
+    """Run every gate (the venv's console scripts), each to the end; the exit status is 1 when any failed."""
+    failed = []
+    for tool, *args in GATES:
+        gate = [str(python.parent / tool), *args]
+        print("+", tool, *args, flush=True)
+        if subprocess.run(gate, cwd=ROOT).returncode != 0:
+            failed.append(" ".join([tool, *args]))
+    for gate in failed:
+        print(f"FAILED: {gate}", flush=True)
+    return 1 if failed else 0
 
 
 def main(argv: list[str]) -> int:
     jobs = {
         "main": ["-m", "ntkcheck.cli", "verify"],
         "test": ["-m", "pytest", "-p", "no:cacheprovider", "--benchmark-disable"],
-        "bench": ["-m", "pytest", "benchmarks", "-p", "no:cacheprovider", "--benchmark-json",
-                  str(ROOT / "reports" / "bench.json")],
+        "bench": [
+            "-m",
+            "pytest",
+            "benchmarks",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-json",
+            str(ROOT / "reports" / "bench.json"),
+        ],
     }
+    if argv and argv[0] == "check":
+        return _check(setup("test,data,check"))
     if not argv or argv[0] not in jobs:
         print(__doc__)
         return 2
