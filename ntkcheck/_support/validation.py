@@ -69,6 +69,10 @@ def check_inputs(x: object, name: str, *, features: int | None = None) -> torch.
     return x
 
 
+DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
+"""The dtypes claims are checked in and reproductions train in, by name: float64 for the claims, float32
+with its own tolerances (the columns of the tolerance table)."""
+
 FLOAT_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-"""The training dtypes a ``Config`` may name."""
+from ntkcheck._support.validation import DTYPES
 
 DATA_STREAM = 0
 """Stream key of the data draws (inputs, splits, label noise)."""

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from ntkcheck._support.atomic import staged
+from ntkcheck._support.fitting import loglog_fit
 from ntkcheck._support.markdown import bullets, code, document, heading, image, table
 
 if TYPE_CHECKING:
@@ -112,12 +113,8 @@ class WidthTrend:
         q = np.concatenate([np.asarray(v, dtype=np.float64) for v in self.values])
         if not (np.all(np.isfinite(q)) and np.all(q > 0)):
             return math.nan, math.nan, math.nan
-        x, yv = np.log(w), np.log(q)
-        (b, a), res, *_ = np.polyfit(x, yv, 1, full=True)
-        dof = len(x) - 2
-        sxx = float(((x - x.mean()) ** 2).sum())
-        se = math.sqrt(float(res[0]) / dof / sxx) if dof > 0 and len(res) else math.nan
-        return float(b), se, float(a)
+        fitted = loglog_fit(w, q)
+        return fitted.slope, fitted.slope_se, fitted.intercept
 
     def at(self, width: float) -> float:
         """The fitted power law at ``width``."""

@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 import torch
+from torch.nn.utils import parameters_to_vector
 
 from ntkcheck._support.seeding import torch_generator
 from ntkcheck.dynamics.losses import MSE
@@ -51,7 +52,7 @@ def network(
 
 
 def flat(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    return parameters_to_vector([p.detach() for p in model.parameters()])
 
 
 def measure(

@@ -39,8 +39,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, Phase, settings
 
+from ntkcheck._support.validation import DTYPES
 from ntkcheck.testing.claims import Recorder, recording
-from ntkcheck.testing.tolerances import DTYPES
 
 PROFILES = ("dev", "ci", "ci-random", "thorough", "gpu")
 _PROPERTY = "ntkcheck"  # key of the user_properties entry a test's records travel in

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-DTYPES: dict[str, torch.dtype] = {"float64": torch.float64, "float32": torch.float32}
-"""The dtypes the suite runs in, by name: the columns of :data:`TABLE`."""
-
 
 @dataclass(frozen=True)
 class Tolerance:

@@ -36,6 +36,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 from torch import nn
 
+from ntkcheck._support.shapes import matrix_as_kernel
 from ntkcheck.dynamics.losses import LpLoss, Mixture
 
 STOP = 1e-10
@@ -117,10 +118,7 @@ def outputs(model: nn.Module, x: torch.Tensor, out: int) -> torch.Tensor:
 def block_kernel(J1: torch.Tensor, J2: torch.Tensor, out: int) -> torch.Tensor:
     """J1 J2^T as the library's kernel layout: (n1, n2) for one output, (n1, n2, O, O) otherwise."""
     k = J1 @ J2.T
-    if out == 1:
-        return k
-    n1, n2 = J1.shape[0] // out, J2.shape[0] // out
-    return k.reshape(n1, out, n2, out).permute(0, 2, 1, 3)
+    return k if out == 1 else matrix_as_kernel(k, out)
 
 
 # -- the flow ------------------------------------------------------------------------------------------

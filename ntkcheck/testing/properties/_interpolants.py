@@ -15,6 +15,7 @@ import scipy.linalg
 import torch
 from hypothesis import assume
 
+from ntkcheck._support.shapes import kernel_as_matrix
 from ntkcheck.dynamics.linearization import jacobian
 from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.strategies import Arch, Dataset
@@ -39,11 +40,7 @@ def flat(t: torch.Tensor) -> torch.Tensor:
 
 def flat_kernel(k: torch.Tensor) -> torch.Tensor:
     """(n1, n2) or (n1, n2, O, O) -> the (n1 O, n2 O) CPU float64 matrix, rows sample-major."""
-    k = k.detach().cpu().double()
-    if k.ndim == 4:
-        n1, n2, o, _ = k.shape
-        k = k.permute(0, 2, 1, 3).reshape(n1 * o, n2 * o)
-    return k
+    return kernel_as_matrix(k.detach().cpu().double())
 
 
 def min_norm(J: torch.Tensor, rhs: torch.Tensor) -> torch.Tensor:

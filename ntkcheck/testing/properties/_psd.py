@@ -15,6 +15,7 @@ import scipy.linalg
 import torch
 
 from ntkcheck._support.seeding import torch_generator
+from ntkcheck._support.shapes import matrix_as_kernel
 
 from ._common import DEVICE, DTYPE
 from ._interpolants import EPS, flat
@@ -72,7 +73,7 @@ def psd_problem(
     full = full + float(torch.linalg.eigvalsh(full)[-1]) / cond * torch.eye(rows, dtype=torch.float64)
     full = full.to(DTYPE)  # the library and the reference see the same rounded matrix
     if block:
-        blocks = full.reshape(n + m, o, n + m, o).permute(0, 2, 1, 3)
+        blocks = matrix_as_kernel(full, o)
         k, kt = blocks[:n, :n].contiguous(), blocks[n:, :n].contiguous()
     else:
         k, kt = full[:n, :n].contiguous(), full[n:, :n].contiguous()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from hypothesis import strategies as st
+from torch.nn.utils import parameters_to_vector
 
 from ntkcheck._support.seeding import child_seed
 from ntkcheck.dynamics.linearization import jacobian, min_norm_linearized
@@ -74,7 +75,7 @@ def ball_x_test(ds: Dataset, m: int) -> torch.Tensor:
 
 
 def flat_params(model: torch.nn.Module) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1) for p in model.parameters() if p.requires_grad])
+    return parameters_to_vector([p.detach() for p in model.parameters() if p.requires_grad])
 
 
 @dataclass

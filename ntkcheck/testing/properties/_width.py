@@ -1,10 +1,7 @@
-"""Shared by the width-convergence and Monte Carlo properties: their inputs, kernel of output 0,
-output covariance and log-log fit."""
+"""Shared by the width-convergence and Monte Carlo properties: their inputs, kernel of output 0 and
+output covariance."""
 
 from __future__ import annotations
-
-import math
-from collections.abc import Sequence
 
 import torch
 
@@ -33,12 +30,3 @@ def output_covariance(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         f = model(x).double()
     return f @ f.T / f.shape[1]
-
-
-def fit_loglog(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
-    """Least-squares slope and intercept of log y against log x."""
-    lx = torch.tensor([math.log(v) for v in xs], dtype=torch.float64)
-    ly = torch.tensor([math.log(v) for v in ys], dtype=torch.float64)
-    a = torch.stack([lx, torch.ones_like(lx)], dim=1)
-    slope, intercept = torch.linalg.lstsq(a, ly[:, None]).solution[:, 0].tolist()
-    return slope, intercept

@@ -42,6 +42,7 @@ from hypothesis import strategies as st
 from torch.func import functional_call, jacrev
 
 from ntkcheck._support.seeding import child_seed
+from ntkcheck._support.shapes import kernel_as_matrix
 from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.testing.strategies import Arch, architectures, dataset_for, seeds
@@ -87,10 +88,7 @@ def _layout(k: torch.Tensor, n_out: int) -> torch.Tensor:
 
 def _gram(k: torch.Tensor, n_out: int) -> torch.Tensor:
     """(N, N[, O, O]) -> the (N O, N O) Gram matrix, rows sample-major."""
-    if n_out == 1:
-        return k
-    n = k.shape[0]
-    return k.permute(0, 2, 1, 3).reshape(n * n_out, n * n_out)
+    return k if n_out == 1 else kernel_as_matrix(k)
 
 
 def _draw(arch, data_seed, n1, n2):

@@ -29,6 +29,7 @@ import pytest
 import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from torch.nn.utils import parameters_to_vector
 
 from ntkcheck.dynamics.flows import mse_gd
 from ntkcheck.dynamics.linearization import linearize
@@ -190,10 +191,10 @@ def test_last_layer_gd_iterates_are_eq8(arch, data, a, from_zero):
     h0, h0t = outputs(model, x, ds.out), outputs(model, xt, ds.out)
     k, kt = ntk(model, x), ntk(model, xt, x)
     params = [p for p in model.parameters() if p.requires_grad]
-    theta0 = torch.cat([p.detach().reshape(-1) for p in params]).clone()
+    theta0 = parameters_to_vector([p.detach() for p in params]).clone()
 
     def flat_delta() -> torch.Tensor:
-        return torch.cat([p.detach().reshape(-1) for p in params]) - theta0
+        return parameters_to_vector([p.detach() for p in params]) - theta0
 
     deltas, fx, ft = _run(model, x, y, xt, ds.out, eta, flat_delta)
     _check(

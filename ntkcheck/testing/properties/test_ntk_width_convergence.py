@@ -43,6 +43,7 @@ from typing import Any, cast
 import pytest
 import torch
 
+from ntkcheck._support.fitting import loglog_fit
 from ntkcheck.dynamics.losses import LpLoss
 from ntkcheck.dynamics.solvers import interpolate, max_stable_lr
 from ntkcheck.dynamics.training import train
@@ -53,7 +54,7 @@ from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
-from ._width import first_output, fit_loglog, output_covariance
+from ._width import first_output, output_covariance
 
 CLAIM = "width_convergence"
 pytestmark = pytest.mark.claim(CLAIM)
@@ -162,7 +163,8 @@ def _check_bound_at_every_width(
                 exact = first_output(limit(model, x)).double()
             errs.append(relative_error(sample(model, x).double(), exact))
         errors.append(_rms(errs))
-    slope, intercept = fit_loglog(BOUND_WIDTHS, errors)
+    fitted = loglog_fit(BOUND_WIDTHS, errors)
+    slope, intercept = fitted.slope, fitted.intercept
     record_series(
         f"width: {activation} L={depth} {kind} error (RMS over {len(BOUND_SEEDS)} seeds)",
         BOUND_WIDTHS,
@@ -336,7 +338,8 @@ def test_trained_network_approaches_its_linearization_at_every_width():
                 trained = model(xt)
             per_seed.append(relative_error(trained, kernel_pred, scale=float((kernel_pred - f0t).norm())))
         gaps.append(_rms(per_seed))
-    slope, intercept = fit_loglog(GAP_WIDTHS, gaps)
+    fitted = loglog_fit(GAP_WIDTHS, gaps)
+    slope, intercept = fitted.slope, fitted.intercept
     c = tolerance("trained_gap_constant", DTYPE)
     record_series(
         f"width: trained vs linearized gap (RMS over {len(GAP_SEEDS)} seeds)",

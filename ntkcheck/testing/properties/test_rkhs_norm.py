@@ -40,6 +40,7 @@ import torch
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
+from ntkcheck._support.shapes import matrix_as_kernel
 from ntkcheck.dynamics.linearization import jacobian, linearize, min_norm_linearized
 from ntkcheck.dynamics.solvers import interpolate
 from ntkcheck.kernels.empirical import ntk
@@ -58,7 +59,7 @@ N_EXTRA = 4  # test points added to X for the function-space norm
 def _identity_kernel(n: int, o: int) -> torch.Tensor:
     """The identity as a k_test_train argument: (n, n) for one output, (n, n, o, o) blocks otherwise."""
     eye = torch.eye(n * o, dtype=DTYPE, device=DEVICE)
-    return eye if o == 1 else eye.reshape(n, o, n, o).permute(0, 2, 1, 3).contiguous()
+    return eye if o == 1 else matrix_as_kernel(eye, o).contiguous()
 
 
 def _conditioned_sets(J_x: torch.Tensor, J_t: torch.Tensor, o: int) -> tuple[int, int]:

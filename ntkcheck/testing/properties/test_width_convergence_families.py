@@ -35,6 +35,7 @@ from typing import Any
 import pytest
 import torch
 
+from ntkcheck._support.fitting import loglog_fit
 from ntkcheck.kernels.analytic import analytic_nngp, analytic_ntk
 from ntkcheck.kernels.empirical import ntk
 from ntkcheck.models import CNN, MLP, ResNet
@@ -42,7 +43,7 @@ from ntkcheck.testing.claims import check_at_most, record_series, relative_error
 from ntkcheck.testing.tolerances import tolerance
 
 from ._common import DEVICE, DTYPE
-from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output, fit_loglog, output_covariance
+from ._width import IMAGE_SEED, X_SEED, family_inputs, first_output, output_covariance
 
 CLAIM = "width_convergence"
 pytestmark = pytest.mark.claim(CLAIM)
@@ -107,7 +108,8 @@ def _check_bound_at_every_width(
                 exact = first_output(limit(model, x)).double()
             errs.append(relative_error(sample(model, x).double(), exact))
         errors.append(math.sqrt(sum(e * e for e in errs) / len(errs)))
-    slope, intercept = fit_loglog(WIDTHS, errors)
+    fitted = loglog_fit(WIDTHS, errors)
+    slope, intercept = fitted.slope, fitted.intercept
     label = f"width: {family} {parametrization} param. {kind} error (RMS over {len(SEEDS)} seeds)"
     record_series(label, WIDTHS, errors, slope=slope, intercept=intercept, bound_constant=float(c))
     record_series(

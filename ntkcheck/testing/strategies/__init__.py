@@ -22,7 +22,7 @@ Pass ``families=("mlp",)`` where a claim is about MLPs only (analytic kernels, w
 
 from __future__ import annotations
 
-from ntkcheck.testing.tolerances import DTYPES
+from ntkcheck._support.validation import DTYPES
 
 from ._arch import FAMILY_ORDER, Arch
 from ._architectures import architectures
