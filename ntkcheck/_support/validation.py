@@ -269,3 +269,13 @@ def check_module(value: object, name: str = "model") -> torch.nn.Module:
     if not isinstance(value, torch.nn.Module):
         raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}")
     return value
+
+
+def check_same_device(a: torch.Tensor, b: object, name_a: str, name_b: str) -> None:
+    """``ValueError`` naming both when ``b`` is a tensor on another device than ``a`` (checked before anything
+    else about ``b``, so that a tensor on the meta device is reported as a device mismatch)."""
+    if isinstance(b, torch.Tensor) and a.device != b.device:
+        raise ValueError(
+            f"{name_b} must be on the device of {name_a} ({a.device}), got {b.device} "
+            f"({name_a}: {a.device}, {name_b}: {b.device})"
+        )

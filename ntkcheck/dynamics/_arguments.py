@@ -12,30 +12,6 @@ import numpy as np
 import torch
 
 
-def check_same_device_dtype(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str) -> None:
-    """``ValueError`` naming both tensors unless ``b`` has the dtype and the device of ``a``."""
-    if a.dtype != b.dtype:
-        raise ValueError(
-            f"{name_b} must have the dtype of {name_a} ({a.dtype}), got {b.dtype} "
-            f"({name_a}: {a.dtype}, {name_b}: {b.dtype})"
-        )
-    if a.device != b.device:
-        raise ValueError(
-            f"{name_b} must be on the device of {name_a} ({a.device}), got {b.device} "
-            f"({name_a}: {a.device}, {name_b}: {b.device})"
-        )
-
-
-def check_same_device(a: torch.Tensor, b: object, name_a: str, name_b: str) -> None:
-    """``ValueError`` naming both when ``b`` is a tensor on another device than ``a`` (checked before anything
-    else about ``b``, so that a tensor on the meta device is reported as a device mismatch)."""
-    if isinstance(b, torch.Tensor) and a.device != b.device:
-        raise ValueError(
-            f"{name_b} must be on the device of {name_a} ({a.device}), got {b.device} "
-            f"({name_a}: {a.device}, {name_b}: {b.device})"
-        )
-
-
 def check_float(value: object, name: str, expected: str, ok: Callable[[float], bool]) -> float:
     """``value`` as a float: TypeError unless it is a real number, ValueError unless ``ok(value)``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

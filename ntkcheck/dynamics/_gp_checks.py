@@ -6,8 +6,7 @@ import math
 
 import torch
 
-from ntkcheck._support.validation import check_kernel_tensor
-from ntkcheck.dynamics._arguments import check_same_device, check_same_device_dtype
+from ntkcheck._support.validation import check_kernel_tensor, check_same_device, check_same_device_dtype
 from ntkcheck.dynamics._kernel_checks import _check_psd, _kernel_matrix, _threshold
 from ntkcheck.errors import SingularKernelError
 

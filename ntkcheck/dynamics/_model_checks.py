@@ -6,8 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_batch, check_inputs
-from ntkcheck.dynamics._arguments import check_same_device_dtype
+from ntkcheck._support.validation import check_batch, check_inputs, check_same_device_dtype
 
 
 def _in_features(model: nn.Module) -> int | None:

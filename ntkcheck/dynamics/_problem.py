@@ -8,8 +8,12 @@ from typing import NamedTuple
 import torch
 
 from ntkcheck._support.shapes import kernel_as_matrix
-from ntkcheck._support.validation import check_finite_result, check_kernel_tensor
-from ntkcheck.dynamics._arguments import check_same_device, check_same_device_dtype
+from ntkcheck._support.validation import (
+    check_finite_result,
+    check_kernel_tensor,
+    check_same_device,
+    check_same_device_dtype,
+)
 from ntkcheck.dynamics._kernel_checks import _kernel_matrix
 
 

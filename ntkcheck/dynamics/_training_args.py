@@ -9,8 +9,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_inputs
-from ntkcheck.dynamics._arguments import check_same_device_dtype
+from ntkcheck._support.validation import check_inputs, check_same_device_dtype
 from ntkcheck.dynamics._model_checks import _in_features
 
 OPTIMIZERS = ("gd", "sgd", "adam")

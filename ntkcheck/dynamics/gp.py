@@ -77,8 +77,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ntkcheck._support.validation import check_choice, check_finite_result
-from ntkcheck.dynamics._arguments import check_lr, check_same_device_dtype, times_array
+from ntkcheck._support.validation import check_choice, check_finite_result, check_same_device_dtype
+from ntkcheck.dynamics._arguments import check_lr, times_array
 from ntkcheck.dynamics._gp_checks import (
     _check_joint,
     _cross,

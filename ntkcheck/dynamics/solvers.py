@@ -38,8 +38,8 @@ import math
 
 import torch
 
-from ntkcheck._support.validation import check_finite_result, check_inputs, check_kernel_tensor
-from ntkcheck.dynamics._arguments import check_diag_reg, check_same_device_dtype
+from ntkcheck._support.validation import check_finite_result, check_inputs, check_kernel_tensor, check_same_device_dtype
+from ntkcheck.dynamics._arguments import check_diag_reg
 from ntkcheck.dynamics._inverse import _cond, _Inverse, _regularised
 from ntkcheck.dynamics._kernel_checks import _check_rcond, _kernel_matrix, _threshold
 from ntkcheck.dynamics._problem import _out, _problem
