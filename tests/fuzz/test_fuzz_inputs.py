@@ -265,7 +265,12 @@ def _kernel_cases(kernel: Callable[..., torch.Tensor]) -> list:
 
 
 META_CASES = [
-    _case("ntk(x1=meta)", lambda: nk.ntk(_net(), _meta()), ValueError, "x1 is on the meta device"),
+    _case(
+        "ntk(x1=meta)",
+        lambda: nk.ntk(_net(), _meta()),
+        ValueError,
+        "x1 must match the model's parameters (torch.float64 on cpu), got torch.float64 on meta",
+    ),
     _case("ntk(x2=meta)", lambda: nk.ntk(_net(), _x(), _meta()), ValueError, "x2 is on the meta device"),
     _case("jacobian(x=meta)", lambda: nk.jacobian(_net(), _meta()), ValueError, "x is on the meta device"),
     _case(
