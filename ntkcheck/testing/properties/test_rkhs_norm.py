@@ -27,8 +27,8 @@ Compared (the expected side never goes through ntkcheck.dynamics.solvers):
   ||theta_inf - theta_0||^2 + ||v||^2 > ||h - h_ini||_k^2).
 
 Draws: every activation, 1-3 outputs, biases, frozen layers, seed 000's glorot init, widths up to 256
-(widths below 16 raised to 16).  The training points and the extra points are cut to their largest
-prefixes for which cond(K_ZZ) <= ``max_condition_solve``.
+(widths below 16 raised to 16).  The training points are cut to their largest prefix, and the extra
+points to those that keep cond(K_ZZ) <= ``max_condition_solve`` with it.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ from ntkcheck.dynamics.solvers import interpolate
 from ntkcheck.kernels.empirical import ntk
 from ntkcheck.testing.claims import check_at_most, check_close
 from ntkcheck.testing.strategies import Arch, Dataset, architectures, datasets, seeds
-from ntkcheck.testing.tolerances import tolerance
+from ntkcheck.testing.tolerances import max_condition_solve, tolerance
 
 from ._common import DEVICE, DTYPE, reproduce
-from ._interpolants import EPS, conditioned_prefix, flat, flat_kernel, min_norm, roomy
+from ._interpolants import EPS, flat, flat_kernel, min_norm, roomy
 
 CLAIM = "rkhs_norm"
 pytestmark = pytest.mark.claim(CLAIM)
@@ -62,22 +62,36 @@ def _identity_kernel(n: int, o: int) -> torch.Tensor:
     return eye if o == 1 else matrix_as_kernel(eye, o).contiguous()
 
 
-def _conditioned_sets(J_x: torch.Tensor, J_t: torch.Tensor, o: int) -> tuple[int, int]:
-    """The largest prefixes (n', m') of the training points and of the extra points, n' first, with
-    cond(J J^T) <= max_condition_solve on their union and n', m' >= 1 ((0, 0) if there is none)."""
+def _well_conditioned(rows: torch.Tensor) -> bool:
+    """cond(J J^T) <= max_condition_solve for the Jacobian rows ``rows``."""
+    s = torch.linalg.svdvals(rows)
+    return bool(s[-1] > 0) and float(s[0] / s[-1]) ** 2 <= max_condition_solve(DTYPE)
+
+
+def _conditioned_sets(J_x: torch.Tensor, J_t: torch.Tensor, o: int) -> tuple[int, list[int]]:
+    """The largest prefix n' >= 1 of the training points and the extra points kept with it, in order, each
+    kept when cond(J J^T) <= max_condition_solve still holds on the union; at least one extra point must be
+    kept ((0, []) if there is none).  Keeping rather than cutting at the first bad extra point matters for a
+    positively homogeneous net on 1-d inputs: an extra point of the training point's sign is parallel to it,
+    one of the other sign is not."""
     for n in range(J_x.shape[0] // o, 0, -1):
-        m = conditioned_prefix(J_t, o, extra=J_x[: n * o])
-        if m >= 1:
-            return n, m
-    return 0, 0
+        keep: list[int] = []
+        for i in range(J_t.shape[0] // o):
+            rows = torch.cat([J_x[: n * o], *(J_t[j * o : (j + 1) * o] for j in [*keep, i])])
+            if _well_conditioned(rows):
+                keep.append(i)
+        if keep:
+            return n, keep
+    return 0, []
 
 
 def _example(arch: Arch, ds: Dataset):
     """model, n, x, y, the extra points, J(Z) (float64) and K_ZZ from nk.ntk, flattened.
 
-    Training and extra points are cut to their largest prefixes (x = ds.x()[:n], xt = ds.x_test(N_EXTRA)[:m])
-    whose joint kernel is well enough conditioned to check (a construction); only a draw where one
-    training point and one extra point already give a singular kernel is rejected (e.g. a bias-free ReLU
+    The training points are cut to their largest prefix (x = ds.x()[:n]) and the extra points to those kept
+    with it (xt = ds.x_test(N_EXTRA)[keep]) whose joint kernel is well enough conditioned to check (a
+    construction); only a draw where one training point and every extra point give a singular kernel is
+    rejected (e.g. a bias-free ReLU
     net on 1-d inputs of one sign: positively homogeneous, so their Jacobians are parallel)."""
     model = arch.build(dtype=DTYPE, device=DEVICE)
     o = arch.out_features
@@ -85,13 +99,13 @@ def _example(arch: Arch, ds: Dataset):
     xt_all = ds.x_test(N_EXTRA, dtype=DTYPE, device=DEVICE)
     J_all = flat_kernel(jacobian(model, torch.cat([x_all, xt_all])))
     J_x, J_t = J_all[: ds.n * o], J_all[ds.n * o :]
-    n, m = _conditioned_sets(J_x, J_t, o)
+    n, keep = _conditioned_sets(J_x, J_t, o)
     if n < 1:
-        assume(False)  # singular already on one training and one extra point: no K_ZZ^{-1}
-    x, y, xt = x_all[:n], y_all[:n], xt_all[:m]
+        assume(False)  # singular already on one training point with every extra point: no K_ZZ^{-1}
+    x, y, xt = x_all[:n], y_all[:n], xt_all[keep]
     z = torch.cat([x, xt])
-    J_z = torch.cat([J_x[: n * o], J_t[: m * o]])
-    return model, n, x, y, xt, z, J_z, flat_kernel(ntk(model, z))
+    J_z = torch.cat([J_x[: n * o], *(J_t[j * o : (j + 1) * o] for j in keep)])
+    return model, n, x, y, xt, keep, z, J_z, flat_kernel(ntk(model, z))
 
 
 def _num(value: float) -> torch.Tensor:
@@ -117,7 +131,7 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
     farther by exactly ||v||^2 (seed 000 Thm 6 eq (12); seed 001 eqs (10)-(11))."""
     arch = roomy(arch)
     ds = data.draw(datasets(arch, max_n=8))
-    model, n, x, y, xt, z, J_z, K_z = _example(arch, ds)
+    model, n, x, y, xt, keep, z, J_z, K_z = _example(arch, ds)
     o, m = arch.out_features, len(xt)
     N = n * o
     ctx = reproduce(
@@ -125,7 +139,7 @@ def test_trained_network_is_the_minimum_rkhs_norm_interpolant(arch, data, seed, 
         ds=f"nk.testing.strategies.{ds!r}; x, y = ds.x()[:{n}], ds.y()[:{n}]",
         seed=seed,
         size=size,
-        check=f"lin = min_norm_linearized(model, x, y); z = cat(x, ds.x_test({N_EXTRA})[:{m}]); "
+        check=f"lin = min_norm_linearized(model, x, y); z = cat(x, ds.x_test({N_EXTRA})[{keep}]); "
         "||lin.delta()||^2 vs g(z)^T nk.ntk(model, z)^{-1} g(z), g = lin(z) - model(z)",
     )
     J = J_z[:N]
